@@ -1,0 +1,157 @@
+"""MediaPipe selfie segmentation (general and landscape) as explicit PyTorch modules.
+
+The topology mirrors the published TFLite graphs: a MobileNetV3-style encoder,
+an LR-ASPP head and three gated skip-connection decoder stages, ending in a 2x2
+stride-2 transposed convolution and a sigmoid.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .tflite_graph import read_weighted_ops
+
+
+class SamePadConv2d(nn.Conv2d):
+    """Conv2d with TensorFlow's SAME padding (the odd extra pixel goes bottom/right)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1) -> None:
+        symmetric = stride == 1
+        super().__init__(cin, cout, kernel, stride, padding=kernel // 2 if symmetric else 0, groups=groups)
+        self._needs_pad = not symmetric
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._needs_pad:
+            k, s = self.kernel_size[0], self.stride[0]
+            pad_h = max((-(-x.shape[-2] // s) - 1) * s + k - x.shape[-2], 0)
+            pad_w = max((-(-x.shape[-1] // s) - 1) * s + k - x.shape[-1], 0)
+            x = F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
+        return super().forward(x)
+
+
+def _global_mean(x: torch.Tensor) -> torch.Tensor:
+    return x.mean(dim=(2, 3), keepdim=True)
+
+
+class SqueezeExcite(nn.Module):
+    """Channel gate: global mean -> 1x1 reduce -> ReLU -> 1x1 expand -> sigmoid."""
+
+    def __init__(self, channels: int, reduced: int) -> None:
+        super().__init__()
+        self.reduce = nn.Conv2d(channels, reduced, 1)
+        self.expand = nn.Conv2d(reduced, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.expand(F.relu(self.reduce(_global_mean(x)))))
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV3 block: 1x1 expand, depthwise, optional squeeze-excite, 1x1 project."""
+
+    def __init__(
+        self, cin: int, expanded: int, cout: int, kernel: int, stride: int, hard_swish: bool, se: int | None
+    ) -> None:
+        super().__init__()
+        self.expand = nn.Conv2d(cin, expanded, 1)
+        self.depthwise = SamePadConv2d(expanded, expanded, kernel, stride, groups=expanded)
+        self.se = SqueezeExcite(expanded, se) if se else None
+        self.project = nn.Conv2d(expanded, cout, 1)
+        self.act = nn.Hardswish() if hard_swish else nn.ReLU()
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act(self.depthwise(self.act(self.expand(x))))
+        if self.se is not None:
+            y = y * self.se(y)
+        y = self.project(y)
+        return x + y if self.residual else y
+
+
+class DecoderStage(nn.Module):
+    """Upsample x2, project to the skip's width, gate the skip, refine with a residual depthwise conv."""
+
+    def __init__(self, cin: int, channels: int) -> None:
+        super().__init__()
+        self.project = nn.Conv2d(cin, channels, 1)
+        self.gate = SqueezeExcite(channels, channels)
+        self.conv = nn.Conv2d(channels, channels, 1)
+        self.depthwise = nn.Conv2d(channels, channels, 3, padding=1, groups=channels)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        up = self.project(x)
+        fused = skip * self.gate(skip + up) + up
+        y = F.relu(self.conv(fused))
+        return y + F.relu(self.depthwise(y))
+
+
+class SelfieSegmenter(nn.Module):
+    """(N,3,H,W) RGB in [0,1] -> (N,1,H,W) person probability.
+
+    Module registration order equals the TFLite graph's op order, which is how
+    `load_tflite` assigns the weights.
+    """
+
+    def __init__(self, input_size: tuple[int, int]) -> None:
+        super().__init__()
+        self.input_size = input_size  # (height, width) the weights were trained at
+        self.stem = SamePadConv2d(3, 16, 3, stride=2)
+        self.encoder = nn.ModuleList(
+            [
+                InvertedResidual(16, 16, 16, 3, 2, hard_swish=False, se=8),  # 1/4
+                InvertedResidual(16, 72, 24, 3, 2, hard_swish=False, se=None),  # 1/8
+                InvertedResidual(24, 88, 24, 3, 1, hard_swish=False, se=None),
+                InvertedResidual(24, 96, 32, 5, 2, hard_swish=True, se=24),  # 1/16
+                InvertedResidual(32, 128, 32, 5, 1, hard_swish=True, se=32),
+                InvertedResidual(32, 128, 32, 5, 1, hard_swish=True, se=32),
+                InvertedResidual(32, 96, 32, 5, 1, hard_swish=True, se=24),
+                InvertedResidual(32, 96, 32, 5, 1, hard_swish=True, se=24),
+            ]
+        )
+        self.head_conv = nn.Conv2d(32, 128, 1)
+        self.head_gate = nn.Conv2d(32, 128, 1)
+        self.decoder = nn.ModuleList([DecoderStage(128, 24), DecoderStage(24, 16), DecoderStage(16, 16)])
+        self.segment = nn.ConvTranspose2d(16, 1, 2, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.hardswish(self.stem(x))
+        skips = [x]  # 1/2
+        for i, block in enumerate(self.encoder):
+            x = block(x)
+            if i in (0, 2):  # ends of the 1/4 and 1/8 stages
+                skips.append(x)
+        x = F.relu(self.head_conv(x)) * torch.sigmoid(self.head_gate(_global_mean(x)))
+        for stage, skip in zip(self.decoder, reversed(skips)):
+            x = stage(x, skip)
+        return torch.sigmoid(self.segment(x))
+
+    def weighted_layers(self) -> list[nn.Module]:
+        """The convolutions in graph order."""
+        return [m for m in self.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+
+
+def _to_torch_layout(kind: str, weight: torch.Tensor) -> torch.Tensor:
+    if kind == "CONV_2D":
+        return weight.permute(0, 3, 1, 2)  # OHWI -> OIHW
+    # depthwise 1HWC -> C1HW; transpose OHWI -> IOHW
+    return weight.permute(3, 0, 1, 2)
+
+
+@torch.no_grad()
+def load_tflite(model: SelfieSegmenter, path: Path) -> SelfieSegmenter:
+    """Copy the weights of a selfie-segmentation .tflite file into `model`."""
+    ops = read_weighted_ops(path)
+    layers = model.weighted_layers()
+    if len(ops) != len(layers):
+        raise ValueError(f"{path}: {len(ops)} weighted ops, the module has {len(layers)}")
+    for op, layer in zip(ops, layers):
+        weight = _to_torch_layout(op.kind, torch.from_numpy(op.weight))
+        if weight.shape != layer.weight.shape or op.bias.shape != tuple(layer.bias.shape):
+            raise ValueError(f"{path}: {op.name} has shape {tuple(weight.shape)}, expected {tuple(layer.weight.shape)}")
+        layer.weight.copy_(weight)
+        layer.bias.copy_(torch.from_numpy(op.bias))
+    return model
