@@ -1,0 +1,60 @@
+"""Replacing the background: frame (1,3,H,W) + mask (1,1,H,W) -> composited frame, all in [0,1]."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .filters import box_blur, gaussian_blur
+
+
+def blurred_background(frame: torch.Tensor, mask: torch.Tensor, strength: float) -> torch.Tensor:
+    """The frame's background blurred with sigma = strength x H / 20, the person left out.
+
+    A plain blur smears the person into the background and leaves a halo around
+    them; a normalised blur (blur(frame x bg) / blur(bg)) averages background
+    pixels only. It runs at a reduced resolution, where a large blur is cheap.
+    """
+    height, width = frame.shape[-2:]
+    sigma = strength * height / 20.0
+    if sigma < 0.5:
+        return frame
+    factor = max(1, int(sigma // 2))  # keep about 2 px of sigma at the reduced size
+    background = 1.0 - mask
+    stacked = torch.cat([frame * background, background, frame], dim=1)
+    if factor > 1:
+        stacked = F.avg_pool2d(stacked, factor, ceil_mode=True)
+    stacked = gaussian_blur(stacked, sigma / factor)
+    numerator, weight, plain = stacked[:, :3], stacked[:, 3:4], stacked[:, 4:]
+    # Deep inside the person there is no background to average: fall back to the plain blur (hidden anyway).
+    result = torch.where(weight > 1e-3, numerator / weight.clamp_min(1e-3), plain)
+    if factor > 1:
+        result = F.interpolate(result, size=(height, width), mode="bilinear", align_corners=False)
+    return result
+
+
+def cover_fit(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Scale (1,3,h,w) to cover HxW keeping its aspect ratio, then crop the centre."""
+    h, w = image.shape[-2:]
+    scale = max(height / h, width / w)
+    new_h, new_w = max(height, round(h * scale)), max(width, round(w * scale))
+    resized = F.interpolate(image, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=scale < 1)
+    top, left = (new_h - height) // 2, (new_w - width) // 2
+    return resized[..., top : top + height, left : left + width]
+
+
+def light_wrap(frame: torch.Tensor, mask: torch.Tensor, background: torch.Tensor, amount: float) -> torch.Tensor:
+    """Let the background's light spill onto the person's edge, as a lens would."""
+    if amount <= 0.0:
+        return frame
+    height = frame.shape[-2]
+    radius = max(1, height // 60)
+    soft = box_blur(mask, radius)
+    spill = amount * mask * (1.0 - soft).clamp_min(0.0) * 2.0
+    return torch.lerp(frame, background, spill.clamp(0.0, 1.0))
+
+
+def composite(frame: torch.Tensor, mask: torch.Tensor, background: torch.Tensor, wrap: float) -> torch.Tensor:
+    """Person over background, with optional light wrap."""
+    person = light_wrap(frame, mask, background, wrap)
+    return torch.lerp(background, person, mask)

@@ -1,0 +1,41 @@
+"""Per-session configuration: what background to show and how to compute the mask."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Mode = Literal["blur", "image", "color", "none", "mask"]
+_HEX_COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+
+class SessionConfig(BaseModel):
+    """One session's settings; every field has a default, unknown fields are rejected."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True)
+
+    mode: Mode = Field("blur", description="background: blur, image, color, none (passthrough) or mask (debug view)")
+    blur: float = Field(0.5, ge=0.0, le=1.0, description="blur strength, 0..1 (sigma = blur x frame height / 20)")
+    color: str = Field("#00b140", description="background colour for mode=color, '#rrggbb'")
+    image: str = Field("aurora", description="background image for mode=image: an uploaded id or a preset name")
+    model: str = Field("general", description="segmentation model: general, landscape, or a loaded checkpoint's name")
+    smoothing: float = Field(0.6, ge=0.0, le=1.0, description="temporal smoothing of the mask, 0 = off .. 1")
+    refine: bool = Field(True, description="edge-aware upsampling of the mask guided by the frame")
+    light_wrap: float = Field(0.0, ge=0.0, le=1.0, description="spill of the background onto the person's edge, 0 = off")
+
+    @field_validator("color")
+    @classmethod
+    def _check_color(cls, value: str) -> str:
+        if not _HEX_COLOR.match(value):
+            raise ValueError("must be a colour written '#rrggbb'")
+        return value.lower()
+
+    def rgb(self) -> tuple[int, int, int]:
+        """The `color` field as an (r, g, b) tuple of 0..255."""
+        return tuple(int(self.color[i : i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
+
+    def updated(self, changes: dict) -> SessionConfig:
+        """A validated copy with `changes` applied; the other fields keep their values."""
+        return SessionConfig.model_validate({**self.model_dump(), **changes})
