@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -82,15 +83,34 @@ class Pipeline:
         times: StageTimes | None = None,
     ) -> list[np.ndarray]:
         """Process one frame of each stream; frames are (H,W,3) RGB uint8, any size, and come back the same."""
+        clock = _Clock(self.device, times)
+        work = [i for i, c in enumerate(configs) if c.mode != "none"]
+        images, masks = self._masks(frames, states, configs, work, clock)
+        results = {i: self._composite(images[i], masks[i], states[i], configs[i]) for i in work}
+        clock.lap("composite")
+        # mode "none" is a passthrough: no model, no copies.
+        outputs = [_download(results[i]) if i in results else frames[i] for i in range(len(frames))]
+        clock.lap("download")
+        return outputs
+
+    @torch.inference_mode()
+    def masks(
+        self, frames: Sequence[np.ndarray], states: Sequence[StreamState], configs: Sequence[SessionConfig]
+    ) -> list[torch.Tensor]:
+        """Full-resolution person probabilities (H,W) in [0,1], smoothed and refined as `configs` say."""
+        _, masks = self._masks(frames, states, configs, list(range(len(frames))), _Clock(self.device, None))
+        return [masks[i][0, 0] for i in range(len(frames))]
+
+    def _masks(
+        self,
+        frames: Sequence[np.ndarray],
+        states: Sequence[StreamState],
+        configs: Sequence[SessionConfig],
+        work: list[int],
+        clock: _Clock,
+    ) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
         if not (len(frames) == len(states) == len(configs)):
             raise ValueError("frames, states and configs must have the same length")
-        clock = _Clock(self.device, times)
-        outputs: list[np.ndarray | None] = [None] * len(frames)
-        work = [i for i, c in enumerate(configs) if c.mode != "none"]
-        for i, config in enumerate(configs):
-            if config.mode == "none":
-                outputs[i] = frames[i]  # passthrough: no model, no copies
-
         images = {i: self._upload(frames[i]) for i in work}
         clock.lap("upload")
 
@@ -101,25 +121,21 @@ class Pipeline:
             state, config = states[i], configs[i]
             key = (images[i].shape[-2:], resolve_name(config.model))
             previous = state.previous_mask if state.mask_key == key else None
-            masks[i] = smooth_mask(previous, mask, config.smoothing)
+            masks[i] = smooth_mask(previous, mask.float(), config.smoothing)
             state.previous_mask, state.mask_key = masks[i], key
         clock.lap("smoothing")
 
-        full = {i: upsample_mask(masks[i].float(), images[i], configs[i].refine) for i in work}
+        full = {i: upsample_mask(masks[i], images[i], configs[i].refine) for i in work}
         clock.lap("refine")
-
-        results = {i: self._composite(images[i], full[i], states[i], configs[i]) for i in work}
-        clock.lap("composite")
-
-        for i, result in results.items():
-            outputs[i] = _download(result)
-        clock.lap("download")
-        return outputs  # type: ignore[return-value]
+        return images, full
 
     def _upload(self, frame: np.ndarray) -> torch.Tensor:
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
             raise ValueError(f"expected an (H,W,3) uint8 RGB frame, got {frame.shape} {frame.dtype}")
-        tensor = torch.from_numpy(frame)
+        with warnings.catch_warnings():
+            # Read-only arrays (PIL, PyAV) are fine: the tensor is only read, then copied by .float().
+            warnings.simplefilter("ignore", UserWarning)
+            tensor = torch.from_numpy(frame)
         if self.device.type == "cuda":
             tensor = tensor.pin_memory().to(self.device, non_blocking=True)
         # HWC memory viewed as NCHW is channels-last: no transpose copy.

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import torch
 
+# Changes smaller than about this are treated as noise rather than motion.
+_NOISE_LEVEL = 0.2
+
 
 def smooth_mask(previous: torch.Tensor | None, current: torch.Tensor, strength: float) -> torch.Tensor:
-    """Blend `current` with `previous`, weighting the past by each pixel's uncertainty.
+    """Blend `current` with `previous`, leaning on the past only where the new value is doubtful.
 
-    A confident pixel (p near 0 or 1) follows the new frame at once, so the mask
-    does not trail behind motion; an uncertain one (p near 0.5), where flicker
-    lives, leans on the previous mask. `strength` 0 turns smoothing off.
+    A pixel is doubtful when the model is uncertain (p near 0.5) or when it
+    barely changed (a small change is noise, motion moves a pixel a long way).
+    A confident pixel that changed a lot follows the new frame at once, so the
+    mask does not trail behind motion. `strength` 0 turns smoothing off.
     """
     if previous is None or strength <= 0.0 or previous.shape != current.shape:
         return current
     uncertainty = 1.0 - (2.0 * current - 1.0).abs()
-    return torch.lerp(current, previous, strength * uncertainty.sqrt())
+    stillness = torch.exp(-(current - previous).abs() / _NOISE_LEVEL)
+    return torch.lerp(current, previous, strength * torch.maximum(uncertainty.sqrt(), stillness))

@@ -1,0 +1,94 @@
+"""Accuracy on a labelled folder and flicker on a video, through the serving pipeline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from statistics import mean
+
+import torch
+from tqdm import tqdm
+
+from server.config import SessionConfig
+from server.mediafiles import read_image, read_video, video_info
+from server.pipeline import Pipeline, StreamState
+
+from .gallery import Case, write_gallery
+from .metrics import boundary_f, flicker, iou
+
+
+def labelled_pairs(data: Path) -> list[tuple[Path, Path]]:
+    """(image, mask) pairs of a folder with images/*.jpg and masks/*.png of the same stem."""
+    images = sorted((data / "images").glob("*.jpg"))
+    if not images:
+        raise FileNotFoundError(f"{data}/images holds no .jpg files")
+    pairs = [(image, data / "masks" / f"{image.stem}.png") for image in images]
+    missing = [str(m) for _, m in pairs if not m.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} masks are missing, e.g. {missing[0]}")
+    return pairs
+
+
+def evaluate_folder(
+    pipeline: Pipeline,
+    model: str,
+    data: Path,
+    refine: bool,
+    gallery: Path | None = None,
+    worst: int = 12,
+    limit: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Mean person IoU and boundary F over the folder (mask = p >= 0.5 at the image's own size)."""
+    config = SessionConfig(model=model, refine=refine, smoothing=0.0, mode="mask")
+    pairs = labelled_pairs(data)[:limit]
+    ious, fscores, cases = [], [], []
+    for image_path, mask_path in tqdm(pairs, desc="evaluate", unit="img", disable=not progress):
+        image = read_image(image_path)
+        truth = torch.from_numpy(read_image(mask_path)[..., 0] >= 128)
+        probability = pipeline.masks([image], [StreamState()], [config])[0].cpu()
+        prediction = probability >= 0.5
+        ious.append(iou(prediction, truth))
+        fscores.append(boundary_f(prediction, truth))
+        if gallery is not None:
+            cases.append((ious[-1], image_path.stem, image, truth.numpy(), prediction.numpy()))
+    if gallery is not None:
+        cases.sort(key=lambda c: c[0])
+        write_gallery([Case(n, v, im, t, p) for v, n, im, t, p in cases[:worst]], gallery)
+    return {
+        "model": model,
+        "refine": refine,
+        "images": len(pairs),
+        "mean_iou": mean(ious),
+        "boundary_f": mean(fscores),
+        "worst": sorted(zip(ious, [p[0].stem for p in pairs]))[: min(worst, len(pairs))],
+    }
+
+
+def evaluate_video(
+    pipeline: Pipeline, model: str, video: Path, refine: bool, smoothing: float, limit: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Flicker (mean over consecutive frames of mean |p_t - p_t-1|) with and without smoothing."""
+    configs = [SessionConfig(model=model, refine=refine, smoothing=s, mode="mask") for s in (0.0, smoothing)]
+    states = [StreamState(), StreamState()]
+    previous: list[torch.Tensor | None] = [None, None]
+    totals = [[], []]
+    frames, _ = video_info(video)
+    total = min(frames, limit) if frames and limit else (frames or limit)
+    for frame in tqdm(read_video(video, limit), total=total or None, desc=video.name, unit="frame", disable=not progress):
+        masks = pipeline.masks([frame, frame], states, configs)
+        for k in range(2):
+            if previous[k] is not None:
+                totals[k].append(flicker(previous[k], masks[k]))
+            previous[k] = masks[k]
+    raw, smoothed = (mean(t) if t else 0.0 for t in totals)
+    return {
+        "model": model,
+        "video": video.name,
+        "frames": len(totals[0]) + 1,
+        "refine": refine,
+        "smoothing": smoothing,
+        "flicker_raw": raw,
+        "flicker_smoothed": smoothed,
+        "reduction": 0.0 if raw == 0 else 1.0 - smoothed / raw,
+    }

@@ -1,0 +1,138 @@
+"""Per-stage timings of the pipeline and the model, against the TFLite reference interpreter in the same run."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from models import model_info, resolve_name
+from models.weights import weights_path
+
+from .config import SessionConfig
+from .pipeline import STAGES, Pipeline, StageTimes, StreamState
+
+SIZES = {"640x480": (480, 640), "1280x720": (720, 1280), "1920x1080": (1080, 1920)}
+TFLITE_FILES = {"mediapipe-general": "selfie_segmentation.tflite", "mediapipe-landscape": "selfie_segmentation_landscape.tflite"}
+
+
+def _median_ms(fn, runs: int, warmup: int, sync: torch.device | None = None) -> float:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(runs):
+        if sync is not None and sync.type == "cuda":
+            torch.cuda.synchronize(sync)
+        start = time.perf_counter()
+        fn()
+        if sync is not None and sync.type == "cuda":
+            torch.cuda.synchronize(sync)
+        samples.append((time.perf_counter() - start) * 1000.0)
+    return statistics.median(samples)
+
+
+def tflite_ms(model: str, runs: int, threads: int) -> float | None:
+    """Median ms per frame of the TFLite reference interpreter (ai-edge-litert), or None if not installed."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        return None
+    interpreter = Interpreter(model_path=str(weights_path(TFLITE_FILES[resolve_name(model)])), num_threads=threads)
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    x = np.random.default_rng(0).random(inp["shape"], dtype=np.float32)
+
+    def run() -> None:
+        interpreter.set_tensor(inp["index"], x)
+        interpreter.invoke()
+        interpreter.get_tensor(out["index"])
+
+    return _median_ms(run, runs, warmup=10)
+
+
+def model_ms(pipeline: Pipeline, model: str, batch: int, runs: int) -> float:
+    """Median ms per call of the bare model on a batch at its input size."""
+    h, w = model_info(model).input_size
+    net = pipeline.model(model)
+    x = torch.rand(batch, 3, h, w, device=pipeline.device, dtype=pipeline.model_dtype)
+    x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        return _median_ms(lambda: net(x), runs, warmup=5, sync=pipeline.device)
+
+
+def pipeline_stages(
+    pipeline: Pipeline, size: tuple[int, int], batch: int, runs: int, config: SessionConfig
+) -> dict[str, float]:
+    """Median per-stage ms for one batch of `batch` streams at `size` (H, W), and the total per frame."""
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (size[0], size[1], 3), dtype=np.uint8) for _ in range(batch)]
+    states = [StreamState() for _ in range(batch)]
+    configs = [config] * batch
+    for _ in range(3):
+        pipeline.process(frames, states, configs)
+    samples = []
+    for _ in range(runs):
+        times = StageTimes()
+        pipeline.process(frames, states, configs, times)
+        samples.append(times.ms)
+    stages = {stage: statistics.median(s[stage] for s in samples) for stage in STAGES}
+    total = statistics.median(sum(s.values()) for s in samples)
+    return {**stages, "total_ms": total, "per_frame_ms": total / batch, "frames_per_s": 1000.0 * batch / total}
+
+
+def run_bench(
+    devices: list[str], sizes: list[str], batches: list[int], models: list[str], runs: int, config: SessionConfig,
+    threads: int,
+) -> dict:
+    """All measurements as one JSON-ready dict."""
+    report: dict = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "config": config.model_dump(),
+        "runs": runs,
+        "tflite": {},
+        "model": [],
+        "pipeline": [],
+    }
+    for model in models:
+        report["tflite"][resolve_name(model)] = tflite_ms(model, runs * 4, threads)
+    for device in devices:
+        precisions = [False, True] if device.startswith("cuda") else [False]
+        for half in precisions:
+            pipeline = Pipeline(device=device, half=half)
+            dtype = "fp16" if half else "fp32"
+            for model in models:
+                for batch in batches:
+                    ms = model_ms(pipeline, model, batch, runs * 4)
+                    ref = report["tflite"][resolve_name(model)]
+                    report["model"].append({
+                        "device": device, "dtype": dtype, "model": resolve_name(model), "batch": batch,
+                        "ms": ms, "ms_per_frame": ms / batch,
+                        "ratio_vs_tflite": None if ref is None else (ms / batch) / ref,
+                    })  # fmt: skip
+            for size in sizes:
+                for batch in batches:
+                    stages = pipeline_stages(pipeline, SIZES[size], batch, runs, config)
+                    report["pipeline"].append({"device": device, "dtype": dtype, "size": size, "batch": batch, **stages})
+    return report
+
+
+def format_report(report: dict) -> str:
+    lines = [f"torch {report['torch']}, {report['threads']} threads; medians of {report['runs']}+ runs"]
+    for name, ms in report["tflite"].items():
+        lines.append(f"TFLite reference {name}: " + ("not installed" if ms is None else f"{ms:.2f} ms/frame"))
+    lines.append("model              device  dtype batch  ms/frame  x TFLite")
+    for row in report["model"]:
+        ratio = "-" if row["ratio_vs_tflite"] is None else f"{row['ratio_vs_tflite']:.2f}"
+        lines.append(f"{row['model']:<19}{row['device']:<8}{row['dtype']:<6}{row['batch']:>5}{row['ms_per_frame']:>10.2f}{ratio:>10}")
+    lines.append("pipeline   device  dtype batch " + " ".join(f"{s:>9}" for s in STAGES) + "  ms/frame    fps")
+    for row in report["pipeline"]:
+        stages = " ".join(f"{row[s]:>9.2f}" for s in STAGES)
+        lines.append(f"{row['size']:<11}{row['device']:<8}{row['dtype']:<6}{row['batch']:>5} {stages}{row['per_frame_ms']:>10.2f}{row['frames_per_s']:>7.0f}")
+    return "\n".join(lines)
+
+

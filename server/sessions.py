@@ -1,0 +1,214 @@
+"""Sessions: one peer connection each, its config, its track, its data channel."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc.contrib.media import MediaBlackhole
+from pydantic import ValidationError
+
+from models import resolve_name
+
+from .backgrounds import BackgroundStore
+from .batcher import FrameBatcher
+from .config import SessionConfig
+from .settings import ServerSettings
+from .track import BackgroundReplacementTrack
+
+log = logging.getLogger(__name__)
+
+
+class SessionLimitError(RuntimeError):
+    """The server already runs its maximum number of sessions."""
+
+
+class ConfigError(ValueError):
+    """A config that failed validation; `field` names the offending key."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def validate_config(base: SessionConfig, changes: object, backgrounds: BackgroundStore) -> SessionConfig:
+    """`base` updated with `changes`, or ConfigError naming the first bad field."""
+    if not isinstance(changes, dict):
+        raise ConfigError("config must be a JSON object", "config")
+    try:
+        config = base.updated(changes)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = ".".join(str(p) for p in error["loc"]) or "config"
+        raise ConfigError(f"{name}: {error['msg']}", f"config.{name}") from None
+    try:
+        resolve_name(config.model)
+    except KeyError as exc:
+        raise ConfigError(f"model: {exc.args[0]}", "config.model") from None
+    if config.image not in backgrounds:
+        raise ConfigError(f"image: no background named {config.image!r}", "config.image")
+    return config
+
+
+@dataclass
+class Session:
+    id: str
+    pc: RTCPeerConnection
+    config: SessionConfig
+    created: float = field(default_factory=time.monotonic)
+    track: BackgroundReplacementTrack | None = None
+    blackholes: list[MediaBlackhole] = field(default_factory=list)
+    tasks: list[asyncio.Task] = field(default_factory=list)
+    channel: object | None = None
+
+    def describe(self) -> dict:
+        stats = self.track.stats.snapshot() if self.track else StreamStatsEmpty
+        return {
+            "id": self.id,
+            "config": self.config.model_dump(),
+            "connection_state": self.pc.connectionState,
+            "age_s": round(time.monotonic() - self.created, 1),
+            "stats": stats,
+        }
+
+
+StreamStatsEmpty = {"frames_in": 0, "frames_out": 0, "frames_dropped": 0, "errors": 0, "fps": 0.0,
+                    "processing_ms_p50": None, "processing_ms_p95": None, "processing_ms_mean": None}  # fmt: skip
+
+
+class SessionManager:
+    """Creates, looks up and closes sessions; enforces the session limit and the media timeout."""
+
+    def __init__(self, settings: ServerSettings, batcher: FrameBatcher, backgrounds: BackgroundStore) -> None:
+        self.settings = settings
+        self.batcher = batcher
+        self.backgrounds = backgrounds
+        self.sessions: dict[str, Session] = {}
+        self._reserved = 0
+        self._sweeper: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+
+    def _ice_servers(self) -> list[RTCIceServer]:
+        if not self.settings.ice_servers:
+            return []
+        return [RTCIceServer(urls=self.settings.ice_servers, username=self.settings.ice_username,
+                             credential=self.settings.ice_credential)]  # fmt: skip
+
+    async def create(self, sdp: str, changes: dict | None) -> tuple[Session, str]:
+        """Answer an offer; returns the session and the answer SDP."""
+        config = validate_config(SessionConfig(), changes or {}, self.backgrounds)
+        if len(self.sessions) + self._reserved >= self.settings.max_sessions:
+            raise SessionLimitError(f"the server already runs its maximum of {self.settings.max_sessions} sessions")
+        self._reserved += 1
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice_servers()))
+        session = Session(id=secrets.token_urlsafe(12), pc=pc, config=config)
+        try:
+            self._wire(session)
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            if session.track is None:
+                raise ValueError("the offer has no video track to process")
+            await pc.setLocalDescription(await pc.createAnswer())
+        except Exception:
+            self._reserved -= 1
+            await self._teardown(session)
+            raise
+        self._reserved -= 1
+        self.sessions[session.id] = session
+        log.info("session %s opened (%d running)", session.id, len(self.sessions))
+        return session, pc.localDescription.sdp
+
+    def _wire(self, session: Session) -> None:
+        pc = session.pc
+
+        @pc.on("track")
+        def on_track(track) -> None:
+            if track.kind == "video" and session.track is None:
+                session.track = BackgroundReplacementTrack(track, self.batcher, lambda: session.config)
+                pc.addTrack(session.track)
+            else:
+                # Audio and extra video tracks are consumed so their buffers never grow.
+                sink = MediaBlackhole()
+                sink.addTrack(track)
+                session.blackholes.append(sink)
+                session.tasks.append(asyncio.ensure_future(sink.start()))
+
+        @pc.on("datachannel")
+        def on_datachannel(channel) -> None:
+            session.channel = channel
+            session.tasks.append(asyncio.ensure_future(self._send_stats(session, channel)))
+
+            @channel.on("message")
+            def on_message(message) -> None:
+                channel.send(json.dumps(self.apply_message(session, message)))
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            if pc.connectionState in ("failed", "closed"):
+                await self.close(session.id, reason=f"connection {pc.connectionState}")
+
+    def apply_message(self, session: Session, message: object) -> dict:
+        """Handle one data-channel message; the reply is the applied config or an error."""
+        try:
+            data = json.loads(message) if isinstance(message, str) else None
+        except json.JSONDecodeError:
+            data = None
+        if not isinstance(data, dict):
+            return {"type": "error", "error": "messages must be JSON objects", "field": None}
+        if data.get("type", "config") != "config":
+            return {"type": "error", "error": f"unknown message type {data.get('type')!r}", "field": "type"}
+        try:
+            self.update(session, data.get("config", {k: v for k, v in data.items() if k != "type"}))
+        except ConfigError as exc:
+            return {"type": "error", "error": str(exc), "field": exc.field}
+        return {"type": "config", "config": session.config.model_dump()}
+
+    def update(self, session: Session, changes: object) -> SessionConfig:
+        session.config = validate_config(session.config, changes, self.backgrounds)
+        return session.config
+
+    async def _send_stats(self, session: Session, channel) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            if channel.readyState == "open" and session.track is not None:
+                channel.send(json.dumps({"type": "stats", **session.track.stats.snapshot()}))
+            elif channel.readyState == "closed":
+                return
+
+    async def close(self, session_id: str, reason: str = "closed") -> bool:
+        session = self.sessions.pop(session_id, None)
+        if session is None:
+            return False
+        log.info("session %s closed: %s", session_id, reason)
+        await self._teardown(session)
+        return True
+
+    async def _teardown(self, session: Session) -> None:
+        for task in session.tasks:
+            task.cancel()
+        for sink in session.blackholes:
+            await sink.stop()
+        if session.track is not None:
+            session.track.stop()
+        await session.pc.close()
+
+    async def close_all(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        await asyncio.gather(*(self.close(sid, "server shutting down") for sid in list(self.sessions)))
+
+    async def _sweep(self) -> None:
+        """Close sessions whose video stopped for longer than the media timeout."""
+        while True:
+            await asyncio.sleep(min(1.0, self.settings.media_timeout / 4))
+            now = time.monotonic()
+            for session in list(self.sessions.values()):
+                last = session.track.stats.last_media if session.track else session.created
+                if now - max(last, session.created) > self.settings.media_timeout:
+                    await self.close(session.id, reason="no media")
