@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, gen
 
 from models import WeightsMissingError
 
-from .backgrounds import BackgroundError, BackgroundStore
+from .backgrounds import BackgroundError
 from .batcher import FrameBatcher
 from .pipeline import Pipeline
 from .sessions import ConfigError, SessionLimitError, SessionManager
@@ -149,7 +149,7 @@ async def upload_background(request: web.Request) -> web.Response:
     if not data:
         return _error(400, "empty upload", "file")
     try:
-        name = store.add(data)
+        name = store.add(data, settings.max_upload_pixels)
     except BackgroundError as exc:
         return _error(exc.status, str(exc), "file")
     height, width = store.get(name).shape[:2]
@@ -224,7 +224,7 @@ def create_app(settings: ServerSettings | None = None, pipeline: Pipeline | None
     app[SETTINGS] = settings
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
-        app[PIPELINE] = pipeline or Pipeline(backgrounds=BackgroundStore(max_pixels=settings.max_upload_pixels))
+        app[PIPELINE] = pipeline or Pipeline()
         for name in settings.preload:
             app[PIPELINE].model(name)  # fail at start-up, not at the first call, when weights are missing
         batcher = FrameBatcher(app[PIPELINE], settings.max_batch)
@@ -250,7 +250,7 @@ def run_server(args: argparse.Namespace) -> int:
             raise SystemExit("--cert needs --key")
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(settings.cert, settings.key)
-    pipeline = Pipeline(device=args.device, half=args.fp16, backgrounds=BackgroundStore(max_pixels=settings.max_upload_pixels))
+    pipeline = Pipeline(device=args.device, half=args.fp16)
     scheme = "https" if context else "http"
     print(f"Backdrop on {scheme}://{'localhost' if settings.host in ('0.0.0.0', '::') else settings.host}:{settings.port} "
           f"(device {pipeline.device})", flush=True)  # fmt: skip

@@ -70,9 +70,8 @@ PRESETS = {"aurora": _aurora, "sunset": _sunset, "studio": _studio, "bookshelf":
 class BackgroundStore:
     """Named RGB uint8 images: the generated presets plus up to `max_uploads` uploads (oldest evicted)."""
 
-    def __init__(self, max_uploads: int = 64, max_pixels: int = 4096 * 4096) -> None:
+    def __init__(self, max_uploads: int = 64) -> None:
         self.max_uploads = max_uploads
-        self.max_pixels = max_pixels
         self._presets = {name: (np.clip(make(), 0, 1) * 255).astype(np.uint8) for name, make in PRESETS.items()}
         self._uploads: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
@@ -94,9 +93,9 @@ class BackgroundStore:
                 return self._presets[name]
             return self._uploads[name]
 
-    def add(self, data: bytes) -> str:
-        """Decode an uploaded image and keep it; returns its id."""
-        image = decode_image(data, self.max_pixels)
+    def add(self, data: bytes, max_pixels: int = 4096 * 4096) -> str:
+        """Decode an uploaded image (at most `max_pixels`) and keep it; returns its id."""
+        image = decode_image(data, max_pixels)
         name = "upload-" + secrets.token_hex(6)
         with self._lock:
             self._uploads[name] = image
@@ -119,6 +118,6 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
                 raise BackgroundError(
                     f"image is {width}x{height}; at most {max_pixels} pixels are accepted", status=413
                 )
-            return np.asarray(image.convert("RGB"))
+            return np.array(image.convert("RGB"))
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise BackgroundError(f"not a readable image: {exc}", status=415) from exc

@@ -150,7 +150,7 @@ class SessionManager:
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:
-            if pc.connectionState in ("failed", "closed"):
+            if pc.connectionState in ("failed", "closed"):  # ICE failure or the peer hanging up
                 await self.close(session.id, reason=f"connection {pc.connectionState}")
 
     def apply_message(self, session: Session, message: object) -> dict:
@@ -204,11 +204,16 @@ class SessionManager:
         await asyncio.gather(*(self.close(sid, "server shutting down") for sid in list(self.sessions)))
 
     async def _sweep(self) -> None:
-        """Close sessions whose video stopped for longer than the media timeout."""
+        """Close sessions that never connected (ICE failed) or whose video stopped."""
+        settings = self.settings
         while True:
-            await asyncio.sleep(min(1.0, self.settings.media_timeout / 4))
+            await asyncio.sleep(min(1.0, settings.media_timeout / 4, settings.connect_timeout / 4))
             now = time.monotonic()
             for session in list(self.sessions.values()):
+                # aioice itself gives up on unreachable candidates only after about a minute.
+                if session.pc.connectionState != "connected" and now - session.created > settings.connect_timeout:
+                    await self.close(session.id, reason=f"ICE/DTLS not connected after {settings.connect_timeout:g} s")
+                    continue
                 last = session.track.stats.last_media if session.track else session.created
-                if now - max(last, session.created) > self.settings.media_timeout:
+                if now - max(last, session.created) > settings.media_timeout:
                     await self.close(session.id, reason="no media")

@@ -21,6 +21,7 @@ class ServerSettings(BaseModel):
     ice_credential: str | None = None
     max_sessions: int = Field(8, ge=1)
     media_timeout: float = Field(10.0, gt=0)
+    connect_timeout: float = Field(20.0, gt=0)
     max_offer_bytes: int = Field(256 * 1024, ge=1024)
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     max_upload_pixels: int = Field(4096 * 4096, ge=1)
@@ -39,6 +40,7 @@ _OPTIONS: list[tuple[str, str, type, str]] = [
     ("--ice-credential", "ice_credential", str, "credential for the TURN servers"),
     ("--max-sessions", "max_sessions", int, "concurrent sessions; more are refused with 503"),
     ("--media-timeout", "media_timeout", float, "seconds without video before a session is closed"),
+    ("--connect-timeout", "connect_timeout", float, "seconds for ICE/DTLS to connect before a session is closed as failed"),
     ("--max-offer-bytes", "max_offer_bytes", int, "largest accepted offer body (413 above)"),
     ("--max-upload-bytes", "max_upload_bytes", int, "largest accepted background upload (413 above)"),
     ("--max-upload-pixels", "max_upload_pixels", int, "largest accepted background image, in pixels (413 above)"),

@@ -1,0 +1,101 @@
+"""A real aiortc peer for the tests: sends a moving photo, collects the processed frames it gets back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import numpy as np
+from aiortc import RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
+from av import VideoFrame
+from PIL import Image
+
+
+def photo_frames(photo: np.ndarray, size: tuple[int, int] = (480, 640), count: int = 64, seed: int = 0) -> list[np.ndarray]:
+    """Crops of `photo` scaled to cover `size` (H, W), shifted a few pixels each frame like a hand-held camera."""
+    height, width = size
+    margin = 16
+    scale = max((height + margin) / photo.shape[0], (width + margin) / photo.shape[1])
+    big = np.asarray(Image.fromarray(photo).resize((round(photo.shape[1] * scale), round(photo.shape[0] * scale)), Image.BILINEAR))
+    rng = np.random.default_rng(seed)
+    frames, x, y = [], margin // 2, 0
+    for _ in range(count):
+        x = int(np.clip(x + rng.integers(-2, 3), 0, big.shape[1] - width))
+        y = int(np.clip(y + rng.integers(-2, 3), 0, big.shape[0] - height))
+        frames.append(np.ascontiguousarray(big[y : y + height, x : x + width]))
+    return frames
+
+
+class PhotoTrack(VideoStreamTrack):
+    """Plays `frames` in a loop at 30 fps; remembers which frame each pts carried."""
+
+    def __init__(self, frames: list[np.ndarray]) -> None:
+        super().__init__()
+        self.frames = frames
+        self.index = 0
+
+    async def recv(self) -> VideoFrame:
+        pts, time_base = await self.next_timestamp()
+        frame = VideoFrame.from_ndarray(self.frames[self.index % len(self.frames)], format="rgb24")
+        frame.pts, frame.time_base = pts, time_base
+        self.index += 1
+        return frame
+
+
+class Peer:
+    """Client side of one session."""
+
+    def __init__(self, frames: list[np.ndarray], audio: bool = False) -> None:
+        self.pc = RTCPeerConnection()
+        self.source = PhotoTrack(frames)
+        self.pc.addTrack(self.source)
+        if audio:
+            from aiortc.mediastreams import AudioStreamTrack
+
+            self.pc.addTrack(AudioStreamTrack())
+        self.channel = self.pc.createDataChannel("control")
+        self.messages: asyncio.Queue[dict] = asyncio.Queue()
+        self.channel_open = asyncio.Event()
+        self.channel.on("open", self.channel_open.set)
+        self.channel.on("message", lambda m: self.messages.put_nowait(json.loads(m)))
+        self.remote: asyncio.Future = asyncio.get_event_loop().create_future()
+        self.pc.on("track", lambda t: t.kind == "video" and not self.remote.done() and self.remote.set_result(t))
+
+    async def offer(self) -> str:
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        return self.pc.localDescription.sdp
+
+    async def accept(self, answer_sdp: str) -> None:
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
+
+    async def frames(self, count: int, timeout: float = 30.0) -> list[np.ndarray]:
+        """The next `count` processed frames, as RGB arrays."""
+        track = await asyncio.wait_for(self.remote, timeout)
+        out = []
+        for _ in range(count):
+            frame = await asyncio.wait_for(track.recv(), timeout)
+            out.append(frame.to_ndarray(format="rgb24"))
+        return out
+
+    async def send_config(self, changes: dict, timeout: float = 10.0) -> dict:
+        """Send a config change over the data channel; returns the server's reply (skipping stats)."""
+        await asyncio.wait_for(self.channel_open.wait(), timeout)
+        self.channel.send(json.dumps({"type": "config", "config": changes}))
+        return await self.reply(timeout)
+
+    async def reply(self, timeout: float = 10.0) -> dict:
+        while True:
+            message = await asyncio.wait_for(self.messages.get(), timeout)
+            if message.get("type") != "stats":
+                return message
+
+    async def stats(self, timeout: float = 10.0) -> dict:
+        while True:
+            message = await asyncio.wait_for(self.messages.get(), timeout)
+            if message.get("type") == "stats":
+                return message
+
+    async def close(self) -> None:
+        await self.pc.close()
+
+

@@ -1,0 +1,147 @@
+"""What the pipeline returns, in pixels: backgrounds, sizes, smoothing, refinement, batching."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import FACE, TOP_LEFT, TOP_RIGHT, region
+from peer import photo_frames
+
+from server.config import SessionConfig
+from server.pipeline import Pipeline, StreamState
+from server.filters import gaussian_blur
+from server.refine import upsample_mask
+from server.smoothing import smooth_mask
+
+
+@pytest.fixture(scope="module")
+def frame(astronaut: np.ndarray) -> np.ndarray:
+    return photo_frames(astronaut, count=1)[0]
+
+
+def test_color_replaces_background_and_keeps_person(pipeline: Pipeline, frame: np.ndarray) -> None:
+    out = pipeline.process_one(frame, StreamState(), SessionConfig(mode="color", color="#ff00ff"))
+    assert out.shape == frame.shape and out.dtype == np.uint8
+    for corner in (TOP_LEFT, TOP_RIGHT):
+        assert np.abs(region(out, corner) - [255, 0, 255]).mean() < 3
+    assert np.abs(region(out, FACE) - region(frame, FACE)).mean() < 2
+
+
+def test_none_is_passthrough(pipeline: Pipeline, frame: np.ndarray) -> None:
+    out = pipeline.process_one(frame, StreamState(), SessionConfig(mode="none"))
+    assert np.array_equal(out, frame)
+
+
+def test_mask_mode_shows_the_mask(pipeline: Pipeline, frame: np.ndarray) -> None:
+    out = pipeline.process_one(frame, StreamState(), SessionConfig(mode="mask"))
+    assert region(out, FACE).mean() > 240 and region(out, TOP_RIGHT).mean() < 15
+    assert np.array_equal(out[..., 0], out[..., 2])
+
+
+def test_image_background_is_cover_fitted(pipeline: Pipeline, frame: np.ndarray) -> None:
+    out = pipeline.process_one(frame, StreamState(), SessionConfig(mode="image", image="studio"))
+    preset = pipeline.backgrounds.get("studio")  # 1280x720 -> covers 640x480 as an 853x480 centre crop
+    expected = np.asarray(
+        __import__("PIL.Image", fromlist=["Image"]).fromarray(preset).resize((853, 480))
+    )[:, 106:746]
+    assert np.abs(region(out, TOP_RIGHT) - region(expected, TOP_RIGHT)).mean() < 4
+    assert np.abs(region(out, FACE) - region(frame, FACE)).mean() < 2
+
+
+def test_blur_has_no_halo(pipeline: Pipeline) -> None:
+    # A dark person on a white wall: a plain blur would darken the wall around the person.
+    frame = np.full((480, 640, 3), 255, np.uint8)
+    state, config = StreamState(), SessionConfig(mode="blur", blur=1.0, refine=False, smoothing=0.0)
+    mask = torch.zeros(1, 1, 480, 640)
+    mask[..., 120:, 220:420] = 1.0
+    frame[120:, 220:420] = 20
+    background = __import__("server.compositing", fromlist=["x"]).blurred_background(
+        torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255, mask, 1.0
+    )
+    ring = background[0, :, 100:480, 190:215]  # just outside the person, where a halo would show
+    assert ring.min().item() > 0.97
+    out = pipeline.process_one(frame, state, config)
+    assert out.shape == frame.shape
+
+
+@pytest.mark.parametrize("size", [(120, 160), (257, 333), (1080, 1920)])
+def test_any_size_comes_back_the_same_size(pipeline: Pipeline, astronaut: np.ndarray, size: tuple[int, int]) -> None:
+    frame = photo_frames(astronaut, size=size, count=1)[0]
+    for mode in ("blur", "color", "image"):
+        out = pipeline.process_one(frame, StreamState(), SessionConfig(mode=mode))
+        assert out.shape == frame.shape
+
+
+def test_smoothing_reduces_flicker_and_follows_motion() -> None:
+    rng = np.random.default_rng(0)
+    truth = torch.zeros(1, 1, 64, 64)
+    truth[..., 16:48, 16:48] = 1.0
+    noisy = [(truth * 0.6 + 0.2 + torch.from_numpy(rng.normal(0, 0.08, (1, 1, 64, 64))).float()).clamp(0, 1) for _ in range(20)]
+
+    def run(strength: float) -> float:
+        previous, total = None, 0.0
+        for i, mask in enumerate(noisy):
+            current = smooth_mask(previous, mask, strength)
+            if previous is not None:
+                total += (current - previous).abs().mean().item()
+            previous = current
+        return total
+
+    assert run(0.8) < 0.6 * run(0.0)
+    # A confident change (the person moved) is followed at once.
+    moved = torch.roll(truth, 10, dims=3)
+    followed = smooth_mask(truth, moved, 1.0)
+    assert ((followed >= 0.5) == (moved >= 0.5)).float().mean() > 0.99
+
+
+def test_smoothing_restarts_on_resolution_change(pipeline: Pipeline, astronaut: np.ndarray) -> None:
+    state, config = StreamState(), SessionConfig(mode="mask", smoothing=1.0)
+    small = photo_frames(astronaut, size=(240, 320), count=1)[0]
+    pipeline.process_one(small, state, config)
+    big = photo_frames(astronaut, size=(480, 640), count=1)[0]
+    fresh = pipeline.process_one(big, StreamState(), config)
+    assert np.array_equal(pipeline.process_one(big, state, config), fresh)
+
+
+def test_refinement_snaps_edges_to_the_frame() -> None:
+    # A round person with a crisp edge in the frame; the model-sized mask only knows it blurrily.
+    yy, xx = torch.meshgrid(torch.arange(480.0), torch.arange(640.0), indexing="ij")
+    truth = (((yy - 300) ** 2 + (xx - 320) ** 2) < 170**2).float()
+    frame = (0.2 + 0.6 * truth).expand(1, 3, 480, 640).clone() + 0.02 * torch.randn(1, 3, 480, 640)
+    low = gaussian_blur(torch.nn.functional.interpolate(truth[None, None], size=(256, 256), mode="area"), 2.0)
+    plain = upsample_mask(low, frame, refine=False)[0, 0]
+    refined = upsample_mask(low, frame, refine=True)[0, 0]
+    wrong = lambda mask: ((mask >= 0.5) != (truth >= 0.5)).sum().item()  # noqa: E731
+    assert wrong(plain) > 50
+    assert wrong(refined) < wrong(plain) / 4
+    # Across the true edge the refined mask jumps; the plain one ramps.
+    edge_row = 300
+    left_edge = int((truth[edge_row] > 0).nonzero()[0])
+    assert refined[edge_row, left_edge + 1] - refined[edge_row, left_edge - 2] > 1.5 * (
+        plain[edge_row, left_edge + 1] - plain[edge_row, left_edge - 2]
+    )
+
+
+def test_batch_of_sessions_equals_one_by_one(pipeline: Pipeline, astronaut: np.ndarray, grace_hopper: np.ndarray) -> None:
+    frames = [photo_frames(astronaut, count=1)[0], photo_frames(grace_hopper, size=(360, 480), count=1)[0]]
+    configs = [SessionConfig(mode="color", color="#00ff00"), SessionConfig(mode="blur", model="landscape")]
+    batched = pipeline.process(frames, [StreamState(), StreamState()], configs)
+    for frame, config, out in zip(frames, configs, batched):
+        alone = pipeline.process_one(frame, StreamState(), config)
+        assert np.abs(alone.astype(int) - out.astype(int)).max() <= 1
+    assert not np.array_equal(batched[0][:50, :50], frames[0][:50, :50])
+
+
+def test_bad_frames_are_refused(pipeline: Pipeline) -> None:
+    with pytest.raises(ValueError, match="uint8"):
+        pipeline.process_one(np.zeros((10, 10), np.uint8), StreamState(), SessionConfig())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_fp16_pipeline_matches_cpu(pipeline: Pipeline, frame: np.ndarray) -> None:
+    gpu = Pipeline(device="cuda", half=True)
+    config = SessionConfig(mode="color", color="#0000ff")
+    a = pipeline.process_one(frame, StreamState(), config).astype(int)
+    b = gpu.process_one(frame, StreamState(), config).astype(int)
+    assert np.abs(a - b).mean() < 2

@@ -1,0 +1,296 @@
+"""The server end to end: real aiortc peers over loopback, checked on the pixels they get back."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+
+import numpy as np
+import pytest
+from aiortc import MediaStreamTrack
+from conftest import FACE, TOP_LEFT, TOP_RIGHT, region
+from peer import Peer, photo_frames
+from PIL import Image
+
+from server.app import SESSIONS, create_app
+from server.settings import ServerSettings
+
+CODEC_TOLERANCE = 25  # mean absolute error per channel after two VP8 passes
+
+
+@pytest.fixture
+def frames(astronaut: np.ndarray) -> list[np.ndarray]:
+    return photo_frames(astronaut)
+
+
+@pytest.fixture
+def make_client(aiohttp_client, pipeline):
+    async def make(**settings):
+        return await aiohttp_client(create_app(ServerSettings(preload=[], **settings), pipeline))
+
+    return make
+
+
+async def connect(client, peer: Peer, config: dict | None = None) -> str:
+    response = await client.post("/offer", json={"sdp": await peer.offer(), "type": "offer", "config": config or {}})
+    assert response.status == 200, await response.text()
+    body = await response.json()
+    assert body["type"] == "answer" and body["session_id"]
+    await peer.accept(body["sdp"])
+    return body["session_id"]
+
+
+def assert_background(frame: np.ndarray, rgb: tuple[int, int, int]) -> None:
+    for corner in (TOP_LEFT, TOP_RIGHT):
+        assert np.abs(region(frame, corner) - rgb).mean() < CODEC_TOLERANCE, f"corner is not {rgb}"
+
+
+def assert_person_kept(frame: np.ndarray, original: np.ndarray) -> None:
+    assert np.abs(region(frame, FACE).mean(0) - region(original, FACE).mean(0)).max() < CODEC_TOLERANCE
+
+
+def closest_input_error(frame: np.ndarray, inputs: list[np.ndarray]) -> float:
+    return min(np.abs(frame.astype(int) - f.astype(int)).mean() for f in inputs)
+
+
+async def test_color_session_changes_live_over_data_channel(make_client, frames) -> None:
+    client = await make_client()
+    peer = Peer(frames, audio=True)
+    session_id = await connect(client, peer, {"mode": "color", "color": "#0000ff"})
+    try:
+        got = await peer.frames(15)
+        assert got[-1].shape == (480, 640, 3)
+        assert_background(got[-1], (0, 0, 255))
+        assert_person_kept(got[-1], frames[0])
+
+        reply = await peer.send_config({"color": "#ff0000"})
+        assert reply["type"] == "config" and reply["config"]["color"] == "#ff0000" and reply["config"]["mode"] == "color"
+        got = await peer.frames(12)
+        assert_background(got[-1], (255, 0, 0))
+
+        reply = await peer.send_config({"mode": "none"})
+        got = await peer.frames(12)
+        assert closest_input_error(got[-1], frames) < 6  # the camera's own pixels, codec noise aside
+
+        reply = await peer.send_config({"blur": 7})
+        assert reply["type"] == "error" and reply["field"] == "config.blur"
+        stats = await peer.stats()
+        assert stats["frames_out"] > 0 and stats["processing_ms_p50"] is not None
+
+        described = await (await client.get(f"/sessions/{session_id}")).json()
+        assert described["config"]["mode"] == "none" and described["stats"]["frames_in"] >= described["stats"]["frames_out"]
+    finally:
+        await peer.close()
+
+
+async def test_patch_changes_the_returned_pixels(make_client, frames) -> None:
+    client = await make_client()
+    peer = Peer(frames)
+    session_id = await connect(client, peer, {"mode": "color", "color": "#00ff00"})
+    try:
+        assert_background((await peer.frames(10))[-1], (0, 255, 0))
+        response = await client.patch(f"/sessions/{session_id}", json={"config": {"color": "#ffffff"}})
+        assert response.status == 200 and (await response.json())["config"]["color"] == "#ffffff"
+        assert_background((await peer.frames(10))[-1], (255, 255, 255))
+    finally:
+        await peer.close()
+
+
+async def test_whip_raw_sdp(make_client, frames) -> None:
+    client = await make_client()
+    peer = Peer(frames)
+    response = await client.post(
+        "/offer?mode=color&color=%23ff00ff", data=await peer.offer(), headers={"Content-Type": "application/sdp"}
+    )
+    assert response.status == 201
+    assert response.content_type == "application/sdp"
+    location = response.headers["Location"]
+    assert location.startswith("/sessions/")
+    await peer.accept(await response.text())
+    try:
+        assert_background((await peer.frames(12))[-1], (255, 0, 255))
+        assert (await client.delete(location)).status == 204
+        assert (await client.get(location)).status == 404
+    finally:
+        await peer.close()
+
+
+async def test_two_sessions_get_their_own_results(make_client, astronaut, grace_hopper) -> None:
+    client = await make_client()
+    first, second = Peer(photo_frames(astronaut)), Peer(photo_frames(grace_hopper))
+    await connect(client, first, {"mode": "color", "color": "#0000ff"})
+    await connect(client, second, {"mode": "none"})
+    try:
+        a, b = await asyncio.gather(first.frames(15), second.frames(15))
+        assert_background(a[-1], (0, 0, 255))
+        assert closest_input_error(b[-1], second.source.frames) < 6
+        sessions = (await (await client.get("/sessions")).json())["sessions"]
+        assert sorted(s["config"]["mode"] for s in sessions) == ["color", "none"]
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_uploaded_background_is_applied(make_client, frames) -> None:
+    client = await make_client()
+    data = io.BytesIO()
+    Image.new("RGB", (300, 200), (250, 200, 0)).save(data, format="PNG")
+    response = await client.post("/backgrounds", data=data.getvalue(), headers={"Content-Type": "image/png"})
+    assert response.status == 201
+    image_id = (await response.json())["id"]
+    assert image_id in (await (await client.get("/backgrounds")).json())["backgrounds"]
+    peer = Peer(frames)
+    await connect(client, peer, {"mode": "image", "image": image_id})
+    try:
+        assert_background((await peer.frames(12))[-1], (250, 200, 0))
+    finally:
+        await peer.close()
+
+
+async def _error(response, status: int, field: str | None = None) -> dict:
+    assert response.status == status, await response.text()
+    assert response.content_type == "application/json"
+    body = await response.json()
+    assert isinstance(body["error"], str) and body["error"]
+    if field is not None:
+        assert body.get("field") == field, body
+    return body
+
+
+async def test_bad_input_gets_clear_errors_and_the_server_keeps_serving(make_client, frames) -> None:
+    client = await make_client(max_sessions=2, max_offer_bytes=8192, max_upload_bytes=64 * 1024, max_upload_pixels=500 * 500)
+    offer_sdp = await Peer(frames).offer()
+    post = lambda body, **kw: client.post("/offer", **kw, **({"json": body} if "data" not in kw else {}))  # noqa: E731
+
+    await _error(await client.post("/offer", data=b"{nope", headers={"Content-Type": "application/json"}), 400)
+    await _error(await post([1, 2]), 400)
+    await _error(await post({"type": "offer"}), 400, "sdp")
+    await _error(await post({"type": "answer", "sdp": offer_sdp}), 400, "type")
+    await _error(await post({"type": "offer", "sdp": "v=0\r\nthis is not sdp\r\n"}), 400, "sdp")
+    await _error(await post({"type": "offer", "sdp": "hello"}), 400, "sdp")
+    await _error(await post({"type": "offer", "sdp": "v=0", "config": {"colour": "#ffffff"}}), 400, "config.colour")
+    await _error(await post({"type": "offer", "sdp": "v=0", "config": {"blur": "lots"}}), 400, "config.blur")
+    await _error(await post({"type": "offer", "sdp": "v=0", "config": {"color": "red"}}), 400, "config.color")
+    await _error(await post({"type": "offer", "sdp": "v=0", "config": {"mode": "sepia"}}), 400, "config.mode")
+    await _error(await post({"type": "offer", "sdp": "v=0", "config": {"model": "nope"}}), 400, "config.model")
+    await _error(await post({"type": "offer", "sdp": "v=0", "config": {"image": "nope"}}), 400, "config.image")
+    await _error(await post({"type": "offer", "sdp": "v=0", "config": [1]}), 400, "config")
+    await _error(await post(None, data="v=0\r\n" + "a=x\r\n" * 2000, headers={"Content-Type": "application/sdp"}), 413)
+    for method in ("get", "patch", "delete"):
+        await _error(await getattr(client, method)("/sessions/nope", json={}), 404)
+    await _error(await client.get("/no/such/page"), 404)
+
+    await _error(await client.post("/backgrounds", data=b"plain text", headers={"Content-Type": "image/png"}), 415, "file")
+    await _error(await client.post("/backgrounds", data=b"x" * (70 * 1024), headers={"Content-Type": "image/png"}), 413)
+    await _error(await client.post("/backgrounds", data=b"", headers={"Content-Type": "image/png"}), 400, "file")
+    big = io.BytesIO()
+    Image.new("L", (1000, 1000)).save(big, format="PNG")
+    await _error(await client.post("/backgrounds", data=big.getvalue(), headers={"Content-Type": "image/png"}), 413, "file")
+
+    peers = [Peer(frames), Peer(frames)]
+    ids = [await connect(client, p, {"mode": "color", "color": "#0000ff"}) for p in peers]
+    third = Peer(frames)
+    await _error(await post({"type": "offer", "sdp": await third.offer()}), 503)
+    await third.close()
+    try:
+        for p in peers:
+            assert_background((await p.frames(8))[-1], (0, 0, 255))
+        await _error(await client.patch(f"/sessions/{ids[0]}", json={"config": {"smoothing": 2}}), 400, "config.smoothing")
+        channel_reply = await peers[0].send_config({"mode": "nope"})
+        assert channel_reply == {"type": "error", "error": channel_reply["error"], "field": "config.mode"}
+        peers[0].channel.send("not json")
+        assert (await peers[0].reply())["type"] == "error"
+    finally:
+        for p in peers:
+            await p.close()
+    await _wait_until(lambda: not client.app[SESSIONS].sessions)
+    # After all that, a new session is served normally.
+    fresh = Peer(frames)
+    await connect(client, fresh, {"mode": "color", "color": "#ff0000"})
+    try:
+        assert_background((await fresh.frames(10))[-1], (255, 0, 0))
+        health = await (await client.get("/healthz")).json()
+        assert health["status"] == "ok" and health["sessions"] == 1
+    finally:
+        await fresh.close()
+
+
+async def _wait_until(condition, timeout: float = 20.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.1)
+
+
+async def test_hang_up_closes_the_peer_connection(make_client, frames) -> None:
+    client = await make_client()
+    peer = Peer(frames)
+    session_id = await connect(client, peer)
+    await peer.frames(3)
+    pc = client.app[SESSIONS].sessions[session_id].pc
+    assert (await client.delete(f"/sessions/{session_id}")).status == 204
+    assert pc.connectionState == "closed"
+    assert (await (await client.get("/sessions")).json())["sessions"] == []
+    await peer.close()
+
+    # The peer hanging up on its side ends the session too.
+    peer = Peer(frames)
+    session_id = await connect(client, peer)
+    await peer.frames(3)
+    pc = client.app[SESSIONS].sessions[session_id].pc
+    await peer.close()
+    await _wait_until(lambda: session_id not in client.app[SESSIONS].sessions)
+    assert pc.connectionState == "closed"
+
+
+class SilentTrack(MediaStreamTrack):
+    """A camera that never delivers a frame."""
+
+    kind = "video"
+
+    async def recv(self):
+        await asyncio.sleep(3600)
+
+
+async def test_media_timeout_ends_a_silent_session(make_client, frames) -> None:
+    client = await make_client(media_timeout=1.5)
+    peer = Peer(frames)
+    peer.pc.getTransceivers()[0].sender.replaceTrack(SilentTrack())
+    session_id = await connect(client, peer)
+    pc = client.app[SESSIONS].sessions[session_id].pc
+    await _wait_until(lambda: session_id not in client.app[SESSIONS].sessions, timeout=10)
+    assert pc.connectionState == "closed"
+    await peer.close()
+
+
+async def test_ice_failure_ends_the_session(make_client, frames) -> None:
+    client = await make_client(media_timeout=120, connect_timeout=3)
+    peer = Peer(frames)
+    offer = await peer.offer()
+    # Candidates that lead nowhere: ICE checks fail and the server must give up on its own.
+    lines = [line for line in offer.splitlines() if not line.startswith("a=candidate")]
+    lines.insert(lines.index(next(line for line in lines if line.startswith("a=ice-ufrag"))),
+                 "a=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host")  # fmt: skip
+    await peer.close()
+    response = await client.post("/offer", json={"sdp": "\r\n".join(lines) + "\r\n", "type": "offer"})
+    assert response.status == 200
+    session_id = (await response.json())["session_id"]
+    pc = client.app[SESSIONS].sessions[session_id].pc
+    await _wait_until(lambda: session_id not in client.app[SESSIONS].sessions, timeout=10)
+    assert pc.connectionState == "closed"
+
+
+def test_settings_come_from_flags_and_environment(monkeypatch) -> None:
+    import argparse
+
+    from server.settings import add_server_options, settings_from_args
+
+    monkeypatch.setenv("BACKDROP_MAX_SESSIONS", "3")
+    monkeypatch.setenv("BACKDROP_ICE_SERVERS", "stun:stun.example.org:3478,turn:turn.example.org")
+    parser = argparse.ArgumentParser()
+    add_server_options(parser)
+    settings = settings_from_args(parser.parse_args(["--port", "9000"]))
+    assert (settings.port, settings.max_sessions) == (9000, 3)
+    assert settings.ice_servers == ["stun:stun.example.org:3478", "turn:turn.example.org"]
+    assert json.loads(settings.model_dump_json())["media_timeout"] == 10.0
