@@ -20,7 +20,7 @@ from torch import nn
 from models import default_device, load_model, model_info, resolve_name
 
 from .backgrounds import BackgroundStore
-from .compositing import blurred_background, composite, cover_fit
+from .compositing import blurred_background, composite, cover_fit, resize_frame
 from .config import SessionConfig
 from .refine import upsample_mask
 from .smoothing import smooth_mask
@@ -85,8 +85,8 @@ class Pipeline:
         """Process one frame of each stream; frames are (H,W,3) RGB uint8, any size, and come back the same."""
         clock = _Clock(self.device, times)
         work = [i for i, c in enumerate(configs) if c.mode != "none"]
-        images, masks = self._masks(frames, states, configs, work, clock)
-        results = {i: self._composite(images[i], masks[i], states[i], configs[i]) for i in work}
+        pixels, images, masks = self._masks(frames, states, configs, work, clock)
+        results = {i: self._composite(pixels[i], images[i], masks[i], states[i], configs[i]) for i in work}
         clock.lap("composite")
         # mode "none" is a passthrough: no model, no copies.
         outputs = [_download(results[i]) if i in results else frames[i] for i in range(len(frames))]
@@ -98,7 +98,7 @@ class Pipeline:
         self, frames: Sequence[np.ndarray], states: Sequence[StreamState], configs: Sequence[SessionConfig]
     ) -> list[torch.Tensor]:
         """Full-resolution person probabilities (H,W) in [0,1], smoothed and refined as `configs` say."""
-        _, masks = self._masks(frames, states, configs, list(range(len(frames))), _Clock(self.device, None))
+        _, _, masks = self._masks(frames, states, configs, list(range(len(frames))), _Clock(self.device, None))
         return [masks[i][0, 0] for i in range(len(frames))]
 
     def _masks(
@@ -108,13 +108,16 @@ class Pipeline:
         configs: Sequence[SessionConfig],
         work: list[int],
         clock: _Clock,
-    ) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
+    ) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor], dict[int, torch.Tensor]]:
+        """uint8 frames, float frames and full-size masks of the frames at `work`."""
         if not (len(frames) == len(states) == len(configs)):
             raise ValueError("frames, states and configs must have the same length")
-        images = {i: self._upload(frames[i]) for i in work}
+        pixels = {i: self._upload(frames[i]) for i in work}
+        # Full-size float frames in plain NCHW: mixing layouts in one op is several times slower on CPU.
+        images = {i: p.contiguous().float().div_(255.0) for i, p in pixels.items()}
         clock.lap("upload")
 
-        masks = self._segment(images, {i: configs[i] for i in work})
+        masks = self._segment(pixels, {i: configs[i] for i in work})
         clock.lap("model")
 
         for i, mask in masks.items():
@@ -125,9 +128,9 @@ class Pipeline:
             state.previous_mask, state.mask_key = masks[i], key
         clock.lap("smoothing")
 
-        full = {i: upsample_mask(masks[i], images[i], configs[i].refine) for i in work}
+        full = {i: upsample_mask(masks[i], pixels[i], images[i], configs[i].refine) for i in work}
         clock.lap("refine")
-        return images, full
+        return pixels, images, full
 
     def _upload(self, frame: np.ndarray) -> torch.Tensor:
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
@@ -139,29 +142,30 @@ class Pipeline:
         if self.device.type == "cuda":
             tensor = tensor.pin_memory().to(self.device, non_blocking=True)
         # HWC memory viewed as NCHW is channels-last: no transpose copy.
-        return tensor.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+        return tensor.permute(2, 0, 1).unsqueeze(0)
 
     def _segment(self, images: dict[int, torch.Tensor], configs: dict[int, SessionConfig]) -> dict[int, torch.Tensor]:
-        """Low-resolution person probabilities, one batch per model."""
+        """Low-resolution person probabilities, one batch per model; the uint8 frames are stretched to
+        the model's input size (as the models were trained)."""
         by_model: dict[str, list[int]] = {}
         for i, config in configs.items():
             by_model.setdefault(resolve_name(config.model), []).append(i)
         masks: dict[int, torch.Tensor] = {}
         for name, indices in by_model.items():
             size = model_info(name).input_size
-            batch = torch.cat([_resize(images[i], size) for i in indices]).to(self.model_dtype)
+            batch = torch.cat([resize_frame(images[i], size) for i in indices]).to(self.model_dtype).div_(255.0)
             probabilities = self.model(name)(batch.contiguous(memory_format=torch.channels_last))
             for j, i in enumerate(indices):
                 masks[i] = probabilities[j : j + 1]
         return masks
 
     def _composite(
-        self, image: torch.Tensor, mask: torch.Tensor, state: StreamState, config: SessionConfig
+        self, pixels: torch.Tensor, image: torch.Tensor, mask: torch.Tensor, state: StreamState, config: SessionConfig
     ) -> torch.Tensor:
         if config.mode == "mask":
             return mask.expand(-1, 3, -1, -1)
         if config.mode == "blur":
-            background = blurred_background(image, mask, config.blur)
+            background = blurred_background(pixels, image, mask, config.blur)
         elif config.mode == "color":
             background = torch.tensor(config.rgb(), device=image.device, dtype=image.dtype).view(1, 3, 1, 1) / 255.0
             background = background.expand_as(image)
@@ -177,13 +181,6 @@ class Pipeline:
             state.background = cover_fit(picture, size[0], size[1]).contiguous()
             state.background_key = key
         return state.background  # type: ignore[return-value]
-
-
-def _resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Stretch to the model's input size (the models were trained on stretched frames)."""
-    if tuple(image.shape[-2:]) == size:
-        return image
-    return F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
 def _download(result: torch.Tensor) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .compositing import resize_frame
 from .filters import box_blur
 
 # Luma weights (BT.601) for the guidance image: one channel keeps the filter cheap.
@@ -20,8 +21,8 @@ def luma(frame: torch.Tensor) -> torch.Tensor:
     return (frame.permute(0, 2, 3, 1) @ weights).permute(0, 3, 1, 2)
 
 
-def upsample_mask(mask: torch.Tensor, frame: torch.Tensor, refine: bool) -> torch.Tensor:
-    """(N,1,h,w) mask -> (N,1,H,W) mask at the size of `frame` ((N,3,H,W) in [0,1]).
+def upsample_mask(mask: torch.Tensor, pixels: torch.Tensor, frame: torch.Tensor, refine: bool) -> torch.Tensor:
+    """(N,1,h,w) mask -> (N,1,H,W) mask at the size of `frame` ((N,3,H,W) in [0,1]; `pixels` is it in uint8).
 
     With `refine`, a fast guided filter snaps the soft, blocky edge of the
     upsampled mask to the edges of the frame (hair, shoulders). kornia's
@@ -33,8 +34,11 @@ def upsample_mask(mask: torch.Tensor, frame: torch.Tensor, refine: bool) -> torc
         return F.interpolate(mask, size=(height, width), mode="bilinear", align_corners=False)
     factor = max(1, round(height / _WORK_HEIGHT))
     guide = luma(frame)
-    guide_low = F.avg_pool2d(guide, factor, ceil_mode=True) if factor > 1 else guide
-    low_size = guide_low.shape[-2:]
+    if factor > 1:
+        low_size = (-(-height // factor), -(-width // factor))
+        guide_low = luma(resize_frame(pixels, low_size).float().div_(255.0))
+    else:
+        low_size, guide_low = (height, width), guide
     mask_low = F.interpolate(mask, size=low_size, mode="bilinear", align_corners=False)
     # The window spans about two model pixels, so an edge can move as far as the model blurred it.
     radius = max(2, round(2 * low_size[0] / mask.shape[-2]))

@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from conftest import FACE, TOP_LEFT, TOP_RIGHT, region
 from peer import photo_frames
 
+from server.compositing import blurred_background
 from server.config import SessionConfig
 from server.pipeline import Pipeline, StreamState
 from server.filters import gaussian_blur
@@ -42,9 +44,7 @@ def test_mask_mode_shows_the_mask(pipeline: Pipeline, frame: np.ndarray) -> None
 def test_image_background_is_cover_fitted(pipeline: Pipeline, frame: np.ndarray) -> None:
     out = pipeline.process_one(frame, StreamState(), SessionConfig(mode="image", image="studio"))
     preset = pipeline.backgrounds.get("studio")  # 1280x720 -> covers 640x480 as an 853x480 centre crop
-    expected = np.asarray(
-        __import__("PIL.Image", fromlist=["Image"]).fromarray(preset).resize((853, 480))
-    )[:, 106:746]
+    expected = np.asarray(Image.fromarray(preset).resize((853, 480)))[:, 106:746]
     assert np.abs(region(out, TOP_RIGHT) - region(expected, TOP_RIGHT)).mean() < 4
     assert np.abs(region(out, FACE) - region(frame, FACE)).mean() < 2
 
@@ -56,9 +56,8 @@ def test_blur_has_no_halo(pipeline: Pipeline) -> None:
     mask = torch.zeros(1, 1, 480, 640)
     mask[..., 120:, 220:420] = 1.0
     frame[120:, 220:420] = 20
-    background = __import__("server.compositing", fromlist=["x"]).blurred_background(
-        torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255, mask, 1.0
-    )
+    pixels = torch.from_numpy(frame).permute(2, 0, 1)[None]
+    background = blurred_background(pixels, pixels.float() / 255, mask, 1.0)
     ring = background[0, :, 100:480, 190:215]  # just outside the person, where a halo would show
     assert ring.min().item() > 0.97
     out = pipeline.process_one(frame, state, config)
@@ -110,8 +109,9 @@ def test_refinement_snaps_edges_to_the_frame() -> None:
     truth = (((yy - 300) ** 2 + (xx - 320) ** 2) < 170**2).float()
     frame = (0.2 + 0.6 * truth).expand(1, 3, 480, 640).clone() + 0.02 * torch.randn(1, 3, 480, 640)
     low = gaussian_blur(torch.nn.functional.interpolate(truth[None, None], size=(256, 256), mode="area"), 2.0)
-    plain = upsample_mask(low, frame, refine=False)[0, 0]
-    refined = upsample_mask(low, frame, refine=True)[0, 0]
+    pixels = (frame * 255).round().clamp(0, 255).to(torch.uint8)
+    plain = upsample_mask(low, pixels, frame, refine=False)[0, 0]
+    refined = upsample_mask(low, pixels, frame, refine=True)[0, 0]
     wrong = lambda mask: ((mask >= 0.5) != (truth >= 0.5)).sum().item()  # noqa: E731
     assert wrong(plain) > 50
     assert wrong(refined) < wrong(plain) / 4

@@ -1,0 +1,199 @@
+// Backdrop demo page: camera -> server (WebRTC) -> processed video back, with live controls.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const controls = Array.from(document.querySelectorAll("[data-key]"));
+let pc = null;
+let channel = null;
+let sessionId = null;
+let localStream = null;
+let statsTimer = null;
+
+function showMessage(text, kind = "error") {
+  const box = $("message");
+  box.textContent = text;
+  box.className = kind === "info" ? "info" : "";
+  box.hidden = !text;
+}
+
+function currentConfig() {
+  const config = {};
+  for (const el of controls) {
+    const key = el.dataset.key;
+    if (el.type === "checkbox") config[key] = el.checked;
+    else if (el.type === "range") config[key] = parseFloat(el.value);
+    else if (el.value !== "") config[key] = el.value;
+  }
+  return config;
+}
+
+function applyConfig(config) {
+  for (const el of controls) {
+    const value = config[el.dataset.key];
+    if (value === undefined) continue;
+    if (el.type === "checkbox") el.checked = Boolean(value);
+    else el.value = String(value);
+  }
+  for (const img of document.querySelectorAll("#thumbs img")) img.classList.toggle("selected", img.dataset.id === config.image);
+}
+
+function sendConfig(changes) {
+  if (channel && channel.readyState === "open") channel.send(JSON.stringify({ type: "config", config: changes }));
+}
+
+async function loadBackgrounds(select) {
+  const response = await fetch("/backgrounds");
+  const { backgrounds } = await response.json();
+  const image = $("image");
+  const keep = select || image.value;
+  image.innerHTML = "";
+  $("thumbs").innerHTML = "";
+  for (const id of backgrounds) {
+    image.add(new Option(id, id));
+    const thumb = document.createElement("img");
+    thumb.src = `/backgrounds/${encodeURIComponent(id)}`;
+    thumb.alt = id;
+    thumb.title = id;
+    thumb.dataset.id = id;
+    thumb.addEventListener("click", () => choose({ mode: "image", image: id }));
+    $("thumbs").append(thumb);
+  }
+  if (keep && backgrounds.includes(keep)) image.value = keep;
+  applyConfig({ image: image.value });
+}
+
+function choose(changes) {
+  applyConfig(changes);
+  sendConfig(changes);
+}
+
+async function describeError(response) {
+  try {
+    const body = await response.json();
+    return body.error || response.statusText;
+  } catch {
+    return response.statusText;
+  }
+}
+
+async function start() {
+  $("start").disabled = true;
+  showMessage("");
+  try {
+    localStream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: false });
+  } catch (err) {
+    const denied = err && (err.name === "NotAllowedError" || err.name === "SecurityError");
+    showMessage(denied
+      ? "Camera access was denied. Allow the camera for this page (browsers only offer it on https:// or localhost) and press Start again."
+      : `Could not open the camera: ${err && err.message ? err.message : err}`);
+    $("start").disabled = false;
+    return;
+  }
+  $("local").srcObject = localStream;
+  pc = new RTCPeerConnection();
+  for (const track of localStream.getTracks()) pc.addTrack(track, localStream);
+  pc.addEventListener("track", (event) => {
+    if (event.track.kind === "video") $("remote").srcObject = new MediaStream([event.track]);
+  });
+  pc.addEventListener("connectionstatechange", () => {
+    if (pc && (pc.connectionState === "failed" || pc.connectionState === "disconnected")) {
+      showMessage(`The connection to the server ${pc.connectionState}. Press Start to try again.`);
+      stop(false);
+    }
+  });
+  channel = pc.createDataChannel("control");
+  channel.addEventListener("message", (event) => {
+    const message = JSON.parse(event.data);
+    if (message.type === "stats") showStats(message);
+    else if (message.type === "config") applyConfig(message.config);
+    else if (message.type === "error") showMessage(`Setting refused: ${message.error}`);
+  });
+  try {
+    await pc.setLocalDescription(await pc.createOffer());
+    await iceGatheringComplete(pc);
+    const response = await fetch("/offer", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ sdp: pc.localDescription.sdp, type: "offer", config: currentConfig() }),
+    });
+    if (!response.ok) {
+      const reason = await describeError(response);
+      throw new Error(response.status === 503 ? `The server is busy: ${reason}. Try again later.` : `The server refused the session: ${reason}`);
+    }
+    const answer = await response.json();
+    sessionId = answer.session_id;
+    $("session").textContent = `session ${sessionId}`;
+    await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+    $("stop").disabled = false;
+    statsTimer = setInterval(updateRoundTrip, 1000);
+  } catch (err) {
+    showMessage(err.message || String(err));
+    await stop(false);
+  }
+}
+
+function iceGatheringComplete(peer) {
+  if (peer.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => { if (peer.iceGatheringState === "complete") { peer.removeEventListener("icegatheringstatechange", done); resolve(); } };
+    peer.addEventListener("icegatheringstatechange", done);
+    setTimeout(resolve, 3000); // host candidates are enough on a LAN; do not hang on slow STUN
+  });
+}
+
+async function stop(hangUp = true) {
+  clearInterval(statsTimer);
+  if (hangUp && sessionId) {
+    try { await fetch(`/sessions/${sessionId}`, { method: "DELETE" }); } catch { /* the server may be gone */ }
+  }
+  if (pc) pc.close();
+  if (localStream) localStream.getTracks().forEach((t) => t.stop());
+  pc = channel = localStream = sessionId = null;
+  $("local").srcObject = null;
+  $("remote").srcObject = null;
+  $("session").textContent = "";
+  $("start").disabled = false;
+  $("stop").disabled = true;
+}
+
+function showStats(stats) {
+  const set = (name, text) => { document.querySelector(`[data-stat="${name}"]`).textContent = text; };
+  set("fps", stats.fps.toFixed(1));
+  set("processing", stats.processing_ms_p50 == null ? "–" : `${stats.processing_ms_p50} / ${stats.processing_ms_p95}`);
+  set("frames", `${stats.frames_in} / ${stats.frames_out} / ${stats.frames_dropped}`);
+}
+
+async function updateRoundTrip() {
+  if (!pc) return;
+  const report = await pc.getStats();
+  report.forEach((entry) => {
+    if (entry.type === "candidate-pair" && entry.nominated && entry.currentRoundTripTime !== undefined) {
+      document.querySelector('[data-stat="rtt"]').textContent = (entry.currentRoundTripTime * 1000).toFixed(0);
+    }
+  });
+}
+
+async function upload(file) {
+  const response = await fetch("/backgrounds", { method: "POST", headers: { "Content-Type": file.type || "application/octet-stream" }, body: file });
+  if (!response.ok) {
+    showMessage(`Upload refused: ${await describeError(response)}`);
+    return;
+  }
+  const { id } = await response.json();
+  await loadBackgrounds(id);
+  choose({ mode: "image", image: id });
+  showMessage(`Background ${file.name} uploaded.`, "info");
+}
+
+for (const el of controls) {
+  const event = el.type === "range" || el.type === "color" ? "input" : "change";
+  el.addEventListener(event, () => {
+    const value = el.type === "checkbox" ? el.checked : el.type === "range" ? parseFloat(el.value) : el.value;
+    sendConfig({ [el.dataset.key]: value });
+  });
+}
+$("start").addEventListener("click", start);
+$("stop").addEventListener("click", () => stop(true));
+$("upload").addEventListener("change", (event) => { if (event.target.files[0]) upload(event.target.files[0]); });
+window.addEventListener("beforeunload", () => { if (sessionId) navigator.sendBeacon && fetch(`/sessions/${sessionId}`, { method: "DELETE", keepalive: true }); });
+loadBackgrounds("aurora").catch(() => showMessage("Cannot reach the server."));

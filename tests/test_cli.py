@@ -1,0 +1,130 @@
+"""The `backdrop` commands as a user runs them: files in, files and numbers out."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import FACE, TOP_RIGHT, region
+from peer import photo_frames
+from PIL import Image
+
+from models.metrics import boundary_f, iou
+from server.config import SessionConfig
+from server.mediafiles import VideoWriter, read_video
+from server.pipeline import StreamState
+
+
+def backdrop(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "server", *args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory, astronaut, grace_hopper, pipeline) -> Path:
+    """A tiny labelled folder: photos plus masks made by thresholding the model's own output."""
+    root = tmp_path_factory.mktemp("labelled")
+    (root / "images").mkdir()
+    (root / "masks").mkdir()
+    for name, photo in (("00001", astronaut), ("00002", grace_hopper)):
+        frame = photo_frames(photo, size=(320, 240), count=1)[0]
+        Image.fromarray(frame).save(root / "images" / f"{name}.jpg", quality=98)
+        mask = pipeline.masks([frame], [StreamState()], [SessionConfig(smoothing=0.0)])[0]
+        Image.fromarray(((mask >= 0.5).numpy() * 255).astype(np.uint8)).save(root / "masks" / f"{name}.png")
+    return root
+
+
+def test_process_image(tmp_path, astronaut) -> None:
+    source = tmp_path / "in.png"
+    frame = photo_frames(astronaut, count=1)[0]
+    Image.fromarray(frame).save(source)
+    result = backdrop("process", str(source), str(tmp_path / "out.png"), "--mode", "color", "--color", "#ff0000")
+    assert result.returncode == 0, result.stderr
+    out = np.asarray(Image.open(tmp_path / "out.png").convert("RGB"))
+    assert out.shape == frame.shape
+    assert np.abs(region(out, TOP_RIGHT) - [255, 0, 0]).mean() < 3
+    assert np.abs(region(out, FACE) - region(frame, FACE)).mean() < 3
+
+
+def test_process_video_keeps_size_and_frame_count(tmp_path, astronaut) -> None:
+    source = tmp_path / "in.mp4"
+    with VideoWriter(source, rate=25) as writer:
+        for frame in photo_frames(astronaut, size=(240, 320), count=10):
+            writer.write(frame)
+    result = backdrop("process", str(source), str(tmp_path / "out.mp4"), "--mode", "color", "--color", "#0000ff", "--quiet")
+    assert result.returncode == 0, result.stderr
+    frames = list(read_video(tmp_path / "out.mp4"))
+    assert len(frames) == 10 and frames[0].shape == (240, 320, 3)
+    assert np.abs(frames[-1][:20, -30:].reshape(-1, 3).astype(float) - [0, 0, 255]).mean() < 20
+
+
+def test_process_refuses_bad_input(tmp_path) -> None:
+    result = backdrop("process", str(tmp_path / "missing.mp4"), str(tmp_path / "out.mp4"))
+    assert result.returncode == 2 and "does not exist" in result.stderr
+    result = backdrop("process", str(tmp_path / "x.png"), str(tmp_path / "y.png"), "--blur", "3")
+    assert result.returncode != 0
+
+
+def test_evaluate_folder_json_and_gallery(tmp_path, labelled) -> None:
+    gallery = tmp_path / "worst.png"
+    result = backdrop("evaluate", "--model", "general", "--data", str(labelled), "--no-refine", "--json", "--gallery", str(gallery))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["images"] == 2 and report["mean_iou"] > 0.99 and report["boundary_f"] > 0.95
+    with Image.open(gallery) as sheet:
+        assert sheet.width >= 4 * 100 and sheet.height >= 2 * 240
+
+
+def test_evaluate_video_reports_flicker(tmp_path, astronaut) -> None:
+    source = tmp_path / "clip.mp4"
+    with VideoWriter(source, rate=25) as writer:
+        for frame in photo_frames(astronaut, size=(240, 320), count=12):
+            writer.write(frame)
+    result = backdrop("evaluate", "--data", str(source), "--json", "--smoothing", "0.8")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["frames"] == 12 and report["flicker_raw"] > 0
+    assert report["flicker_smoothed"] < report["flicker_raw"]
+
+
+def test_bench_writes_json(tmp_path) -> None:
+    out = tmp_path / "bench.json"
+    result = backdrop("bench", "--sizes", "640x480", "--batches", "1", "2", "--runs", "3", "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert report["tflite"]["mediapipe-general"] > 0
+    rows = report["pipeline"]
+    assert {(r["size"], r["batch"]) for r in rows} == {("640x480", 1), ("640x480", 2)}
+    for row in rows:
+        assert row["per_frame_ms"] > 0 and set(row) >= {"upload", "model", "smoothing", "refine", "composite", "download"}
+    assert all(r["ratio_vs_tflite"] > 0 for r in report["model"])
+    assert "x TFLite" in result.stdout
+
+
+def test_missing_weights_say_what_to_run(tmp_path) -> None:
+    image = tmp_path / "in.png"
+    Image.new("RGB", (64, 48)).save(image)
+    result = subprocess.run(
+        [sys.executable, "-m", "server", "process", str(image), str(tmp_path / "out.png")],
+        capture_output=True, text=True, env={"BACKDROP_WEIGHTS": str(tmp_path / "empty"), "HOME": str(tmp_path)},
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "backdrop fetch-weights" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_metrics_on_known_shapes() -> None:
+    a = torch.zeros(100, 100, dtype=torch.bool)
+    a[20:80, 20:80] = True
+    b = torch.zeros_like(a)
+    b[20:80, 20:50] = True
+    assert iou(a, a) == 1.0 and iou(a, b) == pytest.approx(0.5)
+    assert boundary_f(a, a) == 1.0
+    shifted = torch.roll(a, 1, dims=1)
+    assert boundary_f(a, shifted) == 1.0  # within tolerance
+    far = torch.zeros_like(a)
+    far[0:10, 0:10] = True
+    assert boundary_f(a, far) < 0.2
