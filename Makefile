@@ -4,7 +4,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 SHELL  := /bin/bash
 
-.PHONY: serve test install install-test weights bench clean
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: serve test install install-test weights browser bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,10 +21,14 @@ install-test: $(BIN)/python
 weights: install
 	$(BIN)/backdrop fetch-weights
 
+# Debian's Chromium for the browser tests (Playwright drives it; it never downloads a browser).
+browser:
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
+
 serve: weights
 	$(BIN)/backdrop serve
 
-test: install-test weights
+test: install-test weights browser
 	$(BIN)/python -m pytest
 
 bench: weights

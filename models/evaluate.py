@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from pathlib import Path
 from statistics import mean
 
@@ -42,7 +43,7 @@ def evaluate_folder(
     config = SessionConfig(model=model, refine=refine, smoothing=0.0, mode="mask")
     pairs = labelled_pairs(data)[:limit]
     ious, fscores, cases = [], [], []
-    for image_path, mask_path in tqdm(pairs, desc="evaluate", unit="img", disable=not progress):
+    for index, (image_path, mask_path) in enumerate(tqdm(pairs, desc="evaluate", unit="img", disable=not progress)):
         image = read_image(image_path)
         truth = torch.from_numpy(read_image(mask_path)[..., 0] >= 128)
         probability = pipeline.masks([image], [StreamState()], [config])[0].cpu()
@@ -50,10 +51,13 @@ def evaluate_folder(
         ious.append(iou(prediction, truth))
         fscores.append(boundary_f(prediction, truth))
         if gallery is not None:
-            cases.append((ious[-1], image_path.stem, image, truth.numpy(), prediction.numpy()))
+            # Keep only the `worst` lowest-IoU cases in memory (a heap on -IoU).
+            case = Case(image_path.stem, ious[-1], image, truth.numpy(), prediction.numpy())
+            heapq.heappush(cases, (-case.iou, index, case))
+            if len(cases) > worst:
+                heapq.heappop(cases)
     if gallery is not None:
-        cases.sort(key=lambda c: c[0])
-        write_gallery([Case(n, v, im, t, p) for v, n, im, t, p in cases[:worst]], gallery)
+        write_gallery(sorted((c for _, _, c in cases), key=lambda c: c.iou), gallery)
     return {
         "model": model,
         "refine": refine,

@@ -1,4 +1,4 @@
-"""`backdrop` command line: serve, fetch-weights, evaluate, bench, process."""
+"""`backdrop` command line: serve, fetch-weights, evaluate, bench, loadtest, process."""
 
 from __future__ import annotations
 
@@ -104,6 +104,27 @@ def cmd_process(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_loadtest(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .loadtest import run_loadtest
+
+    width, height = (int(v) for v in args.size.split("x"))
+    config = {"mode": args.mode, "model": args.model}
+    report = asyncio.run(run_loadtest(args.sessions, args.seconds, (height, width), config, args.url, args.device))
+    if args.output:
+        args.output.write_text(json.dumps(report, indent=2))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for run in report["runs"]:
+            p50 = [s["processing_ms_p50"] for s in run["server"]]
+            p95 = [s["processing_ms_p95"] for s in run["server"]]
+            print(f"{run['sessions']} session(s) at {report['size']}: fps each {run['fps_each']} "
+                  f"(>= 25 for all: {run['all_at_least_25fps']}); server processing ms p50 {p50}, p95 {p95}")  # fmt: skip
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from .app import run_server
 
@@ -148,6 +169,18 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--output", type=Path, default=None, help="also write the JSON report to this file")
     bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
     bench.set_defaults(func=cmd_bench)
+
+    load = sub.add_parser("loadtest", help="open N real WebRTC sessions and measure the fps each gets back")
+    load.add_argument("--sessions", nargs="+", type=int, default=[1, 2, 3, 4], help="session counts to measure, in turn (default: 1 2 3 4)")
+    load.add_argument("--seconds", type=float, default=10.0, help="measuring time per session count (default: 10)")
+    load.add_argument("--size", default="640x480", help="frame size WxH sent by each client (default: 640x480)")
+    load.add_argument("--mode", default="blur", help="background mode (default: blur)")
+    load.add_argument("--model", default="general", help="model (default: general)")
+    load.add_argument("--url", default=None, help="server to test (default: start `backdrop serve` on a free port)")
+    load.add_argument("--device", default=None, help="device for the started server")
+    load.add_argument("--output", type=Path, default=None, help="also write the JSON report to this file")
+    load.add_argument("--json", action="store_true", help="print JSON")
+    load.set_defaults(func=cmd_loadtest)
 
     process = sub.add_parser("process", help="replace the background of an image or video file")
     process.add_argument("input", type=Path, help="image (.jpg, .png, ...) or video (.mp4, .webm, ...)")

@@ -21,7 +21,7 @@ class SessionConfig(BaseModel):
     color: str = Field("#00b140", description="background colour for mode=color, '#rrggbb'")
     image: str = Field("aurora", description="background image for mode=image: an uploaded id or a preset name")
     model: str = Field("general", description="segmentation model: general, landscape, or a loaded checkpoint's name")
-    smoothing: float = Field(0.8, ge=0.0, le=1.0, description="temporal smoothing of the mask, 0 = off .. 1")
+    smoothing: float = Field(0.9, ge=0.0, le=1.0, description="temporal smoothing of the mask, 0 = off .. 1")
     refine: bool = Field(True, description="edge-aware upsampling of the mask guided by the frame")
     light_wrap: float = Field(0.0, ge=0.0, le=1.0, description="spill of the background onto the person's edge, 0 = off")
 

@@ -19,6 +19,7 @@ from .backgrounds import BackgroundStore
 from .batcher import FrameBatcher
 from .config import SessionConfig
 from .settings import ServerSettings
+from .stats import StreamStats
 from .track import BackgroundReplacementTrack
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ class Session:
     channel: object | None = None
 
     def describe(self) -> dict:
-        stats = self.track.stats.snapshot() if self.track else StreamStatsEmpty
+        stats = (self.track.stats if self.track else StreamStats()).snapshot()
         return {
             "id": self.id,
             "config": self.config.model_dump(),
@@ -75,10 +76,6 @@ class Session:
             "age_s": round(time.monotonic() - self.created, 1),
             "stats": stats,
         }
-
-
-StreamStatsEmpty = {"frames_in": 0, "frames_out": 0, "frames_dropped": 0, "errors": 0, "fps": 0.0,
-                    "processing_ms_p50": None, "processing_ms_p95": None, "processing_ms_mean": None}  # fmt: skip
 
 
 class SessionManager:

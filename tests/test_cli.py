@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import FACE, TOP_RIGHT, region
-from peer import photo_frames
+from server.client import photo_frames
 from PIL import Image
 
 from models.metrics import boundary_f, iou
@@ -128,3 +128,12 @@ def test_metrics_on_known_shapes() -> None:
     far = torch.zeros_like(a)
     far[0:10, 0:10] = True
     assert boundary_f(a, far) < 0.2
+
+
+def test_loadtest_reports_fps_per_session(tmp_path) -> None:
+    out = tmp_path / "load.json"
+    result = backdrop("loadtest", "--sessions", "1", "--seconds", "2", "--mode", "color", "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    run = json.loads(out.read_text())["runs"][0]
+    assert run["sessions"] == 1 and run["fps_each"][0] > 1
+    assert run["server"][0]["frames_out"] > 0 and run["server"][0]["processing_ms_p50"] > 0

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 from conftest import FACE, TOP_LEFT, TOP_RIGHT, region
-from peer import photo_frames
+from server.client import photo_frames
 
 from server.compositing import blurred_background
 from server.config import SessionConfig

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from aiortc import MediaStreamTrack
 from conftest import FACE, TOP_LEFT, TOP_RIGHT, region
-from peer import Peer, photo_frames
+from server.client import Peer, photo_frames
 from PIL import Image
 
 from server.app import SESSIONS, create_app

@@ -1,4 +1,7 @@
-"""A real aiortc peer for the tests: sends a moving photo, collects the processed frames it gets back."""
+"""A Backdrop client on aiortc: sends frames (e.g. a photo moving like a hand-held camera) and collects the processed ones.
+
+Used by the tests and by `backdrop loadtest`; also a starting point for any Python client.
+"""
 
 from __future__ import annotations
 
@@ -26,8 +29,8 @@ def photo_frames(photo: np.ndarray, size: tuple[int, int] = (480, 640), count: i
     return frames
 
 
-class PhotoTrack(VideoStreamTrack):
-    """Plays `frames` in a loop at 30 fps; remembers which frame each pts carried."""
+class FramesTrack(VideoStreamTrack):
+    """Plays `frames` in a loop at 30 fps."""
 
     def __init__(self, frames: list[np.ndarray]) -> None:
         super().__init__()
@@ -47,7 +50,7 @@ class Peer:
 
     def __init__(self, frames: list[np.ndarray], audio: bool = False) -> None:
         self.pc = RTCPeerConnection()
-        self.source = PhotoTrack(frames)
+        self.source = FramesTrack(frames)
         self.pc.addTrack(self.source)
         if audio:
             from aiortc.mediastreams import AudioStreamTrack
@@ -99,3 +102,15 @@ class Peer:
         await self.pc.close()
 
 
+
+
+async def count_frames(peer: Peer, seconds: float) -> int:
+    """Processed frames received during `seconds` (after the first one arrives)."""
+    track = await asyncio.wait_for(peer.remote, 30.0)
+    await asyncio.wait_for(track.recv(), 30.0)
+    loop = asyncio.get_running_loop()
+    end, count = loop.time() + seconds, 0
+    while loop.time() < end:
+        await asyncio.wait_for(track.recv(), 30.0)
+        count += 1
+    return count

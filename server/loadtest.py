@@ -1,0 +1,104 @@
+"""Load benchmark: N real WebRTC sessions against a server, frames per second each gets back."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+import aiohttp
+import numpy as np
+
+from .client import Peer, count_frames, photo_frames
+
+
+def _photo() -> np.ndarray:
+    """scikit-image's astronaut when installed (a real person), else a synthetic head-and-shoulders."""
+    try:
+        import skimage.data
+
+        return skimage.data.astronaut()
+    except ImportError:
+        y, x = np.mgrid[0:512, 0:512]
+        person = ((x - 256) ** 2 + (y - 200) ** 2 < 90**2) | ((np.abs(x - 256) < 170) & (y > 320))
+        image = np.stack([x % 256, y % 256, (x + y) % 256], -1).astype(np.uint8)
+        image[person] = (200, 150, 120)
+        return image
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def _wait_healthy(url: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while True:
+            try:
+                async with http.get(f"{url}/healthz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server at {url} did not become healthy")
+            await asyncio.sleep(0.3)
+
+
+async def measure(url: str, sessions: int, seconds: float, size: tuple[int, int], config: dict) -> dict:
+    """Open `sessions` sessions at once and count the frames each receives over `seconds`."""
+    frames = photo_frames(_photo(), size=size, count=48)
+    peers = [Peer(frames) for _ in range(sessions)]
+    async with aiohttp.ClientSession() as http:
+        try:
+            for peer in peers:
+                body = {"sdp": await peer.offer(), "type": "offer", "config": config}
+                async with http.post(f"{url}/offer", json=body) as response:
+                    answer = await response.json()
+                    if response.status != 200:
+                        raise RuntimeError(f"offer refused: {answer}")
+                await peer.accept(answer["sdp"])
+            counts = await asyncio.gather(*(count_frames(p, seconds) for p in peers))
+            async with http.get(f"{url}/sessions") as response:
+                described = (await response.json())["sessions"]
+        finally:
+            await asyncio.gather(*(p.close() for p in peers))
+    fps = [c / seconds for c in counts]
+    return {
+        "sessions": sessions,
+        "fps_each": [round(f, 1) for f in fps],
+        "fps_min": round(min(fps), 1),
+        "fps_median": round(statistics.median(fps), 1),
+        "all_at_least_25fps": min(fps) >= 25.0,
+        "server": [s["stats"] for s in described],
+    }
+
+
+async def run_loadtest(
+    sessions: list[int], seconds: float, size: tuple[int, int], config: dict, url: str | None, device: str | None
+) -> dict:
+    """Measure each session count in turn; starts `backdrop serve` in a subprocess unless `url` is given."""
+    server = None
+    if url is None:
+        port = _free_port()
+        url = f"http://127.0.0.1:{port}"
+        cmd = [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port", str(port),
+               "--max-sessions", str(max(sessions))] + (["--device", device] if device else [])  # fmt: skip
+        server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
+    try:
+        await _wait_healthy(url)
+        results = []
+        for n in sessions:
+            results.append(await measure(url, n, seconds, size, config))
+            await asyncio.sleep(1.0)  # let the server close the previous sessions
+        return {"url": url, "size": f"{size[1]}x{size[0]}", "seconds": seconds, "config": config, "runs": results}
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
