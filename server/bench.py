@@ -57,6 +57,7 @@ def model_ms(pipeline: Pipeline, model: str, batch: int, runs: int) -> float:
     """Median ms per call of the bare model on a batch at its input size."""
     h, w = model_info(model).input_size
     net = pipeline.model(model)
+    torch.set_flush_denormal(True)  # as the pipeline does
     x = torch.rand(batch, 3, h, w, device=pipeline.device, dtype=pipeline.model_dtype)
     x = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
