@@ -34,8 +34,8 @@ def _median_ms(fn, runs: int, warmup: int, sync: torch.device | None = None) -> 
     return statistics.median(samples)
 
 
-def tflite_ms(model: str, runs: int, threads: int) -> float | None:
-    """Median ms per frame of the TFLite reference interpreter (ai-edge-litert), or None if not installed."""
+def tflite_runner(model: str, threads: int):
+    """A callable running the TFLite reference interpreter (ai-edge-litert) once, or None if not installed."""
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
@@ -50,18 +50,31 @@ def tflite_ms(model: str, runs: int, threads: int) -> float | None:
         interpreter.invoke()
         interpreter.get_tensor(out["index"])
 
-    return _median_ms(run, runs, warmup=10)
+    return run
 
 
-def model_ms(pipeline: Pipeline, model: str, batch: int, runs: int) -> float:
-    """Median ms per call of the bare model on a batch at its input size."""
+def model_runner(pipeline: Pipeline, model: str, batch: int):
+    """A callable running the bare model once on a batch at its input size."""
     h, w = model_info(model).input_size
     net = pipeline.model(model)
-    torch.set_flush_denormal(True)  # as the pipeline does
     x = torch.rand(batch, 3, h, w, device=pipeline.device, dtype=pipeline.model_dtype)
     x = x.contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode():
-        return _median_ms(lambda: net(x), runs, warmup=5, sync=pipeline.device)
+
+    def run() -> None:
+        with torch.inference_mode():
+            net(x)
+
+    return run
+
+
+def paired_ms(baseline, candidate, rounds: int, runs: int, device: torch.device) -> tuple[float, float, float]:
+    """Median ms of each and the median per-round ratio, alternating the two so both see the same machine."""
+    base, cand, ratios = [], [], []
+    for _ in range(rounds):
+        base.append(_median_ms(baseline, runs, warmup=3))
+        cand.append(_median_ms(candidate, runs, warmup=3, sync=device))
+        ratios.append(cand[-1] / base[-1])
+    return statistics.median(base), statistics.median(cand), statistics.median(ratios)
 
 
 def pipeline_stages(
@@ -89,7 +102,7 @@ def run_bench(
     threads: int,
 ) -> dict:
     """All measurements as one JSON-ready dict."""
-    report: dict = {
+    report: dict = {  # "tflite": every paired measurement of the reference, ms per frame
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
@@ -99,21 +112,28 @@ def run_bench(
         "model": [],
         "pipeline": [],
     }
-    for model in models:
-        report["tflite"][resolve_name(model)] = tflite_ms(model, runs * 4, threads)
+    torch.set_flush_denormal(True)  # as the pipeline does (XNNPACK does the same for TFLite)
+    references = {resolve_name(m): tflite_runner(m, threads) for m in models}
     for device in devices:
         precisions = [False, True] if device.startswith("cuda") else [False]
         for half in precisions:
             pipeline = Pipeline(device=device, half=half)
             dtype = "fp16" if half else "fp32"
             for model in models:
+                name = resolve_name(model)
                 for batch in batches:
-                    ms = model_ms(pipeline, model, batch, runs * 4)
-                    ref = report["tflite"][resolve_name(model)]
+                    run = model_runner(pipeline, model, batch)
+                    reference = references[name]
+                    if reference is None:
+                        ms, ref, ratio = _median_ms(run, runs * 4, warmup=5, sync=pipeline.device), None, None
+                    else:
+                        # The reference runs one frame per call; the ratio is per frame.
+                        ref, ms, ratio = paired_ms(reference, run, rounds=5, runs=runs, device=pipeline.device)
+                        ratio /= batch
+                        report["tflite"].setdefault(name, []).append(ref)
                     report["model"].append({
-                        "device": device, "dtype": dtype, "model": resolve_name(model), "batch": batch,
-                        "ms": ms, "ms_per_frame": ms / batch,
-                        "ratio_vs_tflite": None if ref is None else (ms / batch) / ref,
+                        "device": device, "dtype": dtype, "model": name, "batch": batch,
+                        "ms": ms, "ms_per_frame": ms / batch, "tflite_ms": ref, "ratio_vs_tflite": ratio,
                     })  # fmt: skip
             for size in sizes:
                 for batch in batches:
@@ -124,12 +144,14 @@ def run_bench(
 
 def format_report(report: dict) -> str:
     lines = [f"torch {report['torch']}, {report['threads']} threads; medians of {report['runs']}+ runs"]
-    for name, ms in report["tflite"].items():
-        lines.append(f"TFLite reference {name}: " + ("not installed" if ms is None else f"{ms:.2f} ms/frame"))
-    lines.append("model              device  dtype batch  ms/frame  x TFLite")
+    for name, samples in report["tflite"].items():
+        lines.append(f"TFLite reference {name}: median {statistics.median(samples):.2f} ms/frame over the paired runs")
+    if not report["tflite"]:
+        lines.append("TFLite reference: not installed (pip install ai-edge-litert)")
+    lines.append("model                device  dtype batch  ms/frame  x TFLite (median of paired rounds)")
     for row in report["model"]:
         ratio = "-" if row["ratio_vs_tflite"] is None else f"{row['ratio_vs_tflite']:.2f}"
-        lines.append(f"{row['model']:<19}{row['device']:<8}{row['dtype']:<6}{row['batch']:>5}{row['ms_per_frame']:>10.2f}{ratio:>10}")
+        lines.append(f"{row['model']:<21}{row['device']:<8}{row['dtype']:<6}{row['batch']:>5}{row['ms_per_frame']:>10.2f}{ratio:>10}")
     lines.append("pipeline   device  dtype batch " + " ".join(f"{s:>9}" for s in STAGES) + "  ms/frame    fps")
     for row in report["pipeline"]:
         stages = " ".join(f"{row[s]:>9.2f}" for s in STAGES)
