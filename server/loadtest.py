@@ -30,7 +30,7 @@ def _photo() -> np.ndarray:
         return image
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -86,7 +86,7 @@ async def run_loadtest(
     """Measure each session count in turn; starts `backdrop serve` in a subprocess unless `url` is given."""
     server = None
     if url is None:
-        port = _free_port()
+        port = free_port()
         url = f"http://127.0.0.1:{port}"
         cmd = [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port", str(port),
                "--max-sessions", str(max(sessions))] + (["--device", device] if device else [])  # fmt: skip

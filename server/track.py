@@ -37,7 +37,6 @@ class BackgroundReplacementTrack(MediaStreamTrack):
         self._state = StreamState()
         self._latest: VideoFrame | None = None
         self._ready = asyncio.Event()
-        self._ended = False
         self._reader = asyncio.get_running_loop().create_task(self._read())
 
     async def _read(self) -> None:
@@ -52,8 +51,7 @@ class BackgroundReplacementTrack(MediaStreamTrack):
         except MediaStreamError:
             pass  # the peer stopped sending
         finally:
-            self._ended = True
-            self._ready.set()
+            self._ready.set()  # wakes recv(), which finds no frame and ends the track
 
     async def recv(self) -> VideoFrame:
         if self.readyState != "live":

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from PIL import Image
 from playwright.sync_api import Page, sync_playwright
 
 from server.client import photo_frames
+from server.loadtest import free_port
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts" / "browser"
@@ -45,12 +45,6 @@ def write_y4m(path: Path, frames: list[np.ndarray], fps: int = 30) -> None:
                 f.write(np.clip(plane.round(), 0, 255).astype(np.uint8).tobytes())
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def camera_frames(astronaut) -> list[np.ndarray]:
     return photo_frames(astronaut, count=60)
@@ -59,7 +53,7 @@ def camera_frames(astronaut) -> list[np.ndarray]:
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory):
     """The real server, started the way the README does, limited to one session."""
-    port = _free_port()
+    port = free_port()
     log = (tmp_path_factory.mktemp("server") / "server.log").open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port", str(port), "--max-sessions", "1"],
