@@ -65,7 +65,6 @@ class Session:
     track: BackgroundReplacementTrack | None = None
     blackholes: list[MediaBlackhole] = field(default_factory=list)
     tasks: list[asyncio.Task] = field(default_factory=list)
-    channel: object | None = None
 
     def describe(self) -> dict:
         stats = (self.track.stats if self.track else StreamStats()).snapshot()
@@ -138,7 +137,6 @@ class SessionManager:
 
         @pc.on("datachannel")
         def on_datachannel(channel) -> None:
-            session.channel = channel
             session.tasks.append(asyncio.ensure_future(self._send_stats(session, channel)))
 
             @channel.on("message")
