@@ -74,6 +74,7 @@ class BackgroundStore:
         self.max_uploads = max_uploads
         self._presets = {name: (np.clip(make(), 0, 1) * 255).astype(np.uint8) for name, make in PRESETS.items()}
         self._uploads: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._png: dict[str, bytes] = {}  # images never change under a name: encode each once
         self._lock = threading.Lock()
 
     def names(self) -> list[str]:
@@ -100,13 +101,22 @@ class BackgroundStore:
         with self._lock:
             self._uploads[name] = image
             while len(self._uploads) > self.max_uploads:
-                self._uploads.popitem(last=False)
+                evicted, _ = self._uploads.popitem(last=False)
+                self._png.pop(evicted, None)
         return name
 
     def png(self, name: str) -> bytes:
-        out = io.BytesIO()
-        Image.fromarray(self.get(name)).save(out, format="PNG")
-        return out.getvalue()
+        """The image as PNG bytes (the page shows every background as a thumbnail on each load)."""
+        with self._lock:
+            cached = self._png.get(name)
+        if cached is None:
+            out = io.BytesIO()
+            Image.fromarray(self.get(name)).save(out, format="PNG")
+            cached = out.getvalue()
+            with self._lock:
+                if name in self._presets or name in self._uploads:
+                    self._png[name] = cached
+        return cached
 
 
 def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
