@@ -1,7 +1,16 @@
 """Person segmentation networks, weights and the tools around them."""
 
 from .weights import WeightsMissingError, fetch_weights
-from .zoo import ModelInfo, default_device, load_model, model_info, model_names, resolve_name
+from .zoo import (
+    ModelInfo,
+    default_device,
+    load_model,
+    model_info,
+    model_names,
+    register_file,
+    resolve_model_arg,
+    resolve_name,
+)
 
 __all__ = [
     "ModelInfo",
@@ -11,5 +20,7 @@ __all__ = [
     "load_model",
     "model_info",
     "model_names",
+    "register_file",
+    "resolve_model_arg",
     "resolve_name",
 ]

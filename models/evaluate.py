@@ -13,20 +13,9 @@ from server.config import SessionConfig
 from server.mediafiles import read_image, read_video, video_info
 from server.pipeline import Pipeline, StreamState
 
+from .data import labelled_pairs, split_pairs
 from .gallery import Case, write_gallery
 from .metrics import boundary_f, flicker, iou
-
-
-def labelled_pairs(data: Path) -> list[tuple[Path, Path]]:
-    """(image, mask) pairs of a folder with images/*.jpg and masks/*.png of the same stem."""
-    images = sorted((data / "images").glob("*.jpg"))
-    if not images:
-        raise FileNotFoundError(f"{data}/images holds no .jpg files")
-    pairs = [(image, data / "masks" / f"{image.stem}.png") for image in images]
-    missing = [str(m) for _, m in pairs if not m.is_file()]
-    if missing:
-        raise FileNotFoundError(f"{len(missing)} masks are missing, e.g. {missing[0]}")
-    return pairs
 
 
 def evaluate_folder(
@@ -38,10 +27,15 @@ def evaluate_folder(
     worst: int = 12,
     limit: int | None = None,
     progress: bool = True,
+    holdout: float | None = None,
 ) -> dict:
-    """Mean person IoU and boundary F over the folder (mask = p >= 0.5 at the image's own size)."""
+    """Mean person IoU and boundary F over the folder (mask = p >= 0.5 at the image's own size);
+    with `holdout`, over the part `train` held out of it."""
     config = SessionConfig(model=model, refine=refine, smoothing=0.0, mode="mask")
-    pairs = labelled_pairs(data)[:limit]
+    pairs = labelled_pairs(data)
+    if holdout is not None:
+        pairs = split_pairs(pairs, holdout)[1]
+    pairs = pairs[:limit]
     ious, fscores, cases = [], [], []
     for index, (image_path, mask_path) in enumerate(tqdm(pairs, desc="evaluate", unit="img", disable=not progress)):
         image = read_image(image_path)

@@ -12,7 +12,7 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
-from models import WeightsMissingError
+from models import WeightsMissingError, model_info, model_names, register_file, resolve_name
 
 from .backgrounds import BackgroundError
 from .batcher import FrameBatcher
@@ -169,6 +169,13 @@ async def get_background(request: web.Request) -> web.Response:
     return web.Response(body=store.png(name), content_type="image/png")
 
 
+async def list_models(request: web.Request) -> web.Response:
+    """The models a session's config may name (aliases first, as the page shows them)."""
+    names = ["general", "landscape"] + [n for n in model_names() if not n.startswith("mediapipe-")]
+    models = [{"name": n, "input_size": list(model_info(n).input_size), "description": model_info(n).description} for n in names]
+    return web.json_response({"models": models, "default": request.app[SETTINGS].default_model})
+
+
 async def healthz(request: web.Request) -> web.Response:
     pipeline = request.app[PIPELINE]
     return web.json_response({
@@ -198,6 +205,7 @@ ROUTES = [
     web.post("/backgrounds", upload_background),
     web.get("/backgrounds", list_backgrounds),
     web.get("/backgrounds/{id}", get_background),
+    web.get("/models", list_models),
     web.get("/healthz", healthz),
     web.get("/metrics", metrics),
     web.static("/static", STATIC),
@@ -225,7 +233,9 @@ def create_app(settings: ServerSettings | None = None, pipeline: Pipeline | None
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         app[PIPELINE] = pipeline or Pipeline()
-        for name in settings.preload:
+        served = [register_file(path) for path in settings.models]
+        resolve_name(settings.default_model)  # an unknown default fails at start-up with the list of names
+        for name in [*settings.preload, *served]:
             app[PIPELINE].model(name)  # fail at start-up, not at the first call, when weights are missing
         batcher = FrameBatcher(app[PIPELINE], settings.max_batch)
         batcher.start()
@@ -244,6 +254,12 @@ def create_app(settings: ServerSettings | None = None, pipeline: Pipeline | None
 def run_server(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = settings_from_args(args)
+    try:  # bad --model / --default-model values end here with one line, not a traceback at start-up
+        for path in settings.models:
+            register_file(path)
+        resolve_name(settings.default_model)
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        raise SystemExit(f"error: {exc.args[0] if exc.args else exc}") from None
     context = None
     if settings.cert:
         if not settings.key:

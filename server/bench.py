@@ -35,7 +35,11 @@ def _median_ms(fn, runs: int, warmup: int, sync: torch.device | None = None) -> 
 
 
 def tflite_runner(model: str, threads: int):
-    """A callable running the TFLite reference interpreter (ai-edge-litert) once, or None if not installed."""
+    """A callable running the TFLite reference interpreter (ai-edge-litert) once, or None if not installed.
+
+    Models without a TFLite original (trained checkpoints, ONNX files) are compared with MediaPipe general's.
+    """
+    model = baseline_of(model)
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
@@ -51,6 +55,12 @@ def tflite_runner(model: str, threads: int):
         interpreter.get_tensor(out["index"])
 
     return run
+
+
+def baseline_of(model: str) -> str:
+    """The model whose TFLite file is the speed baseline for `model`."""
+    name = resolve_name(model)
+    return name if name in TFLITE_FILES else "mediapipe-general"
 
 
 def model_runner(pipeline: Pipeline, model: str, batch: int):
@@ -113,7 +123,7 @@ def run_bench(
         "pipeline": [],
     }
     torch.set_flush_denormal(True)  # as the pipeline does (XNNPACK does the same for TFLite)
-    references = {resolve_name(m): tflite_runner(m, threads) for m in models}
+    references = {baseline_of(m): tflite_runner(m, threads) for m in models}
     for device in devices:
         precisions = [False, True] if device.startswith("cuda") else [False]
         for half in precisions:
@@ -123,17 +133,18 @@ def run_bench(
                 name = resolve_name(model)
                 for batch in batches:
                     run = model_runner(pipeline, model, batch)
-                    reference = references[name]
+                    reference = references[baseline_of(name)]
                     if reference is None:
                         ms, ref, ratio = _median_ms(run, runs * 4, warmup=5, sync=pipeline.device), None, None
                     else:
                         # The reference runs one frame per call; the ratio is per frame.
                         ref, ms, ratio = paired_ms(reference, run, rounds=5, runs=runs, device=pipeline.device)
                         ratio /= batch
-                        report["tflite"].setdefault(name, []).append(ref)
+                        report["tflite"].setdefault(baseline_of(name), []).append(ref)
                     report["model"].append({
                         "device": device, "dtype": dtype, "model": name, "batch": batch,
-                        "ms": ms, "ms_per_frame": ms / batch, "tflite_ms": ref, "ratio_vs_tflite": ratio,
+                        "ms": ms, "ms_per_frame": ms / batch, "baseline": f"tflite {baseline_of(name)}",
+                        "tflite_ms": ref, "ratio_vs_tflite": ratio,
                     })  # fmt: skip
             for size in sizes:
                 for batch in batches:

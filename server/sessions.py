@@ -99,7 +99,7 @@ class SessionManager:
 
     async def create(self, sdp: str, changes: dict | None) -> tuple[Session, str]:
         """Answer an offer; returns the session and the answer SDP."""
-        config = validate_config(SessionConfig(), changes or {}, self.backgrounds)
+        config = validate_config(SessionConfig(model=self.settings.default_model), changes or {}, self.backgrounds)
         if len(self.sessions) + self._reserved >= self.settings.max_sessions:
             raise SessionLimitError(f"the server already runs its maximum of {self.settings.max_sessions} sessions")
         self._reserved += 1

@@ -27,6 +27,8 @@ class ServerSettings(BaseModel):
     max_upload_pixels: int = Field(4096 * 4096, ge=1)
     max_batch: int = Field(16, ge=1)
     preload: list[str] = Field(default_factory=lambda: ["general"])
+    models: list[Path] = Field(default_factory=list)
+    default_model: str = "general"
 
 
 # (flag, field, type, help); the environment variable is BACKDROP_<FIELD>.
@@ -46,6 +48,8 @@ _OPTIONS: list[tuple[str, str, type, str]] = [
     ("--max-upload-pixels", "max_upload_pixels", int, "largest accepted background image, in pixels (413 above)"),
     ("--max-batch", "max_batch", int, "most frames segmented in one batch across sessions"),
     ("--preload", "preload", str, "models loaded at start-up, repeatable (env: comma-separated)"),
+    ("--model", "models", Path, "trained checkpoint (.pt) or exported .onnx to serve beside the built-in models, selectable by its name; repeatable (env: comma-separated)"),
+    ("--default-model", "default_model", str, "model of sessions that do not choose one: general, landscape or a --model's name"),
 ]
 
 

@@ -62,6 +62,17 @@ async function loadBackgrounds(select) {
   applyConfig({ image: image.value });
 }
 
+async function loadModels() {
+  const response = await fetch("/models");
+  const { models, default: preferred } = await response.json();
+  const select = $("model");
+  select.innerHTML = "";
+  for (const model of models) {
+    select.add(new Option(`${model.name} (${model.input_size[0]}x${model.input_size[1]})`, model.name));
+  }
+  select.value = preferred;
+}
+
 function choose(changes) {
   applyConfig(changes);
   sendConfig(changes);
@@ -196,4 +207,4 @@ $("start").addEventListener("click", start);
 $("stop").addEventListener("click", () => stop(true));
 $("upload").addEventListener("change", (event) => { if (event.target.files[0]) upload(event.target.files[0]); });
 window.addEventListener("beforeunload", () => { if (sessionId) navigator.sendBeacon && fetch(`/sessions/${sessionId}`, { method: "DELETE", keepalive: true }); });
-loadBackgrounds("aurora").catch(() => showMessage("Cannot reach the server."));
+Promise.all([loadBackgrounds("aurora"), loadModels()]).catch(() => showMessage("Cannot reach the server."));
