@@ -61,7 +61,7 @@ def _onnx(model: nn.Module, info: ModelInfo, path: Path, inputs: torch.Tensor) -
     import onnx
     import onnxruntime as ort
 
-    example = inputs[:1]
+    example = inputs[:2]  # not 1: export specialises a dimension whose example size is 1
     with warnings.catch_warnings(), _quiet("torch.onnx"):
         warnings.simplefilter("ignore")
         torch.onnx.export(
