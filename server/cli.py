@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except WeightsMissingError as exc:
+    except (WeightsMissingError, argparse.ArgumentTypeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
