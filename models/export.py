@@ -65,7 +65,7 @@ def _onnx(model: nn.Module, info: ModelInfo, path: Path, inputs: torch.Tensor) -
     with warnings.catch_warnings(), _quiet("torch.onnx"):
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            model, (example,), str(path), input_names=["image"], output_names=["mask"], dynamo=True,
+            model, (example,), str(path), input_names=["image"], output_names=["mask"], dynamo=True, external_data=False,
             dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=256)},), verbose=False,
         )  # fmt: skip
     graph = onnx.load(str(path))

@@ -23,9 +23,10 @@ def unpool(values: torch.Tensor, pooled: torch.Tensor, before: torch.Tensor) -> 
     pooled maxima rather than through pooling indices, which do not survive TFLite conversion."""
     up = F.interpolate(values, scale_factor=2.0, mode="nearest")
     peaks = F.interpolate(pooled, scale_factor=2.0, mode="nearest")
-    h, w = before.shape[-2:]
-    pad = (0, w - up.shape[-1], 0, h - up.shape[-2])  # odd sizes: the last row/column held no maximum
-    return F.pad(up, pad) * (before == F.pad(peaks, pad, value=float("nan"))).to(values.dtype)
+    h, w = up.shape[-2:]
+    at_max = (before[..., :h, :w] == peaks).to(values.dtype)
+    # Odd sizes: the pool skipped the last row/column, so nothing goes back there.
+    return F.pad(up * at_max, (0, before.shape[-1] - w, 0, before.shape[-2] - h))
 
 
 class SegNet(nn.Module):

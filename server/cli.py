@@ -195,7 +195,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         same = ((quantized(x) >= 0.5) == (reference(x) >= 0.5)).float().mean().item()
     print(f"wrote {output} ({output.stat().st_size / 1e6:.2f} MB), calibrated on {len(images)} images of {args.calibration}; "
           f"vs fp32: mean |diff| {diff.mean().item():.4f}, max {diff.max().item():.3f}, {100 * same:.2f}% of pixels on the same side of 0.5")  # fmt: skip
-    print(f"measure it: backdrop evaluate --model {output} --data DIR; backdrop bench --models {args.model} {output}")
+    print(f"measure it: backdrop evaluate --model {output} --data DIR; backdrop bench --models {info.path or info.name} {output}")
     return 0
 
 
