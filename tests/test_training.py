@@ -221,3 +221,42 @@ async def test_server_serves_a_trained_checkpoint(trained: Path, tmp_path: Path,
         assert np.abs(got[inside] - frame[inside]).mean() < 25
     finally:
         await peer.close()
+
+
+def test_process_and_bench_take_a_checkpoint(trained: Path, tmp_path: Path) -> None:
+    root = make_portraits(tmp_path / "photo", count=1, size=(96, 128), seed=9)
+    source = tmp_path / "in.png"
+    Image.open(root / "images" / "00000.jpg").resize((320, 240), Image.BILINEAR).save(source)
+    person = np.asarray(Image.open(root / "masks" / "00000.png").resize((320, 240), Image.NEAREST)) >= 128
+    result = backdrop("process", str(source), str(tmp_path / "out.png"), "--model", str(trained), "--mode", "color",
+                      "--color", "#ff0000", "--device", "cpu")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = np.asarray(Image.open(tmp_path / "out.png").convert("RGB")).astype(float)
+    outside = ~ndimage.binary_dilation(person, iterations=30)
+    assert np.abs(out[outside] - [255, 0, 0]).mean() < 25
+
+    result = backdrop("bench", "--models", str(trained), "--sizes", "640x480", "--batches", "1", "--runs", "3",
+                      "--devices", "cpu", "--json")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    (row,) = report["model"]
+    assert row["model"] == "shapes-unet" and row["ms_per_frame"] > 0 and row["baseline"] == "tflite mediapipe-general"
+    assert row["ratio_vs_tflite"] > 0 and report["pipeline"][0]["per_frame_ms"] > 0
+
+
+def test_mixed_precision_training_runs_on_cpu(tmp_path: Path, portraits: Path) -> None:
+    result = backdrop("train", "--arch", "segnet", "--data", str(portraits), "--holdout", str(HOLDOUT), "--epochs", "1",
+                      "--max-steps", "2", "--size", "64", "--batch-size", "4", "--amp", "--device", "cpu",
+                      "--out", str(tmp_path / "amp"), "--quiet")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    row = _rows(tmp_path / "amp" / "metrics.csv")[0]
+    assert np.isfinite(float(row["train_loss"])) and 0.0 <= float(row["val_iou"]) <= 1.0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_training_on_cuda_with_fp16_reduces_the_loss(tmp_path: Path, portraits: Path) -> None:
+    result = backdrop("train", "--arch", "unet", "--data", str(portraits), "--holdout", str(HOLDOUT), "--epochs", "4",
+                      "--size", "64", "--batch-size", "8", "--amp", "--device", "cuda", "--out", str(tmp_path / "cuda"), "--quiet")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = _rows(tmp_path / "cuda" / "metrics.csv")
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
