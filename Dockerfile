@@ -17,7 +17,7 @@ COPY models ./models
 COPY server ./server
 COPY static ./static
 
-# torch==2.13.0 from PyPI is the CUDA build; it also runs on CPU-only hosts.
+# torch 2.13.0 and torchvision 0.28.0 from PyPI are CUDA builds; they also run on CPU-only hosts.
 # Editable install: the server serves static/ from beside its sources.
 RUN python3 -m venv /opt/backdrop/venv \
  && pip install --no-cache-dir --upgrade pip \
