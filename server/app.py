@@ -266,7 +266,7 @@ def run_server(args: argparse.Namespace) -> int:
             raise SystemExit("--cert needs --key")
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(settings.cert, settings.key)
-    pipeline = Pipeline(device=args.device, half=args.fp16)
+    pipeline = Pipeline(device=args.device, half=args.fp16, compile=args.compile)
     scheme = "https" if context else "http"
     print(f"Backdrop on {scheme}://{'localhost' if settings.host in ('0.0.0.0', '::') else settings.host}:{settings.port} "
           f"(device {pipeline.device})", flush=True)  # fmt: skip

@@ -110,6 +110,7 @@ def pipeline_stages(
 def run_bench(
     devices: list[str], sizes: list[str], batches: list[int], models: list[str], runs: int, config: SessionConfig,
     threads: int,
+    compile: bool = False,
 ) -> dict:
     """All measurements as one JSON-ready dict."""
     report: dict = {  # "tflite": every paired measurement of the reference, ms per frame
@@ -118,6 +119,7 @@ def run_bench(
         "cpu_count": os.cpu_count(),
         "config": config.model_dump(),
         "runs": runs,
+        "compile": compile,
         "tflite": {},
         "model": [],
         "pipeline": [],
@@ -127,7 +129,7 @@ def run_bench(
     for device in devices:
         precisions = [False, True] if device.startswith("cuda") else [False]
         for half in precisions:
-            pipeline = Pipeline(device=device, half=half)
+            pipeline = Pipeline(device=device, half=half, compile=compile)
             dtype = "fp16" if half else "fp32"
             for model in models:
                 name = resolve_name(model)
@@ -154,7 +156,8 @@ def run_bench(
 
 
 def format_report(report: dict) -> str:
-    lines = [f"torch {report['torch']}, {report['threads']} threads; medians of {report['runs']}+ runs"]
+    compiled = ", models compiled (CPU)" if report.get("compile") else ""
+    lines = [f"torch {report['torch']}, {report['threads']} threads{compiled}; medians of {report['runs']}+ runs"]
     for name, samples in report["tflite"].items():
         lines.append(f"TFLite reference {name}: median {statistics.median(samples):.2f} ms/frame over the paired runs")
     if not report["tflite"]:

@@ -36,7 +36,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def _wait_healthy(url: str, timeout: float = 60.0) -> None:
+async def _wait_healthy(url: str, timeout: float = 180.0) -> None:  # --compile takes a while to start
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as http:
         while True:
@@ -81,7 +81,8 @@ async def measure(url: str, sessions: int, seconds: float, size: tuple[int, int]
 
 
 async def run_loadtest(
-    sessions: list[int], seconds: float, size: tuple[int, int], config: dict, url: str | None, device: str | None
+    sessions: list[int], seconds: float, size: tuple[int, int], config: dict, url: str | None, device: str | None,
+    compile: bool = False,
 ) -> dict:
     """Measure each session count in turn; starts `backdrop serve` in a subprocess unless `url` is given."""
     server = None
@@ -89,7 +90,8 @@ async def run_loadtest(
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         cmd = [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port", str(port),
-               "--max-sessions", str(max(sessions))] + (["--device", device] if device else [])  # fmt: skip
+               "--max-sessions", str(max(sessions)), "--compile" if compile else "--no-compile"]  # fmt: skip
+        cmd += ["--device", device] if device else []
         server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
     try:
         await _wait_healthy(url)

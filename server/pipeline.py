@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models import default_device, load_model, model_info, resolve_name
+from models.compiled import compile_for_cpu
 
 from .backgrounds import BackgroundStore
 from .compositing import blurred_background, composite, cover_fit, resize_frame
@@ -53,12 +54,15 @@ class Pipeline:
         device: torch.device | str | None = None,
         half: bool | None = None,
         backgrounds: BackgroundStore | None = None,
+        compile: bool = False,
     ) -> None:
         self.device = torch.device(device) if device is not None else default_device()
         self.half = self.device.type == "cuda" if half is None else half
         if self.half and self.device.type != "cuda":
             raise ValueError("fp16 needs a CUDA device")
         self.model_dtype = torch.float16 if self.half else torch.float32
+        # torch.compile of the models, frame by frame, on CPU devices only (see models/compiled.py).
+        self.compile = compile and self.device.type == "cpu"
         self.backgrounds = backgrounds or BackgroundStore()
         self._models: dict[str, nn.Module] = {}
         self._lock = threading.Lock()
@@ -68,7 +72,10 @@ class Pipeline:
         key = resolve_name(name)
         with self._lock:
             if key not in self._models:
-                self._models[key] = load_model(key, self.device, self.model_dtype)
+                model = load_model(key, self.device, self.model_dtype)
+                if self.compile and any(True for _ in model.parameters()):  # not ONNX Runtime models
+                    model = compile_for_cpu(model, model_info(key).input_size)
+                self._models[key] = model
             return self._models[key]
 
     def process_one(self, frame: np.ndarray, state: StreamState, config: SessionConfig) -> np.ndarray:
