@@ -27,7 +27,14 @@ class _OutOnly(nn.Module):
 
 def deeplabv3_mobilenetv3() -> nn.Module:
     """DeepLabV3 on MobileNetV3-Large (torchvision), from scratch."""
-    return _OutOnly(deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=1, aux_loss=False))
+    net = deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=1, aux_loss=False)
+    # torchvision gives MobileNetV3's batch norms momentum 0.01, tuned for fine-tuning long ImageNet runs:
+    # from scratch, their running statistics lag hundreds of steps behind and the model in eval mode
+    # predicted one constant class after 3 epochs. PyTorch's default 0.1 follows training.
+    for module in net.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.momentum = 0.1
+    return _OutOnly(net)
 
 
 def deeplabv3_r50() -> nn.Module:
