@@ -1,13 +1,15 @@
-"""A model compiled with TorchInductor for the CPU, one frame at a time.
+"""Models compiled with TorchInductor for the CPU, run one frame at a time.
 
 On a CPU, batching frames barely helps (or hurts) while a compiled, weight-frozen graph runs the
 MediaPipe model 2-4x faster than eager PyTorch. Shapes are static (batch 1) so that the graph is
-compiled once, at load time, and never again while frames flow.
+compiled once and never again while frames flow. Compiling takes 10-30 s, so it happens on a
+thread of its own: until it is done, frames go through the eager model and nobody's video stalls.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import torch
@@ -16,31 +18,41 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 
-class FrameByFrame(nn.Module):
-    """Runs `compiled` on each frame of a batch; `eager` is the same network uncompiled."""
+class CompiledOnCPU(nn.Module):
+    """`eager` until its compiled twin is ready (or failed to compile), then the twin, frame by frame."""
 
-    def __init__(self, compiled: nn.Module, eager: nn.Module) -> None:
+    def __init__(self, eager: nn.Module, input_size: tuple[int, int]) -> None:
         super().__init__()
-        self.compiled, self.eager = compiled, eager
+        self.eager = eager
+        self.input_size = input_size
+        self._compiled: nn.Module | None = None  # not a submodule: it shares eager's weights
+        self._ready = threading.Event()
+        threading.Thread(target=self._compile, name="torch.compile", daemon=True).start()
+
+    def _compile(self) -> None:
+        import torch._inductor.config as inductor
+
+        inductor.freezing = True  # weights become constants the compiler folds and lays out for the CPU
+        example = torch.rand(1, 3, *self.input_size).contiguous(memory_format=torch.channels_last)
+        started = time.perf_counter()
+        try:
+            compiled = torch.compile(self.eager, dynamic=False)
+            with torch.inference_mode():  # the pipeline's mode: no recompile on the first real frame
+                compiled(example)
+            self._compiled = compiled
+            log.info("compiled %s in %.1f s", type(self.eager).__name__, time.perf_counter() - started)
+        except Exception as exc:  # inductor raises many kinds (no C++ compiler, codegen errors)
+            log.warning("torch.compile failed (%s: %s); the model runs uncompiled", type(exc).__name__, str(exc)[:200])
+        finally:
+            self._ready.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until compiling ends; True if the compiled model is in use."""
+        self._ready.wait(timeout)
+        return self._compiled is not None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.compiled(x[i : i + 1]) for i in range(x.shape[0])])
-
-
-def compile_for_cpu(model: nn.Module, input_size: tuple[int, int]) -> nn.Module:
-    """`model` compiled (inductor, frozen weights, batch 1) and warmed up; the eager model if compiling
-    fails (e.g. no C++ compiler on the machine), with a warning that says why."""
-    import torch._inductor.config as inductor
-
-    inductor.freezing = True  # weights become constants the compiler can fold and lay out for the CPU
-    compiled = torch.compile(model, dynamic=False)
-    example = torch.rand(1, 3, *input_size).contiguous(memory_format=torch.channels_last)
-    started = time.perf_counter()
-    try:
-        with torch.inference_mode():  # the mode the pipeline calls it in: no recompile on the first frame
-            compiled(example)
-    except Exception as exc:  # inductor raises many kinds (compiler missing, codegen errors)
-        log.warning("torch.compile failed (%s: %s); running the model uncompiled", type(exc).__name__, str(exc)[:200])
-        return model
-    log.info("compiled %s in %.1f s", type(model).__name__, time.perf_counter() - started)
-    return FrameByFrame(compiled, model)
+        compiled = self._compiled
+        if compiled is None:
+            return self.eager(x)
+        return torch.cat([compiled(x[i : i + 1]) for i in range(x.shape[0])])

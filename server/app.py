@@ -236,7 +236,7 @@ def create_app(settings: ServerSettings | None = None, pipeline: Pipeline | None
         served = [register_file(path) for path in settings.models]
         resolve_name(settings.default_model)  # an unknown default fails at start-up with the list of names
         for name in [*settings.preload, *served]:
-            app[PIPELINE].model(name)  # fail at start-up, not at the first call, when weights are missing
+            app[PIPELINE].warm(name)  # fail at start-up, not at the first call, when weights are missing
         batcher = FrameBatcher(app[PIPELINE], settings.max_batch)
         batcher.start()
         app[SESSIONS] = SessionManager(settings, batcher, app[PIPELINE].backgrounds)

@@ -66,7 +66,7 @@ def baseline_of(model: str) -> str:
 def model_runner(pipeline: Pipeline, model: str, batch: int):
     """A callable running the bare model once on a batch at its input size."""
     h, w = model_info(model).input_size
-    net = pipeline.model(model)
+    net = pipeline.warm(model)
     x = torch.rand(batch, 3, h, w, device=pipeline.device, dtype=pipeline.model_dtype)
     x = x.contiguous(memory_format=torch.channels_last)
 

@@ -35,14 +35,15 @@ def _session_config(args: argparse.Namespace) -> SessionConfig:
 def _add_device_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=_env("DEVICE"), help="torch device, e.g. cpu or cuda:0 (default: cuda when available, else cpu) [BACKDROP_DEVICE]")
     parser.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=None, help="fp16 model inference (default: on for CUDA, off for CPU)")
-    _add_compile_option(parser)
 
 
-def _add_compile_option(parser: argparse.ArgumentParser) -> None:
-    default = (_env("COMPILE") or "0").lower() in ("1", "true", "yes", "on")
+def _add_compile_option(parser: argparse.ArgumentParser, default: bool) -> None:
+    """--compile: worth its start-up cost for the long-running server, not for one-shot commands."""
+    default = (_env("COMPILE") or str(default)).lower() in ("1", "true", "yes", "on")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=default,
-                        help="CPU only: compile the models with torch.compile when they load (10-30 s each, needs a C++ "
-                        "compiler; falls back to eager with a warning), then run them 2x+ faster (default: off) [BACKDROP_COMPILE]")  # fmt: skip
+                        help="CPU only: torch.compile each model as it loads (10-30 s, on a thread of its own; the "
+                        "server waits for the --preload ones before it listens; needs a C++ compiler, else the model "
+                        f"runs eager with a warning), then run it 2x+ faster (default: {'on' if default else 'off'}) [BACKDROP_COMPILE]")  # fmt: skip
 
 
 def _pipeline(args: argparse.Namespace):
@@ -236,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_server_options(serve)
     _add_device_options(serve)
+    _add_compile_option(serve, default=True)
     serve.set_defaults(func=cmd_serve)
 
     fetch = sub.add_parser("fetch-weights", help="download, verify (sha256) and cache the pinned model weights")
@@ -253,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--holdout", type=float, default=None, help="only the part `train --holdout` held out of this folder (same value, same split)")
     evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
     _add_device_options(evaluate)
+    _add_compile_option(evaluate, default=False)
     evaluate.set_defaults(func=cmd_evaluate)
 
     bench = sub.add_parser("bench", help="per-stage timings at several sizes and batch sizes, vs the TFLite interpreter")
@@ -263,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--mode", default="blur", help="background mode timed in the pipeline (default: blur)")
     bench.add_argument("--runs", type=int, default=20, help="timed runs per measurement; medians are reported (default: 20)")
     bench.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    _add_compile_option(bench)
+    _add_compile_option(bench, default=False)
     bench.add_argument("--output", type=Path, default=None, help="also write the JSON report to this file")
     bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
     bench.set_defaults(func=cmd_bench)
@@ -276,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--model", default="general", help="model name the sessions ask for (default: general)")
     load.add_argument("--url", default=None, help="server to test (default: start `backdrop serve` on a free port)")
     load.add_argument("--device", default=None, help="device for the started server")
-    _add_compile_option(load)
+    _add_compile_option(load, default=True)
     load.add_argument("--output", type=Path, default=None, help="also write the JSON report to this file")
     load.add_argument("--json", action="store_true", help="print JSON")
     load.set_defaults(func=cmd_loadtest)
@@ -335,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_session_options(process)
     process.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_device_options(process)
+    _add_compile_option(process, default=False)
     process.set_defaults(func=cmd_process)
     return parser
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models import default_device, load_model, model_info, resolve_name
-from models.compiled import compile_for_cpu
+from models.compiled import CompiledOnCPU
 
 from .backgrounds import BackgroundStore
 from .compositing import blurred_background, composite, cover_fit, resize_frame
@@ -74,9 +74,16 @@ class Pipeline:
             if key not in self._models:
                 model = load_model(key, self.device, self.model_dtype)
                 if self.compile and any(True for _ in model.parameters()):  # not ONNX Runtime models
-                    model = compile_for_cpu(model, model_info(key).input_size)
+                    model = CompiledOnCPU(model, model_info(key).input_size)
                 self._models[key] = model
             return self._models[key]
+
+    def warm(self, name: str) -> nn.Module:
+        """The model for `name`, loaded and, with `compile`, compiled before this returns (start-up, benchmarks)."""
+        model = self.model(name)
+        if isinstance(model, CompiledOnCPU):
+            model.wait()
+        return model
 
     def process_one(self, frame: np.ndarray, state: StreamState, config: SessionConfig) -> np.ndarray:
         return self.process([frame], [state], [config])[0]

@@ -60,7 +60,7 @@ def server_url(tmp_path_factory):
         stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 240  # the server compiles its model (CPU) before it listens
     while True:
         try:
             urllib.request.urlopen(f"{url}/healthz", timeout=1)
