@@ -7,8 +7,9 @@ ENV DEBIAN_FRONTEND=noninteractive \
     BACKDROP_WEIGHTS=/opt/backdrop/weights \
     PATH=/opt/backdrop/venv/bin:$PATH
 
+# g++ and the Python headers: torch.compile (--compile, on for serve) builds its CPU kernels with them.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 python3-venv python3-pip ca-certificates \
+ && apt-get install -y --no-install-recommends python3 python3-venv python3-pip python3-dev g++ ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /opt/backdrop/src
