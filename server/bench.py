@@ -162,10 +162,10 @@ def format_report(report: dict) -> str:
         lines.append(f"TFLite reference {name}: median {statistics.median(samples):.2f} ms/frame over the paired runs")
     if not report["tflite"]:
         lines.append("TFLite reference: not installed (pip install ai-edge-litert)")
-    lines.append("model                device  dtype batch  ms/frame  x TFLite (median of paired rounds)")
+    lines.append(f"{'model':<31}device  dtype batch  ms/frame  x TFLite (median of paired rounds)")
     for row in report["model"]:
         ratio = "-" if row["ratio_vs_tflite"] is None else f"{row['ratio_vs_tflite']:.2f}"
-        lines.append(f"{row['model']:<21}{row['device']:<8}{row['dtype']:<6}{row['batch']:>5}{row['ms_per_frame']:>10.2f}{ratio:>10}")
+        lines.append(f"{row['model']:<31}{row['device']:<8}{row['dtype']:<6}{row['batch']:>5}{row['ms_per_frame']:>10.2f}{ratio:>10}")
     lines.append("pipeline   device  dtype batch " + " ".join(f"{s:>9}" for s in STAGES) + "  ms/frame    fps")
     for row in report["pipeline"]:
         stages = " ".join(f"{row[s]:>9.2f}" for s in STAGES)
