@@ -268,7 +268,14 @@ def run_server(args: argparse.Namespace) -> int:
         context.load_cert_chain(settings.cert, settings.key)
     pipeline = Pipeline(device=args.device, half=args.fp16, compile=args.compile)
     scheme = "https" if context else "http"
-    print(f"Backdrop on {scheme}://{'localhost' if settings.host in ('0.0.0.0', '::') else settings.host}:{settings.port} "
-          f"(device {pipeline.device})", flush=True)  # fmt: skip
-    web.run_app(create_app(settings, pipeline), host=settings.host, port=settings.port, ssl_context=context, print=None)
+    address = f"{scheme}://{'localhost' if settings.host in ('0.0.0.0', '::') else settings.host}:{settings.port}"
+    if pipeline.compile:
+        print(f"Backdrop: compiling the models for the CPU before serving on {address} (--no-compile skips this)", flush=True)
+    app = create_app(settings, pipeline)
+
+    async def announce(app: web.Application) -> None:  # runs after the resources (and compiles) are ready
+        print(f"Backdrop on {address} (device {pipeline.device})", flush=True)
+
+    app.on_startup.append(announce)
+    web.run_app(app, host=settings.host, port=settings.port, ssl_context=context, print=None)
     return 0
