@@ -254,12 +254,6 @@ def create_app(settings: ServerSettings | None = None, pipeline: Pipeline | None
 def run_server(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = settings_from_args(args)
-    try:  # bad --model / --default-model values end here with one line, not a traceback at start-up
-        for path in settings.models:
-            register_file(path)
-        resolve_name(settings.default_model)
-    except (FileNotFoundError, ValueError, KeyError) as exc:
-        raise SystemExit(f"error: {exc.args[0] if exc.args else exc}") from None
     context = None
     if settings.cert:
         if not settings.key:
@@ -277,5 +271,8 @@ def run_server(args: argparse.Namespace) -> int:
         print(f"Backdrop on {address} (device {pipeline.device})", flush=True)
 
     app.on_startup.append(announce)
-    web.run_app(app, host=settings.host, port=settings.port, ssl_context=context, print=None)
+    try:
+        web.run_app(app, host=settings.host, port=settings.port, ssl_context=context, print=None)
+    except (FileNotFoundError, ValueError, KeyError) as exc:  # bad --model / --default-model, raised at start-up
+        raise SystemExit(f"error: {exc.args[0] if exc.args else exc}") from None
     return 0
