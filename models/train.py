@@ -20,7 +20,9 @@ from tqdm import tqdm
 from . import checkpoint as ckpt
 from .archs import build, load_backbone
 from .data import DEFAULT_HOLDOUT, PortraitDataset, augmentation, labelled_pairs, split_pairs
+from .metrics import iou
 from .segmenter import IMAGENET_MEAN, IMAGENET_STD, Segmenter
+from .zoo import default_device
 
 LOG_FIELDS = ["epoch", "train_loss", "val_loss", "val_iou", "lr", "seconds"]
 
@@ -104,15 +106,13 @@ def validate(model: Segmenter, dataset: PortraitDataset, batch_size: int, device
         logits = logits.float()
         losses.append(segmentation_loss(logits, t).item() * len(x))
         pred, truth = logits >= 0, t >= 0.5
-        inter = (pred & truth).flatten(1).sum(1).float()
-        union = (pred | truth).flatten(1).sum(1).float()
-        ious.extend(torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union)).tolist())
+        ious.extend(iou(p[0], q[0]) for p, q in zip(pred, truth))
     return sum(losses) / len(dataset), sum(ious) / len(ious)
 
 
 def train(options: TrainOptions) -> dict:
-    """Train; returns the final summary (also in `out/summary.json` terms: best IoU, epochs, files)."""
-    device = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    """Train; returns a summary: architecture, parameters, best validation IoU, epochs and the files written."""
+    device = torch.device(options.device) if options.device else default_device()
     seed_everything(options.seed)
     size = (options.size, options.size)
     pairs = labelled_pairs(options.data)

@@ -200,8 +200,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     reference = load_model(args.model, "cpu")
     x = torch.cat([check_inputs(info.input_size), torch.from_numpy(images[0])])
     with torch.inference_mode():
-        diff = (quantized(x) - reference(x)).abs()
-        same = ((quantized(x) >= 0.5) == (reference(x) >= 0.5)).float().mean().item()
+        ours, theirs = quantized(x), reference(x)
+    diff = (ours - theirs).abs()
+    same = ((ours >= 0.5) == (theirs >= 0.5)).float().mean().item()
     print(f"wrote {output} ({output.stat().st_size / 1e6:.2f} MB), calibrated on {len(images)} images of {args.calibration}; "
           f"vs fp32: mean |diff| {diff.mean().item():.4f}, max {diff.max().item():.3f}, {100 * same:.2f}% of pixels on the same side of 0.5")  # fmt: skip
     print(f"measure it: backdrop evaluate --model {output} --data DIR; backdrop bench --models {info.path or info.name} {output}")
