@@ -43,6 +43,23 @@ class Pointwise(nn.Conv2d):
         return F.linear(x.permute(0, 2, 3, 1), self.weight.flatten(1), self.bias).permute(0, 3, 1, 2)
 
 
+class Unpatchify2x2(nn.ConvTranspose2d):
+    """2x2 stride-2 transposed convolution computed as a matmul plus pixel shuffle.
+
+    The 2x2 windows do not overlap, so each input pixel's four outputs are one small matmul; oneDNN's
+    transposed convolution took 12% of the model's CPU time for this tiny layer.
+    """
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__(cin, cout, 2, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cin, cout = self.weight.shape[:2]
+        weight = self.weight.permute(1, 2, 3, 0).reshape(cout * 4, cin)  # (in,out,a,b) -> (out*a*b, in)
+        y = F.linear(x.permute(0, 2, 3, 1), weight, self.bias.repeat_interleave(4)).permute(0, 3, 1, 2)
+        return F.pixel_shuffle(y, 2)
+
+
 def _global_mean(x: torch.Tensor) -> torch.Tensor:
     return x.mean(dim=(2, 3), keepdim=True)
 
@@ -125,7 +142,7 @@ class SelfieSegmenter(nn.Module):
         self.head_conv = Pointwise(32, 128)
         self.head_gate = Pointwise(32, 128)
         self.decoder = nn.ModuleList([DecoderStage(128, 24), DecoderStage(24, 16), DecoderStage(16, 16)])
-        self.segment = nn.ConvTranspose2d(16, 1, 2, stride=2)
+        self.segment = Unpatchify2x2(16, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.hardswish(self.stem(x))

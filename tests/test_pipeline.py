@@ -147,7 +147,9 @@ def test_cuda_fp16_pipeline_matches_cpu(pipeline: Pipeline, frame: np.ndarray) -
     assert np.abs(a - b).mean() < 2
 
 
-def test_compiled_models_give_the_same_frames(pipeline: Pipeline, astronaut: np.ndarray, grace_hopper: np.ndarray) -> None:
+def test_compiled_models_give_the_same_frames(
+    pipeline: Pipeline, astronaut: np.ndarray, grace_hopper: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
     compiled = Pipeline(device="cpu", compile=True)
     frames = [photo_frames(astronaut, count=1)[0], photo_frames(grace_hopper, count=1)[0]]
     config = SessionConfig(mode="color", color="#ff00ff", smoothing=0.0)
@@ -155,6 +157,8 @@ def test_compiled_models_give_the_same_frames(pipeline: Pipeline, astronaut: np.
     while not compiled.model("general").wait(timeout=0.01):
         assert compiled.process_one(frames[0], StreamState(), config).shape == frames[0].shape
     assert compiled.model("general").wait()  # it really compiled here
+    # What was compiled in the background is what frames use: recompiling now would stall a video ~10 s.
+    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
     # A batch of two streams runs frame by frame through the compiled graph; both must match eager.
     eager_out = pipeline.process(frames, [StreamState(), StreamState()], [config, config])
     compiled_out = compiled.process(frames, [StreamState(), StreamState()], [config, config])
