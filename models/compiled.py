@@ -30,13 +30,16 @@ class CompiledOnCPU(nn.Module):
         threading.Thread(target=self._compile, name="torch.compile", daemon=True).start()
 
     def _compile(self) -> None:
+        import torch._inductor.config as inductor
+
+        # Weights become constants the compiler folds and lays out for the CPU. Dynamo reads this flag
+        # globally (as `options` it is silently ignored), so it is set for the process.
+        inductor.freezing = True
         started = time.perf_counter()
         try:
-            # freezing: weights become constants the compiler folds and lays out for the CPU;
-            # cpp_wrapper: the graph's glue code is C++ too, which saves ~0.3 ms of Python per frame
-            # on these ~100-kernel graphs (the compile takes ~5 s longer). As options, they also hold
-            # for any recompile.
-            compiled = torch.compile(self.eager, dynamic=False, options={"freezing": True, "cpp_wrapper": True})
+            # The graph's glue code in C++ too saves ~0.3 ms of Python per frame on these ~100-kernel
+            # graphs (the compile takes ~5 s longer); as an option it also holds for any recompile.
+            compiled = torch.compile(self.eager, dynamic=False, options={"cpp_wrapper": True})
             # The pipeline's frames are inference tensors; an example of another kind would be compiled
             # for nothing, then the first real frame would recompile on the frame path.
             with torch.inference_mode():
