@@ -1,15 +1,41 @@
-"""Frames from all sessions, batched through the shared pipeline on one worker thread."""
+"""Frames from all sessions, batched through the shared pipeline on worker threads."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from .config import SessionConfig
 from .pipeline import Pipeline, StreamState
+
+
+def cpu_cores() -> int:
+    """Cores this process may run on (its affinity, e.g. a container's cpuset), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def worker_layout(device: torch.device, workers: int = 0) -> tuple[int, int]:
+    """(worker threads, torch threads per worker) for a pipeline on `device`; `workers` 0 picks.
+
+    On CUDA one worker keeps the device's work ordered and batches sessions' frames together.
+    On a CPU, batching gains nothing and one frame at a time leaves cores idle in the many small
+    ops between the big ones; a single-threaded worker per core gets more frames through
+    (measured on 2 cores: 105 frames/s vs 88 with one worker on both cores) and never
+    oversubscribes the cores, which made OpenMP's threads sleep and the pipeline 2x slower.
+    """
+    if device.type != "cpu":
+        return max(1, workers or 1), torch.get_num_threads()
+    cores = cpu_cores()
+    workers = workers or cores
+    return workers, max(1, cores // workers)
 
 
 @dataclass
@@ -23,24 +49,27 @@ class _Job:
 class FrameBatcher:
     """`await process(...)` from any session; pending frames go through the model together.
 
-    Pixel work runs on a single worker thread, off the event loop: one thread
-    keeps the device's work ordered and lets torch use every core per op.
+    Pixel work runs on `workers` threads, off the event loop; each takes the frames
+    waiting when it is free (up to `max_batch`) as one batch. A stream has at most
+    one frame in flight (its track awaits each), so its frames stay in order.
     """
 
-    def __init__(self, pipeline: Pipeline, max_batch: int = 16) -> None:
+    def __init__(self, pipeline: Pipeline, max_batch: int = 16, workers: int = 1) -> None:
         self.pipeline = pipeline
         self.max_batch = max_batch
+        self.workers = workers
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline")
-        self._task: asyncio.Task | None = None
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pipeline")
+        self._tasks: list[asyncio.Task] = []
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._run()) for _ in range(self.workers)]
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         while not self._queue.empty():
             self._queue.get_nowait().future.cancel()
         self._executor.shutdown(wait=True)

@@ -144,6 +144,10 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
             p95 = [s["processing_ms_p95"] for s in run["server"]]
             print(f"{run['sessions']} session(s) at {report['size']}: fps each {run['fps_each']} "
                   f"(>= 25 for all: {run['all_at_least_25fps']}); server processing ms p50 {p50}, p95 {p95}")  # fmt: skip
+            if "server_cpu_ms_per_frame" in run:
+                print(f"  server CPU {run['server_cpu_ms_per_frame']} ms/frame ({run['server_cpu_cores_busy']} of "
+                      f"{run['cores']} cores busy): about {run['sessions_at_25fps_estimate']} sessions at 25 fps "
+                      "with the clients on other machines")  # fmt: skip
     return 0
 
 

@@ -30,6 +30,16 @@ def _photo() -> np.ndarray:
         return image
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of process `pid`, all its threads (Linux /proc); None elsewhere."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -51,8 +61,14 @@ async def _wait_healthy(url: str, timeout: float = 180.0) -> None:  # --compile 
             await asyncio.sleep(0.3)
 
 
-async def measure(url: str, sessions: int, seconds: float, size: tuple[int, int], config: dict) -> dict:
-    """Open `sessions` sessions at once and count the frames each receives over `seconds`."""
+async def measure(
+    url: str, sessions: int, seconds: float, size: tuple[int, int], config: dict, server_pid: int | None = None
+) -> dict:
+    """Open `sessions` sessions at once and count the frames each receives over `seconds`.
+
+    With the server's pid, also its CPU time per delivered frame (decode + pipeline + encode + the rest),
+    and from it how many sessions at 25 fps this machine's cores could serve if the clients ran elsewhere.
+    """
     frames = photo_frames(_photo(), size=size, count=48)
     peers = [Peer(frames) for _ in range(sessions)]
     async with aiohttp.ClientSession() as http:
@@ -64,18 +80,31 @@ async def measure(url: str, sessions: int, seconds: float, size: tuple[int, int]
                     if response.status != 200:
                         raise RuntimeError(f"offer refused: {answer}")
                 await peer.accept(answer["sdp"])
+            cpu_before = cpu_seconds(server_pid) if server_pid else None
             counts = await asyncio.gather(*(count_frames(p, seconds) for p in peers))
+            cpu_after = cpu_seconds(server_pid) if server_pid else None
             async with http.get(f"{url}/sessions") as response:
                 described = (await response.json())["sessions"]
         finally:
             await asyncio.gather(*(p.close() for p in peers))
     fps = [c / seconds for c in counts]
+    server_cpu: dict = {}
+    if cpu_before is not None and cpu_after is not None and sum(counts):
+        ms_per_frame = (cpu_after - cpu_before) * 1000.0 / sum(counts)
+        cores = os.cpu_count() or 1
+        server_cpu = {
+            "server_cpu_ms_per_frame": round(ms_per_frame, 2),
+            "server_cpu_cores_busy": round((cpu_after - cpu_before) / seconds, 2),
+            "cores": cores,
+            "sessions_at_25fps_estimate": int(cores * 1000.0 / ms_per_frame // 25),
+        }
     return {
         "sessions": sessions,
         "fps_each": [round(f, 1) for f in fps],
         "fps_min": round(min(fps), 1),
         "fps_median": round(statistics.median(fps), 1),
         "all_at_least_25fps": min(fps) >= 25.0,
+        **server_cpu,
         "server": [s["stats"] for s in described],
     }
 
@@ -97,7 +126,7 @@ async def run_loadtest(
         await _wait_healthy(url)
         results = []
         for n in sessions:
-            results.append(await measure(url, n, seconds, size, config))
+            results.append(await measure(url, n, seconds, size, config, server.pid if server else None))
             await asyncio.sleep(1.0)  # let the server close the previous sessions
         return {"url": url, "size": f"{size[1]}x{size[0]}", "seconds": seconds, "config": config, "runs": results}
     finally:

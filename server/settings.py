@@ -26,6 +26,7 @@ class ServerSettings(BaseModel):
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     max_upload_pixels: int = Field(4096 * 4096, ge=1)
     max_batch: int = Field(16, ge=1)
+    workers: int = Field(0, ge=0)
     preload: list[str] = Field(default_factory=lambda: ["general"])
     models: list[Path] = Field(default_factory=list)
     default_model: str = "general"
@@ -47,6 +48,7 @@ _OPTIONS: list[tuple[str, str, type, str]] = [
     ("--max-upload-bytes", "max_upload_bytes", int, "largest accepted background upload (413 above)"),
     ("--max-upload-pixels", "max_upload_pixels", int, "largest accepted background image, in pixels (413 above)"),
     ("--max-batch", "max_batch", int, "most frames segmented in one batch across sessions"),
+    ("--workers", "workers", int, "pipeline threads; 0: one per core on a CPU (torch single-threaded in each), one on CUDA"),
     ("--preload", "preload", str, "models loaded at start-up, repeatable (env: comma-separated)"),
     ("--model", "models", Path, "trained checkpoint (.pt) or exported .onnx to serve beside the built-in models, selectable by its name; repeatable (env: comma-separated)"),
     ("--default-model", "default_model", str, "model of sessions that do not choose one: general, landscape or a --model's name"),

@@ -137,3 +137,6 @@ def test_loadtest_reports_fps_per_session(tmp_path) -> None:
     run = json.loads(out.read_text())["runs"][0]
     assert run["sessions"] == 1 and run["fps_each"][0] > 1
     assert run["server"][0]["frames_out"] > 0 and run["server"][0]["processing_ms_p50"] > 0
+    # The started server's own CPU time per frame: positive, and no more than all cores for the whole run.
+    assert 0 < run["server_cpu_ms_per_frame"] <= run["cores"] * 2000.0 / sum(run["fps_each"])
+    assert run["sessions_at_25fps_estimate"] >= 0
