@@ -22,7 +22,7 @@ def blurred_background(pixels: torch.Tensor, image: torch.Tensor, mask: torch.Te
     sigma = strength * height / 20.0
     if sigma < 0.5:
         return image
-    factor = max(1, int(sigma // 2))  # keep about 2 px of sigma at the reduced size
+    factor = max(1, int(sigma / 1.5))  # keep about 1.5 px of sigma at the reduced size
     size = (max(1, -(-height // factor)), max(1, -(-width // factor)))
     frame = resize_frame(pixels, size).float().div_(255.0) if factor > 1 else image
     person = F.interpolate(mask, size=size, mode="bilinear", align_corners=False, antialias=True) if factor > 1 else mask
@@ -39,8 +39,14 @@ def blurred_background(pixels: torch.Tensor, image: torch.Tensor, mask: torch.Te
         # uint8 channels-last bilinear upsampling is ~5x faster than float on CPU; the blur hides the rounding.
         small = result.mul(255.0).round_().to(torch.uint8).contiguous(memory_format=torch.channels_last)
         up = F.interpolate(small, size=(height, width), mode="bilinear", align_corners=False)
-        return up.float().div_(255.0).contiguous()
+        return planar(up).float().div_(255.0)
     return F.interpolate(result, size=(height, width), mode="bilinear", align_corners=False)
+
+
+def planar(image: torch.Tensor) -> torch.Tensor:
+    """A (1,C,H,W) channels-last tensor copied to plain NCHW memory; on CPU, unbinding and stacking the
+    channels is ~4x faster than .contiguous(), whose strided copy is slow for small C."""
+    return torch.stack(image[0].unbind(0)).unsqueeze(0)
 
 
 def resize_frame(pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
