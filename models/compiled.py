@@ -61,4 +61,6 @@ class CompiledOnCPU(nn.Module):
         compiled = self._compiled
         if compiled is None or not x.is_inference():  # the graph is for inference tensors (the pipeline's)
             return self.eager(x)
+        if x.shape[0] == 1:
+            return compiled(x)
         return torch.cat([compiled(x[i : i + 1]) for i in range(x.shape[0])])
