@@ -43,7 +43,7 @@ class CompiledOnCPU(nn.Module):
             # The pipeline's frames are inference tensors; an example of another kind would be compiled
             # for nothing, then the first real frame would recompile on the frame path.
             with torch.inference_mode():
-                example = torch.rand(1, 3, *self.input_size).contiguous(memory_format=torch.channels_last)
+                example = torch.rand(1, 3, *self.input_size)  # plain NCHW, as forward passes it
                 compiled(example)
             self._compiled = compiled
             log.info("compiled %s in %.1f s", type(self.eager).__name__, time.perf_counter() - started)
@@ -61,6 +61,7 @@ class CompiledOnCPU(nn.Module):
         compiled = self._compiled
         if compiled is None or not x.is_inference():  # the graph is for inference tensors (the pipeline's)
             return self.eager(x)
+        x = x.contiguous()  # the layout the graph was compiled for: another would recompile
         if x.shape[0] == 1:
             return compiled(x)
         return torch.cat([compiled(x[i : i + 1]) for i in range(x.shape[0])])

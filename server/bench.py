@@ -68,8 +68,7 @@ def model_runner(pipeline: Pipeline, model: str, batch: int):
     h, w = model_info(model).input_size
     net = pipeline.warm(model)
     with torch.inference_mode():  # as the pipeline's frames are
-        x = torch.rand(batch, 3, h, w, device=pipeline.device, dtype=pipeline.model_dtype)
-        x = x.contiguous(memory_format=torch.channels_last)
+        x = torch.rand(batch, 3, h, w, device=pipeline.device, dtype=pipeline.model_dtype)  # NCHW, as the pipeline's
 
     def run() -> None:
         with torch.inference_mode():

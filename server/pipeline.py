@@ -170,7 +170,9 @@ class Pipeline:
         for name, indices in by_model.items():
             size = model_info(name).input_size
             batch = torch.cat([resize_frame(images[i], size) for i in indices]).to(self.model_dtype).div_(255.0)
-            probabilities = self.model(name)(batch.contiguous(memory_format=torch.channels_last))
+            # Plain NCHW: the channels-last weights make the first convolution switch layout (fused into
+            # the first kernel of a compiled model).
+            probabilities = self.model(name)(batch.contiguous())
             for j, i in enumerate(indices):
                 masks[i] = probabilities[j : j + 1]
         return masks
