@@ -13,6 +13,7 @@ import time
 import aiohttp
 import numpy as np
 
+from .batcher import cpu_cores
 from .client import Peer, count_frames, photo_frames
 
 
@@ -91,7 +92,7 @@ async def measure(
     server_cpu: dict = {}
     if cpu_before is not None and cpu_after is not None and sum(counts):
         ms_per_frame = (cpu_after - cpu_before) * 1000.0 / sum(counts)
-        cores = os.cpu_count() or 1
+        cores = cpu_cores()
         server_cpu = {
             "server_cpu_ms_per_frame": round(ms_per_frame, 2),
             "server_cpu_cores_busy": round((cpu_after - cpu_before) / seconds, 2),
