@@ -276,7 +276,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
     bench.set_defaults(func=cmd_bench)
 
-    load = sub.add_parser("loadtest", help="open N real WebRTC sessions and measure the fps each gets back")
+    load = sub.add_parser(
+        "loadtest",
+        help="open N real WebRTC sessions and measure the fps each gets back",
+        description="Open N real WebRTC sessions and measure the fps each gets back. With the server it starts, "
+        "also the server's CPU ms per frame and how many 25 fps sessions the machine's cores could serve "
+        "with the clients elsewhere (the client peers run in this process, on the same machine).",
+    )
     load.add_argument("--sessions", nargs="+", type=int, default=[1, 2, 3, 4], help="session counts to measure, in turn (default: 1 2 3 4)")
     load.add_argument("--seconds", type=float, default=10.0, help="measuring time per session count (default: 10)")
     load.add_argument("--size", default="640x480", help="frame size WxH sent by each client (default: 640x480)")
