@@ -185,6 +185,8 @@ async def healthz(request: web.Request) -> web.Response:
         "fp16": pipeline.half,
         "sessions": len(request.app[SESSIONS].sessions),
         "max_sessions": request.app[SETTINGS].max_sessions,
+        "workers": request.app[SESSIONS].batcher.workers,
+        "torch_threads": torch.get_num_threads(),
     })  # fmt: skip
 
 

@@ -14,6 +14,7 @@ from server.client import Peer, photo_frames
 from PIL import Image
 
 from server.app import SESSIONS, create_app
+from server.batcher import cpu_cores
 from server.settings import ServerSettings
 
 CODEC_TOLERANCE = 25  # mean absolute error per channel after two VP8 passes
@@ -212,6 +213,8 @@ async def test_bad_input_gets_clear_errors_and_the_server_keeps_serving(make_cli
         assert_background((await fresh.frames(10))[-1], (255, 0, 0))
         health = await (await client.get("/healthz")).json()
         assert health["status"] == "ok" and health["sessions"] == 1
+        if health["device"] == "cpu":  # one single-threaded pipeline worker per core
+            assert health["workers"] == cpu_cores() and health["torch_threads"] == 1
     finally:
         await fresh.close()
 
