@@ -28,8 +28,8 @@ def worker_layout(device: torch.device, workers: int = 0) -> tuple[int, int]:
     On CUDA one worker keeps the device's work ordered and batches sessions' frames together.
     On a CPU, batching gains nothing and one frame at a time leaves cores idle in the many small
     ops between the big ones; a single-threaded worker per core gets more frames through
-    (measured on 2 cores: 105 frames/s vs 88 with one worker on both cores) and never
-    oversubscribes the cores, which made OpenMP's threads sleep and the pipeline 2x slower.
+    (measured on 2 cores: 105 frames/s, against 88 for one worker on both cores at best) and never
+    oversubscribes the cores, which made OpenMP's threads sleep and the pipeline 2.3x slower.
     """
     if device.type != "cpu":
         return max(1, workers or 1), torch.get_num_threads()

@@ -67,8 +67,8 @@ def model_runner(pipeline: Pipeline, model: str, batch: int):
     """A callable running the bare model once on a batch at its input size."""
     h, w = model_info(model).input_size
     net = pipeline.warm(model)
-    with torch.inference_mode():  # as the pipeline's frames are
-        x = torch.rand(batch, 3, h, w, device=pipeline.device, dtype=pipeline.model_dtype)  # NCHW, as the pipeline's
+    with torch.inference_mode():  # an inference tensor in plain NCHW, as the pipeline's frames are
+        x = torch.rand(batch, 3, h, w, device=pipeline.device, dtype=pipeline.model_dtype)
 
     def run() -> None:
         with torch.inference_mode():
