@@ -133,7 +133,12 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
 
     width, height = (int(v) for v in args.size.split("x"))
     config = {"mode": args.mode, "model": args.model}
-    report = asyncio.run(run_loadtest(args.sessions, args.seconds, (height, width), config, args.url, args.device, args.compile))
+    try:
+        report = asyncio.run(
+            run_loadtest(args.sessions, args.seconds, (height, width), config, args.url, args.device, args.compile, args.server_cores)
+        )
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
     if args.output:
         args.output.write_text(json.dumps(report, indent=2))
     if args.json:
@@ -147,7 +152,7 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
             if "server_cpu_ms_per_frame" in run:
                 print(f"  server CPU {run['server_cpu_ms_per_frame']} ms/frame ({run['server_cpu_cores_busy']} of "
                       f"{run['cores']} cores busy): about {run['sessions_at_25fps_estimate']} sessions at 25 fps "
-                      "with the clients on other machines")  # fmt: skip
+                      "with the clients elsewhere")  # fmt: skip
     return 0
 
 
@@ -290,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--model", default="general", help="model name the sessions ask for (default: general)")
     load.add_argument("--url", default=None, help="server to test (default: start `backdrop serve` on a free port)")
     load.add_argument("--device", default=None, help="device for the started server")
+    load.add_argument("--server-cores", type=int, default=0, help="run the started server on this many cores and the client peers on the others, so the figures are the server's alone (default: 0, all share every core)")
     _add_compile_option(load, default=True)
     load.add_argument("--output", type=Path, default=None, help="also write the JSON report to this file")
     load.add_argument("--json", action="store_true", help="print JSON")

@@ -47,14 +47,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def _wait_healthy(url: str, timeout: float = 180.0) -> None:  # --compile takes a while to start
+async def _wait_healthy(url: str, timeout: float = 180.0) -> dict:  # --compile takes a while to start
+    """The server's /healthz once it answers (device, workers, torch threads)."""
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as http:
         while True:
             try:
                 async with http.get(f"{url}/healthz") as response:
                     if response.status == 200:
-                        return
+                        return await response.json()
             except aiohttp.ClientError:
                 pass
             if time.monotonic() > deadline:
@@ -63,12 +64,14 @@ async def _wait_healthy(url: str, timeout: float = 180.0) -> None:  # --compile 
 
 
 async def measure(
-    url: str, sessions: int, seconds: float, size: tuple[int, int], config: dict, server_pid: int | None = None
+    url: str, sessions: int, seconds: float, size: tuple[int, int], config: dict, server_pid: int | None = None,
+    cores: int | None = None,
 ) -> dict:
     """Open `sessions` sessions at once and count the frames each receives over `seconds`.
 
     With the server's pid, also its CPU time per delivered frame (decode + pipeline + encode + the rest),
-    and from it how many sessions at 25 fps this machine's cores could serve if the clients ran elsewhere.
+    and from it how many sessions at 25 fps the server's `cores` (default: this machine's) could serve if the
+    clients ran elsewhere.
     """
     frames = photo_frames(_photo(), size=size, count=48)
     peers = [Peer(frames) for _ in range(sessions)]
@@ -92,7 +95,7 @@ async def measure(
     server_cpu: dict = {}
     if cpu_before is not None and cpu_after is not None and sum(counts):
         ms_per_frame = (cpu_after - cpu_before) * 1000.0 / sum(counts)
-        cores = cpu_cores()
+        cores = cores or cpu_cores()
         server_cpu = {
             "server_cpu_ms_per_frame": round(ms_per_frame, 2),
             "server_cpu_cores_busy": round((cpu_after - cpu_before) / seconds, 2),
@@ -110,26 +113,54 @@ async def measure(
     }
 
 
+def split_cores(server_cores: int) -> tuple[list[int], list[int]]:
+    """(server's cores, clients' cores): the first `server_cores` of the cores this process may use, and the rest."""
+    available = sorted(os.sched_getaffinity(0))
+    if not 0 < server_cores < len(available):
+        raise ValueError(
+            f"--server-cores {server_cores}: this process may use {len(available)} core(s); "
+            "the server needs at least one and the client peers at least one of them"
+        )
+    return available[:server_cores], available[server_cores:]
+
+
 async def run_loadtest(
     sessions: list[int], seconds: float, size: tuple[int, int], config: dict, url: str | None, device: str | None,
-    compile: bool = False,
+    compile: bool = False, server_cores: int = 0,
 ) -> dict:
-    """Measure each session count in turn; starts `backdrop serve` in a subprocess unless `url` is given."""
+    """Measure each session count in turn; starts `backdrop serve` in a subprocess unless `url` is given.
+
+    With `server_cores`, the started server runs on that many cores and the client peers on the others,
+    so the figures are the server's alone (Linux).
+    """
     server = None
+    pinned: dict = {}
+    cores = cpu_cores()
     if url is None:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         cmd = [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port", str(port),
                "--max-sessions", str(max(sessions)), "--compile" if compile else "--no-compile"]  # fmt: skip
         cmd += ["--device", device] if device else []
-        server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
+        affinity = None
+        if server_cores:
+            server_cpus, client_cpus = split_cores(server_cores)
+            os.sched_setaffinity(0, client_cpus)  # threads started from here on (the peers' codecs) inherit it
+            affinity = lambda: os.sched_setaffinity(0, server_cpus)  # noqa: E731 - in the child, before exec
+            pinned, cores = {"server_cpus": server_cpus, "client_cpus": client_cpus}, len(server_cpus)
+        server = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy(), preexec_fn=affinity
+        )
+    elif server_cores:
+        raise ValueError("--server-cores pins the server loadtest starts; it cannot pin one given by --url")
     try:
-        await _wait_healthy(url)
+        health = await _wait_healthy(url)
         results = []
         for n in sessions:
-            results.append(await measure(url, n, seconds, size, config, server.pid if server else None))
+            results.append(await measure(url, n, seconds, size, config, server.pid if server else None, cores))
             await asyncio.sleep(1.0)  # let the server close the previous sessions
-        return {"url": url, "size": f"{size[1]}x{size[0]}", "seconds": seconds, "config": config, "runs": results}
+        report = {"url": url, "size": f"{size[1]}x{size[0]}", "seconds": seconds, "config": config, "health": health, **pinned}
+        return {**report, "runs": results}
     finally:
         if server is not None:
             server.terminate()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -140,3 +141,18 @@ def test_loadtest_reports_fps_per_session(tmp_path) -> None:
     # The started server's own CPU time per frame: positive, and no more than all cores for the whole run.
     assert 0 < run["server_cpu_ms_per_frame"] <= run["cores"] * 2000.0 / sum(run["fps_each"])
     assert run["sessions_at_25fps_estimate"] >= 0
+
+
+def test_loadtest_pins_the_server_apart_from_the_clients(tmp_path) -> None:
+    cores = sorted(os.sched_getaffinity(0))
+    too_many = backdrop("loadtest", "--sessions", "1", "--server-cores", str(len(cores)))
+    assert too_many.returncode != 0 and "--server-cores" in too_many.stderr and "Traceback" not in too_many.stderr
+    out = tmp_path / "load.json"
+    result = backdrop("loadtest", "--sessions", "1", "--seconds", "2", "--mode", "color", "--server-cores", "1", "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert report["server_cpus"] == cores[:1] and report["client_cpus"] == cores[1:]
+    assert report["health"]["workers"] == 1  # the server saw one core: one single-threaded worker
+    run = report["runs"][0]
+    assert run["fps_each"][0] > 1 and run["cores"] == 1
+    assert 0 < run["server_cpu_cores_busy"] <= 1.1  # one core, measured over a little more than the run
