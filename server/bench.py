@@ -125,27 +125,28 @@ def run_bench(
         "pipeline": [],
     }
     torch.set_flush_denormal(True)  # as the pipeline does (XNNPACK does the same for TFLite)
-    references = {baseline_of(m): tflite_runner(m, threads) for m in models}
+    # One interpreter per baseline: several trained models share MediaPipe general's.
+    references = {b: tflite_runner(b, threads) for b in dict.fromkeys(baseline_of(m) for m in models)}
     for device in devices:
         precisions = [False, True] if device.startswith("cuda") else [False]
         for half in precisions:
             pipeline = Pipeline(device=device, half=half, compile=compile)
             dtype = "fp16" if half else "fp32"
             for model in models:
-                name = resolve_name(model)
+                name, baseline = resolve_name(model), baseline_of(model)
                 for batch in batches:
                     run = model_runner(pipeline, model, batch)
-                    reference = references[baseline_of(name)]
+                    reference = references[baseline]
                     if reference is None:
                         ms, ref, ratio = _median_ms(run, runs * 4, warmup=5, sync=pipeline.device), None, None
                     else:
                         # The reference runs one frame per call; the ratio is per frame.
                         ref, ms, ratio = paired_ms(reference, run, rounds=5, runs=runs, device=pipeline.device)
                         ratio /= batch
-                        report["tflite"].setdefault(baseline_of(name), []).append(ref)
+                        report["tflite"].setdefault(baseline, []).append(ref)
                     report["model"].append({
                         "device": device, "dtype": dtype, "model": name, "batch": batch,
-                        "ms": ms, "ms_per_frame": ms / batch, "baseline": f"tflite {baseline_of(name)}",
+                        "ms": ms, "ms_per_frame": ms / batch, "baseline": f"tflite {baseline}",
                         "tflite_ms": ref, "ratio_vs_tflite": ratio,
                     })  # fmt: skip
             for size in sizes:

@@ -9,6 +9,7 @@ import statistics
 import subprocess
 import sys
 import time
+from functools import partial
 
 import aiohttp
 import numpy as np
@@ -146,7 +147,7 @@ async def run_loadtest(
         if server_cores:
             server_cpus, client_cpus = split_cores(server_cores)
             os.sched_setaffinity(0, client_cpus)  # threads started from here on (the peers' codecs) inherit it
-            affinity = lambda: os.sched_setaffinity(0, server_cpus)  # noqa: E731 - in the child, before exec
+            affinity = partial(os.sched_setaffinity, 0, server_cpus)  # run in the child, before exec
             pinned, cores = {"server_cpus": server_cpus, "client_cpus": client_cpus}, len(server_cpus)
         server = subprocess.Popen(
             cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy(), preexec_fn=affinity
