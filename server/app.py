@@ -238,21 +238,23 @@ def create_app(settings: ServerSettings | None = None, pipeline: Pipeline | None
         app[PIPELINE] = pipeline or Pipeline()
         workers, threads = worker_layout(app[PIPELINE].device, settings.workers)
         previous_threads = torch.get_num_threads()
-        torch.set_num_threads(threads)  # process-wide; put back when the app closes
-        served = [register_file(path) for path in settings.models]
-        resolve_name(settings.default_model)  # an unknown default fails at start-up with the list of names
-        for name in [*settings.preload, *served]:
-            app[PIPELINE].warm(name)  # fail at start-up, not at the first call, when weights are missing
-        batcher = FrameBatcher(app[PIPELINE], settings.max_batch, workers)
-        batcher.start()
-        log.info("pipeline: %d worker(s), %d torch thread(s) each, on %s", workers, threads, app[PIPELINE].device)
-        app[SESSIONS] = SessionManager(settings, batcher, app[PIPELINE].backgrounds)
-        app[SESSIONS].start()
-        app[REGISTRY] = _metrics_registry(app)
-        yield
-        await app[SESSIONS].close_all()
-        await batcher.close()
-        torch.set_num_threads(previous_threads)
+        torch.set_num_threads(threads)  # process-wide; put back when the app closes or fails to start
+        try:
+            served = [register_file(path) for path in settings.models]
+            resolve_name(settings.default_model)  # an unknown default fails at start-up with the list of names
+            for name in [*settings.preload, *served]:
+                app[PIPELINE].warm(name)  # fail at start-up, not at the first call, when weights are missing
+            batcher = FrameBatcher(app[PIPELINE], settings.max_batch, workers)
+            batcher.start()
+            log.info("pipeline: %d worker(s), %d torch thread(s) each, on %s", workers, threads, app[PIPELINE].device)
+            app[SESSIONS] = SessionManager(settings, batcher, app[PIPELINE].backgrounds)
+            app[SESSIONS].start()
+            app[REGISTRY] = _metrics_registry(app)
+            yield
+            await app[SESSIONS].close_all()
+            await batcher.close()
+        finally:
+            torch.set_num_threads(previous_threads)
 
     app.cleanup_ctx.append(resources)
     app.add_routes(ROUTES)
