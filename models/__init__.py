@@ -1,26 +1,31 @@
-"""Person segmentation networks, weights and the tools around them."""
+"""Person segmentation: networks, pinned weights, the model registry, training and export.
 
-from .weights import WeightsMissingError, fetch_weights
-from .zoo import (
-    ModelInfo,
-    default_device,
-    load_model,
-    model_info,
-    model_names,
-    register_file,
-    resolve_model_arg,
-    resolve_name,
-)
+Names are imported on first use, so that `import models.X` for a light module (weights, the
+architecture list) does not pay for torch.
+"""
 
-__all__ = [
-    "ModelInfo",
-    "WeightsMissingError",
-    "default_device",
-    "fetch_weights",
-    "load_model",
-    "model_info",
-    "model_names",
-    "register_file",
-    "resolve_model_arg",
-    "resolve_name",
-]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .weights import WeightsMissingError, fetch_weights
+    from .zoo import ModelInfo, ModelRegistry, default_device, load_model, model_info
+
+_EXPORTS = {
+    "WeightsMissingError": "weights",
+    "fetch_weights": "weights",
+    "ModelInfo": "zoo",
+    "ModelRegistry": "zoo",
+    "default_device": "zoo",
+    "load_model": "zoo",
+    "model_info": "zoo",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from .archs import build
-from .segmenter import Segmenter
+from .nets import build
+from .wrappers.normalised import Segmenter
 
 FORMAT = "backdrop.segmenter"
 VERSION = 1

@@ -1,4 +1,4 @@
-"""Model builders: one function per model, the weights described by data."""
+"""The model registry: built-in models described by data, trained files registered by name, loading."""
 
 from __future__ import annotations
 
@@ -10,8 +10,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .selfie import SelfieSegmenter, load_tflite
+from .checkpoint import load as load_checkpoint
+from .nets.selfie import SelfieSegmenter, load_tflite
 from .weights import weights_path
+from .wrappers.onnxruntime_model import OnnxSegmenter
+
+MODEL_SUFFIXES = (".pt", ".pth", ".onnx")
 
 
 @dataclass(frozen=True)
@@ -24,105 +28,115 @@ class ModelInfo:
     path: Path | None = None  # the file a registered model comes from
 
 
-def mediapipe_general() -> SelfieSegmenter:
-    """MediaPipe selfie segmentation, general model (256x256 input)."""
-    return load_tflite(SelfieSegmenter((256, 256)), weights_path("selfie_segmentation.tflite"))
+@dataclass(frozen=True)
+class BuiltinModel:
+    """A model shipped with the project: its network and the pinned weights file it reads."""
+
+    info: ModelInfo
+    weights: str  # a file name of models.weights.WEIGHTS
+
+    def build(self) -> nn.Module:
+        return load_tflite(SelfieSegmenter(self.info.input_size), weights_path(self.weights))
 
 
-def mediapipe_landscape() -> SelfieSegmenter:
-    """MediaPipe selfie segmentation, landscape model (144x256 input, faster)."""
-    return load_tflite(SelfieSegmenter((144, 256)), weights_path("selfie_segmentation_landscape.tflite"))
-
-
-BUILDERS: dict[str, tuple[ModelInfo, Callable[[], nn.Module]]] = {
-    "mediapipe-general": (ModelInfo("mediapipe-general", (256, 256), "MediaPipe general, 256x256"), mediapipe_general),
-    "mediapipe-landscape": (
+BUILTINS: dict[str, BuiltinModel] = {
+    "mediapipe-general": BuiltinModel(
+        ModelInfo("mediapipe-general", (256, 256), "MediaPipe general, 256x256"), "selfie_segmentation.tflite"
+    ),
+    "mediapipe-landscape": BuiltinModel(
         ModelInfo("mediapipe-landscape", (144, 256), "MediaPipe landscape, 144x256"),
-        mediapipe_landscape,
+        "selfie_segmentation_landscape.tflite",
     ),
 }
 ALIASES = {"general": "mediapipe-general", "landscape": "mediapipe-landscape"}
-# Trained checkpoints and ONNX files registered by name (`register_file`), beside the built-in models.
-REGISTERED: dict[str, tuple[ModelInfo, Callable[[], nn.Module]]] = {}
-
-
-def model_names() -> list[str]:
-    return list(BUILDERS) + list(REGISTERED)
-
-
-def resolve_name(name: str) -> str:
-    """Canonical model name for a name or alias; raises KeyError for unknown names."""
-    canonical = ALIASES.get(name, name)
-    if canonical not in BUILDERS and canonical not in REGISTERED:
-        choices = list(BUILDERS) + list(ALIASES) + list(REGISTERED)
-        raise KeyError(f"unknown model {name!r}; choose one of {', '.join(choices)}")
-    return canonical
-
-
-def _entry(name: str) -> tuple[ModelInfo, Callable[[], nn.Module]]:
-    canonical = resolve_name(name)
-    return BUILDERS[canonical] if canonical in BUILDERS else REGISTERED[canonical]
-
-
-def model_info(name: str) -> ModelInfo:
-    return _entry(name)[0]
-
-
-def register_file(path: Path | str, name: str | None = None) -> str:
-    """Make a trained checkpoint (.pt) or an exported ONNX model (.onnx) loadable by name; returns the name.
-
-    The name is `name`, else the one stored in the file, else the file's stem. Registering the same
-    file twice is harmless; another file under a taken name is refused.
-    """
-    from .checkpoint import load
-    from .onnx_model import OnnxSegmenter
-
-    path = Path(path).resolve()
-    if not path.is_file():
-        raise FileNotFoundError(f"model file {path} does not exist")
-    if path.suffix == ".onnx":
-        probe = OnnxSegmenter(path, threads=1)
-        stored, size, kind = probe.metadata.get("name"), probe.input_size, "ONNX Runtime"
-        builder: Callable[[], nn.Module] = partial(OnnxSegmenter, path)
-    else:
-        checkpoint = load(path)
-        stored, size, kind = checkpoint.name, checkpoint.input_size, checkpoint.arch
-        builder = partial(_checkpoint_model, path)
-    name = name or stored or path.stem
-    if name in BUILDERS or name in ALIASES:
-        raise ValueError(f"{path}: the name {name!r} belongs to a built-in model; rename the file or pass a name")
-    if name in REGISTERED and REGISTERED[name][0].path != path:
-        raise ValueError(f"{path}: a model named {name!r} is already loaded from {REGISTERED[name][0].path}")
-    REGISTERED[name] = (ModelInfo(name, tuple(size), f"{kind}, {size[0]}x{size[1]}, {path.name}", path), builder)
-    return name
-
-
-def resolve_model_arg(value: str) -> str:
-    """A command-line --model value: a model name, or a checkpoint/ONNX file (registered on the way)."""
-    if value not in ALIASES and value not in BUILDERS and value not in REGISTERED and Path(value).suffix in (".pt", ".pth", ".onnx"):
-        return register_file(value)
-    return resolve_name(value)
-
-
-def _checkpoint_model(path: Path) -> nn.Module:
-    from .checkpoint import load
-
-    return load(path).model()
-
-
-def load_model(
-    name: str, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
-) -> nn.Module:
-    """A ready model in eval mode: (N,3,H,W) RGB in [0,1] at its input size -> (N,1,H,W) probabilities.
-
-    fp16 is only offered on CUDA, where it is fast; CPU kernels for half are slow or missing.
-    """
-    device = torch.device(device) if device is not None else default_device()
-    if dtype == torch.float16 and device.type != "cuda":
-        raise ValueError("fp16 inference needs a CUDA device")
-    model = _entry(name)[1]()
-    return model.eval().to(device=device, dtype=dtype, memory_format=torch.channels_last)
 
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def check_precision(device: torch.device, dtype: torch.dtype) -> None:
+    """fp16 is offered on CUDA only, where it is fast; CPU kernels for half are slow or missing."""
+    if dtype == torch.float16 and device.type != "cuda":
+        raise ValueError("fp16 inference needs a CUDA device")
+
+
+class ModelRegistry:
+    """The models one owner (a server, a command) can load: the built-ins plus the files it registered."""
+
+    def __init__(self) -> None:
+        self._files: dict[str, tuple[ModelInfo, Callable[[], nn.Module]]] = {}
+
+    def names(self) -> list[str]:
+        """Canonical names: built-ins first, then registered files in registration order."""
+        return [*BUILTINS, *self._files]
+
+    def resolve(self, name: str) -> str:
+        """Canonical model name for a name or alias; raises KeyError for unknown names."""
+        canonical = ALIASES.get(name, name)
+        if canonical not in BUILTINS and canonical not in self._files:
+            choices = [*BUILTINS, *ALIASES, *self._files]
+            raise KeyError(f"unknown model {name!r}; choose one of {', '.join(choices)}")
+        return canonical
+
+    def info(self, name: str) -> ModelInfo:
+        canonical = self.resolve(name)
+        return BUILTINS[canonical].info if canonical in BUILTINS else self._files[canonical][0]
+
+    def register_file(self, path: Path | str, name: str | None = None) -> str:
+        """Make a trained checkpoint (.pt) or an exported ONNX model (.onnx) loadable by name; returns the name.
+
+        The name is `name`, else the one stored in the file, else the file's stem. Registering the same
+        file twice is harmless; another file under a taken name is refused.
+        """
+        path = Path(path).resolve()
+        if not path.is_file():
+            raise FileNotFoundError(f"model file {path} does not exist")
+        builder: Callable[[], nn.Module]
+        if path.suffix == ".onnx":
+            probe = OnnxSegmenter(path, threads=1)
+            stored, size, kind = probe.metadata.get("name"), probe.input_size, "ONNX Runtime"
+            builder = partial(OnnxSegmenter, path)
+        else:
+            checkpoint = load_checkpoint(path)
+            stored, size, kind = checkpoint.name, checkpoint.input_size, checkpoint.arch
+            builder = partial(_checkpoint_model, path)
+        name = name or stored or path.stem
+        if name in BUILTINS or name in ALIASES:
+            raise ValueError(f"{path}: the name {name!r} belongs to a built-in model; rename the file or pass a name")
+        if name in self._files and self._files[name][0].path != path:
+            raise ValueError(f"{path}: a model named {name!r} is already loaded from {self._files[name][0].path}")
+        info = ModelInfo(name, (size[0], size[1]), f"{kind}, {size[0]}x{size[1]}, {path.name}", path)
+        self._files[name] = (info, builder)
+        return name
+
+    def resolve_arg(self, value: str) -> str:
+        """A command-line --model value: a model name, or a checkpoint/ONNX file (registered on the way)."""
+        known = value in ALIASES or value in BUILTINS or value in self._files
+        if not known and Path(value).suffix in MODEL_SUFFIXES:
+            return self.register_file(value)
+        return self.resolve(value)
+
+    def load(self, name: str, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> nn.Module:
+        """A ready model in eval mode: (N,3,H,W) RGB in [0,1] at its input size -> (N,1,H,W) probabilities."""
+        device = torch.device(device) if device is not None else default_device()
+        check_precision(device, dtype)
+        canonical = self.resolve(name)
+        model = BUILTINS[canonical].build() if canonical in BUILTINS else self._files[canonical][1]()
+        return model.eval().to(device=device, dtype=dtype, memory_format=torch.channels_last)
+
+
+def _checkpoint_model(path: Path) -> nn.Module:
+    return load_checkpoint(path).model()
+
+
+def load_model(name: str, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> nn.Module:
+    """A built-in model by name or alias, or a checkpoint/ONNX file by path (see `ModelRegistry.load`)."""
+    registry = ModelRegistry()
+    return registry.load(registry.resolve_arg(name), device, dtype)
+
+
+def model_info(name: str) -> ModelInfo:
+    """A built-in model's info by name or alias, or a checkpoint/ONNX file's by path."""
+    registry = ModelRegistry()
+    return registry.info(registry.resolve_arg(name))

@@ -1,18 +1,75 @@
-"""`backdrop` command line: serve, fetch-weights, evaluate, bench, loadtest, train, export, quantize, prune, process."""
+"""`backdrop` command line: the parsers, and the dispatch of each command to the layer that does the work.
+
+Only light modules are imported at the top (no torch), so `backdrop --help` answers at once; each
+command imports what it runs.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from .config import SessionConfig
+from models.labelled import DEFAULT_HOLDOUT
+from models.nets import ARCHS
+
+from .pipeline.config import SessionConfig
+from .web.settings import DeviceSettings, ServerSettings, env_name
+
+if TYPE_CHECKING:
+    from models.zoo import ModelRegistry
+
+    from .pipeline.pipeline import Pipeline
+
+SIZES = ["640x480", "1280x720", "1920x1080"]
+FORMATS = ["onnx", "torchscript", "tflite"]
+# Server flags: (flag, settings field); type, default, help and environment variable come from ServerSettings.
+SERVER_FLAGS = [
+    ("--host", "host"), ("--port", "port"), ("--cert", "cert"), ("--key", "key"),
+    ("--ice-server", "ice_servers"), ("--ice-username", "ice_username"), ("--ice-credential", "ice_credential"),
+    ("--max-sessions", "max_sessions"), ("--media-timeout", "media_timeout"), ("--connect-timeout", "connect_timeout"),
+    ("--max-offer-bytes", "max_offer_bytes"), ("--max-upload-bytes", "max_upload_bytes"),
+    ("--max-upload-pixels", "max_upload_pixels"), ("--max-batch", "max_batch"), ("--workers", "workers"),
+    ("--preload", "preload"), ("--model", "models"), ("--default-model", "default_model"),
+]  # fmt: skip
 
 
-def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(f"BACKDROP_{name}", default)
+class CommandError(Exception):
+    """A command that cannot do what it was asked; its message is the `error:` line."""
+
+
+# --- options ---------------------------------------------------------------------------------------
+
+
+def add_server_options(parser: argparse.ArgumentParser) -> None:
+    """The flags of `serve`; a flag not given leaves its setting to the environment or the default."""
+    fields = ServerSettings.model_fields
+    for flag, name in SERVER_FLAGS:
+        field = fields[name]
+        default = field.get_default(call_default_factory=True)
+        kind: Any = {int: int, float: float}.get(type(default), str) if default is not None else str
+        if name in ("cert", "key", "models"):
+            kind = Path
+        text = f"{field.description} (default: {_shown(default)}) [{env_name(name)}]"
+        if isinstance(default, list):
+            parser.add_argument(flag, dest=name, action="append", type=kind, default=argparse.SUPPRESS, help=text)
+        else:
+            parser.add_argument(flag, dest=name, type=kind, default=argparse.SUPPRESS, help=text)
+    _add_device_options(parser, compile_default=True)
+
+
+def _add_device_options(parser: argparse.ArgumentParser, compile_default: bool | None = None) -> None:
+    fields = DeviceSettings.model_fields
+    parser.add_argument("--device", default=argparse.SUPPRESS, help=f"{fields['device'].description} [{env_name('device')}]")
+    parser.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                        help=f"{fields['fp16'].description} [{env_name('fp16')}]")  # fmt: skip
+    if compile_default is not None:
+        parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                            help=f"{fields['compile'].description} (default: {'on' if compile_default else 'off'}) "
+                            f"[{env_name('compile')}]")  # fmt: skip
+        parser.set_defaults(compile_default=compile_default)
 
 
 def _add_session_options(parser: argparse.ArgumentParser) -> None:
@@ -26,30 +83,49 @@ def _add_session_options(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, type=kind, default=field.default, help=f"{field.description} (default: {field.default})")
 
 
-def _session_config(args: argparse.Namespace) -> SessionConfig:
-    if getattr(args, "model", None):
-        args.model = _model_arg(args.model)
-    return SessionConfig(**{name: getattr(args, name) for name in SessionConfig.model_fields})
+def _shown(default: object) -> str:
+    if isinstance(default, list):
+        return ", ".join(str(v) for v in default) or "none"
+    return "none" if default is None else str(default)
 
 
-def _add_device_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default=_env("DEVICE"), help="torch device, e.g. cpu or cuda:0 (default: cuda when available, else cpu) [BACKDROP_DEVICE]")
-    parser.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=None, help="fp16 model inference (default: on for CUDA, off for CPU)")
+def settings_from_args(args: argparse.Namespace) -> ServerSettings:
+    """The flags given, over the environment, over the defaults."""
+    given = {name: getattr(args, name) for name in ServerSettings.model_fields if hasattr(args, name)}
+    return ServerSettings(**given)
 
 
-def _add_compile_option(parser: argparse.ArgumentParser, default: bool) -> None:
-    """--compile: worth its start-up cost for the long-running server, not for one-shot commands."""
-    default = (_env("COMPILE") or str(default)).lower() in ("1", "true", "yes", "on")
-    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=default,
-                        help="CPU only: torch.compile each model as it loads (10-30 s, on a thread of its own; the "
-                        "server waits for the --preload ones before it listens; needs a C++ compiler, else the model "
-                        f"runs eager with a warning), then run it 2x+ faster (default: {'on' if default else 'off'}) [BACKDROP_COMPILE]")  # fmt: skip
+def device_settings(args: argparse.Namespace) -> DeviceSettings:
+    given = {name: getattr(args, name) for name in DeviceSettings.model_fields if hasattr(args, name)}
+    settings = DeviceSettings(**given)
+    if settings.compile is None:
+        settings = settings.model_copy(update={"compile": getattr(args, "compile_default", False)})
+    return settings
 
 
-def _pipeline(args: argparse.Namespace):
-    from .pipeline import Pipeline
+def _registry_with(*values: str) -> tuple[ModelRegistry, list[str]]:
+    """A registry holding the built-ins and the files among `values` (--model arguments); their names."""
+    from models.zoo import ModelRegistry
 
-    return Pipeline(device=args.device, half=args.fp16, compile=args.compile)
+    registry = ModelRegistry()
+    return registry, [registry.resolve_arg(value) for value in values]
+
+
+def _pipeline(args: argparse.Namespace, registry: ModelRegistry) -> Pipeline:
+    from .pipeline.pipeline import Pipeline
+
+    settings = device_settings(args)
+    return Pipeline(device=settings.device, half=settings.fp16, compile=bool(settings.compile), registry=registry)
+
+
+# --- commands --------------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .web.app import run_server
+
+    run_server(settings_from_args(args))
+    return 0
 
 
 def cmd_fetch_weights(args: argparse.Namespace) -> int:
@@ -61,33 +137,24 @@ def cmd_fetch_weights(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_arg(value: str) -> str:
-    """A --model value: a built-in name, or a trained checkpoint (.pt) / ONNX file, registered by name."""
-    from models import resolve_model_arg
-
-    try:
-        return resolve_model_arg(value)
-    except (KeyError, FileNotFoundError, ValueError) as exc:
-        raise argparse.ArgumentTypeError(str(exc.args[0] if exc.args else exc)) from None
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from models.evaluate import evaluate_folder, evaluate_video
+    from .tools.evaluate import evaluate_folder, evaluate_video
 
-    pipeline = _pipeline(args)
+    registry, (model,) = _registry_with(args.model)
+    pipeline = _pipeline(args, registry)
     if args.data.is_dir():
-        result = evaluate_folder(pipeline, args.model, args.data, args.refine, args.gallery, limit=args.limit, holdout=args.holdout)
+        result = evaluate_folder(pipeline, model, args.data, args.refine, args.gallery, limit=args.limit, holdout=args.holdout)
         part = "" if args.holdout is None else " held out"
-        text = f"{result['model']} on {result['images']}{part} images (refine={'on' if args.refine else 'off'}): mean IoU {result['mean_iou']:.4f}, boundary F {result['boundary_f']:.4f}"
+        text = (f"{result['model']} on {result['images']}{part} images (refine={'on' if args.refine else 'off'}): "
+                f"mean IoU {result['mean_iou']:.4f}, boundary F {result['boundary_f']:.4f}")  # fmt: skip
     elif args.data.is_file():
-        result = evaluate_video(pipeline, args.model, args.data, args.refine, args.smoothing, limit=args.limit)
+        result = evaluate_video(pipeline, model, args.data, args.refine, args.smoothing, limit=args.limit)
         text = (
             f"{result['model']} on {result['video']} ({result['frames']} frames): flicker {result['flicker_raw']:.5f} raw, "
             f"{result['flicker_smoothed']:.5f} with smoothing {args.smoothing} ({100 * result['reduction']:.1f}% less)"
         )
     else:
-        print(f"error: {args.data} is neither a folder nor a video file", file=sys.stderr)
-        return 2
+        raise CommandError(f"{args.data} is neither a folder nor a video file")
     print(json.dumps(result, indent=2) if args.json else text)
     return 0
 
@@ -95,13 +162,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
-    from .bench import format_report, run_bench
+    from .tools.bench import format_report, run_bench
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    registry, models = _registry_with(*args.models)
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
-    config = SessionConfig(mode=args.mode, model=args.models[0])
-    report = run_bench(devices, args.sizes, args.batches, args.models, args.runs, config, torch.get_num_threads(), args.compile)
+    config = SessionConfig(mode=args.mode, model=models[0])
+    compile = bool(device_settings(args).compile)
+    report = run_bench(registry, devices, args.sizes, args.batches, models, args.runs, config, torch.get_num_threads(), compile)
     text = json.dumps(report, indent=2)
     if args.output:
         args.output.write_text(text)
@@ -110,18 +179,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_process(args: argparse.Namespace) -> int:
-    from .offline import process_file
+    from .files.process import process_file
 
     if not args.input.is_file():
-        print(f"error: {args.input} does not exist", file=sys.stderr)
-        return 2
-    pipeline = _pipeline(args)
-    if args.mode == "image" and Path(args.image).is_file():
-        args.image = pipeline.backgrounds.add(Path(args.image).read_bytes())
-    elif args.mode == "image" and args.image not in pipeline.backgrounds:
-        print(f"error: --image {args.image!r} is neither a file nor a preset ({', '.join(pipeline.backgrounds.presets())})", file=sys.stderr)
-        return 2
-    frames = process_file(pipeline, args.input, args.output, _session_config(args), progress=not args.quiet)
+        raise CommandError(f"{args.input} does not exist")
+    registry, (model,) = _registry_with(args.model)
+    pipeline = _pipeline(args, registry)
+    image = args.image
+    if args.mode == "image" and Path(image).is_file():
+        image = pipeline.backgrounds.add(Path(image).read_bytes())
+    elif args.mode == "image" and image not in pipeline.backgrounds:
+        presets = ", ".join(pipeline.backgrounds.presets())
+        raise CommandError(f"--image {image!r} is neither a file nor a preset ({presets})")
+    values = {name: getattr(args, name) for name in SessionConfig.model_fields}
+    config = SessionConfig(**{**values, "model": model, "image": image})
+    frames = process_file(pipeline, args.input, args.output, config, progress=not args.quiet)
     print(f"wrote {args.output} ({frames} frame{'s' if frames != 1 else ''})")
     return 0
 
@@ -129,35 +201,36 @@ def cmd_process(args: argparse.Namespace) -> int:
 def cmd_loadtest(args: argparse.Namespace) -> int:
     import asyncio
 
-    from .loadtest import run_loadtest
+    from .tools.loadtest import run_loadtest
 
-    width, height = (int(v) for v in args.size.split("x"))
-    config = {"mode": args.mode, "model": args.model}
     try:
-        report = asyncio.run(
-            run_loadtest(args.sessions, args.seconds, (height, width), config, args.url, args.device, args.compile, args.server_cores)
-        )
-    except ValueError as exc:
-        raise SystemExit(f"error: {exc}") from None
+        width, height = (int(v) for v in args.size.split("x"))
+    except ValueError:
+        raise CommandError(f"--size {args.size!r}: expected WIDTHxHEIGHT, e.g. 640x480") from None
+    config = {"mode": args.mode, "model": args.model}
+    compile = bool(device_settings(args).compile)
+    report = asyncio.run(
+        run_loadtest(args.sessions, args.seconds, (height, width), config, args.url, args.device, compile, args.server_cores)
+    )
     if args.output:
         args.output.write_text(json.dumps(report, indent=2))
     if args.json:
         print(json.dumps(report, indent=2))
-    else:
-        for run in report["runs"]:
-            p50 = [s["processing_ms_p50"] for s in run["server"]]
-            p95 = [s["processing_ms_p95"] for s in run["server"]]
-            print(f"{run['sessions']} session(s) at {report['size']}: fps each {run['fps_each']} "
-                  f"(>= 25 for all: {run['all_at_least_25fps']}); server processing ms p50 {p50}, p95 {p95}")  # fmt: skip
-            if "server_cpu_ms_per_frame" in run:
-                print(f"  server CPU {run['server_cpu_ms_per_frame']} ms/frame ({run['server_cpu_cores_busy']} of "
-                      f"{run['cores']} cores busy): about {run['sessions_at_25fps_estimate']} sessions at 25 fps "
-                      "with the clients elsewhere")  # fmt: skip
+        return 0
+    for run in report["runs"]:
+        p50 = [s["processing_ms_p50"] for s in run["server"]]
+        p95 = [s["processing_ms_p95"] for s in run["server"]]
+        print(f"{run['sessions']} session(s) at {report['size']}: fps each {run['fps_each']} "
+              f"(>= 25 for all: {run['all_at_least_25fps']}); server processing ms p50 {p50}, p95 {p95}")  # fmt: skip
+        if "server_cpu_ms_per_frame" in run:
+            print(f"  server CPU {run['server_cpu_ms_per_frame']} ms/frame ({run['server_cpu_cores_busy']} of "
+                  f"{run['cores']} cores busy): about {run['sessions_at_25fps_estimate']} sessions at 25 fps "
+                  "with the clients elsewhere")  # fmt: skip
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from models.train import TrainOptions, train
+    from models.training.train import TrainOptions, train
 
     if args.threads:
         import torch
@@ -176,55 +249,39 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from models import load_model, model_info
-    from models.export import TOLERANCE, export
+    from models.export.formats import TOLERANCE, export
 
-    info = model_info(args.model)
-    output = args.output or Path(f"{info.name}.{ {'onnx': 'onnx', 'torchscript': 'pt', 'tflite': 'tflite'}[args.format] }")
-    result = export(load_model(args.model, "cpu"), info, args.format, output)
+    registry, (model,) = _registry_with(args.model)
+    info = registry.info(model)
+    suffix = {"onnx": "onnx", "torchscript": "pt", "tflite": "tflite"}[args.format]
+    output = args.output or Path(f"{info.name}.{suffix}")
+    result = export(registry.load(model, "cpu"), info, args.format, output)
     verdict = "ok" if result.ok else f"FAILED (tolerance {TOLERANCE})"
-    print(f"wrote {result.path} ({result.path.stat().st_size / 1e6:.2f} MB); {result.runtime} vs PyTorch: max |diff| {result.max_abs_diff:.2e} {verdict}")
+    print(f"wrote {result.path} ({result.path.stat().st_size / 1e6:.2f} MB); {result.runtime} vs PyTorch: "
+          f"max |diff| {result.max_abs_diff:.2e} {verdict}")  # fmt: skip
     return 0 if result.ok else 1
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    import tempfile
+    from models.export.compress import quantize_model
 
-    import torch
-
-    from models import load_model, model_info, register_file
-    from models.compress import calibration_images, quantize_onnx
-    from models.data import labelled_pairs
-    from models.export import check_inputs, export
-
-    info = model_info(args.model)
+    registry, (model,) = _registry_with(args.model)
+    info = registry.info(model)
     output = args.output or Path(f"{info.name}-int8.onnx")
-    images = calibration_images(labelled_pairs(args.calibration), info.input_size, args.images)
-    with tempfile.TemporaryDirectory() as tmp:
-        source = info.path if info.path is not None and info.path.suffix == ".onnx" else None
-        if source is None:
-            source = export(load_model(args.model, "cpu"), info, "onnx", Path(tmp) / "fp32.onnx").path
-        quantize_onnx(source, output, images)
-    quantized = load_model(register_file(output), "cpu")
-    reference = load_model(args.model, "cpu")
-    x = torch.cat([check_inputs(info.input_size), torch.from_numpy(images[0])])
-    with torch.inference_mode():
-        ours, theirs = quantized(x), reference(x)
-    diff = (ours - theirs).abs()
-    same = ((ours >= 0.5) == (theirs >= 0.5)).float().mean().item()
-    print(f"wrote {output} ({output.stat().st_size / 1e6:.2f} MB), calibrated on {len(images)} images of {args.calibration}; "
-          f"vs fp32: mean |diff| {diff.mean().item():.4f}, max {diff.max().item():.3f}, {100 * same:.2f}% of pixels on the same side of 0.5")  # fmt: skip
+    report = quantize_model(registry, model, args.calibration, args.images, output)
+    print(f"wrote {output} ({output.stat().st_size / 1e6:.2f} MB), calibrated on {report.images} images of "
+          f"{args.calibration}; vs fp32: mean |diff| {report.mean_abs_diff:.4f}, max {report.max_abs_diff:.3f}, "
+          f"{100 * report.same_side:.2f}% of pixels on the same side of 0.5")  # fmt: skip
     print(f"measure it: backdrop evaluate --model {output} --data DIR; backdrop bench --models {info.path or info.name} {output}")
     return 0
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
     from models import checkpoint
-    from models.compress import prune_checkpoint
+    from models.export.compress import prune_checkpoint
 
     if not args.model.is_file():
-        print(f"error: {args.model} does not exist", file=sys.stderr)
-        return 2
+        raise CommandError(f"{args.model} does not exist")
     pruned, sparsity = prune_checkpoint(checkpoint.load(args.model), args.amount)
     output = args.output or args.model.with_name(f"{pruned.name}.pt")
     checkpoint.save(pruned, output)
@@ -232,10 +289,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    from .app import run_server
+# --- parsers ---------------------------------------------------------------------------------------
 
-    return run_server(args)
+MODEL_HELP = "model: general, landscape, or a trained .pt / exported .onnx file"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -243,11 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the WebRTC server and the demo page")
-    from .settings import add_server_options
-
     add_server_options(serve)
-    _add_device_options(serve)
-    _add_compile_option(serve, default=True)
     serve.set_defaults(func=cmd_serve)
 
     fetch = sub.add_parser("fetch-weights", help="download, verify (sha256) and cache the pinned model weights")
@@ -256,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.set_defaults(func=cmd_fetch_weights)
 
     evaluate = sub.add_parser("evaluate", help="accuracy on a labelled folder, or flicker on a video")
-    evaluate.add_argument("--model", default="general", type=_model_arg, help="model: general, landscape, or a trained .pt / exported .onnx file (default: general)")
+    evaluate.add_argument("--model", default="general", help=f"{MODEL_HELP} (default: general)")
     evaluate.add_argument("--data", type=Path, required=True, help="folder with images/*.jpg + masks/*.png (255 = person), or a video file")
     evaluate.add_argument("--refine", action=argparse.BooleanOptionalAction, default=True, help="edge-aware upsampling of the mask (default: on)")
     evaluate.add_argument("--smoothing", type=float, default=SessionConfig().smoothing, help="smoothing strength compared against none, for videos")
@@ -264,22 +316,22 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--limit", type=int, default=None, help="only the first N images / frames")
     evaluate.add_argument("--holdout", type=float, default=None, help="only the part `train --holdout` held out of this folder (same value, same split)")
     evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
-    _add_device_options(evaluate)
-    _add_compile_option(evaluate, default=False)
+    _add_device_options(evaluate, compile_default=False)
     evaluate.set_defaults(func=cmd_evaluate)
 
     bench = sub.add_parser("bench", help="per-stage timings at several sizes and batch sizes, vs the TFLite interpreter")
     bench.add_argument("--devices", nargs="+", default=None, help="devices to time (default: cpu, and cuda when present)")
-    bench.add_argument("--sizes", nargs="+", default=["640x480", "1280x720", "1920x1080"], choices=["640x480", "1280x720", "1920x1080"])
+    bench.add_argument("--sizes", nargs="+", default=SIZES, choices=SIZES)
     bench.add_argument("--batches", nargs="+", type=int, default=[1, 4, 16], help="batch sizes (default: 1 4 16)")
-    bench.add_argument("--models", nargs="+", type=_model_arg, default=["general", "landscape"], help="models to time (names or .pt / .onnx files); the first one runs in the pipeline")
+    bench.add_argument("--models", nargs="+", default=["general", "landscape"], help="models to time (names or .pt / .onnx files); the first one runs in the pipeline")
     bench.add_argument("--mode", default="blur", help="background mode timed in the pipeline (default: blur)")
     bench.add_argument("--runs", type=int, default=20, help="timed runs per measurement; medians are reported (default: 20)")
     bench.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    _add_compile_option(bench, default=False)
+    bench.add_argument("--compile", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                       help=f"{DeviceSettings.model_fields['compile'].description} (default: off) [{env_name('compile')}]")  # fmt: skip
     bench.add_argument("--output", type=Path, default=None, help="also write the JSON report to this file")
     bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    bench.set_defaults(func=cmd_bench)
+    bench.set_defaults(func=cmd_bench, compile_default=False)
 
     load = sub.add_parser(
         "loadtest",
@@ -296,13 +348,11 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--url", default=None, help="server to test (default: start `backdrop serve` on a free port)")
     load.add_argument("--device", default=None, help="device for the started server")
     load.add_argument("--server-cores", type=int, default=0, help="run the started server on this many cores and the client peers on the others, so the figures are the server's alone (default: 0, all share every core)")
-    _add_compile_option(load, default=True)
+    load.add_argument("--compile", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                      help=f"compile the started server's models (default: on) [{env_name('compile')}]")  # fmt: skip
     load.add_argument("--output", type=Path, default=None, help="also write the JSON report to this file")
     load.add_argument("--json", action="store_true", help="print JSON")
-    load.set_defaults(func=cmd_loadtest)
-
-    from models.archs import ARCHS
-    from models.data import DEFAULT_HOLDOUT
+    load.set_defaults(func=cmd_loadtest, compile_default=True)
 
     train = sub.add_parser("train", help="train a segmentation network on a labelled folder",
                            description="Train from scratch (or from a local backbone file) on images/*.jpg + masks/*.png "
@@ -331,13 +381,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train)
 
     export = sub.add_parser("export", help="export a model to ONNX, TorchScript or TFLite, checked against PyTorch")
-    export.add_argument("--model", required=True, type=_model_arg, help="model: general, landscape, or a trained .pt file")
-    export.add_argument("--format", required=True, choices=["onnx", "torchscript", "tflite"], help="onnx (any batch; checked with ONNX Runtime), torchscript (checked with torch.jit) or tflite (batch 1; needs backdrop[tflite]; checked with ai-edge-litert)")
+    export.add_argument("--model", required=True, help="model: general, landscape, or a trained .pt file")
+    export.add_argument("--format", required=True, choices=FORMATS, help="onnx (any batch; checked with ONNX Runtime), torchscript (checked with torch.jit) or tflite (batch 1; needs backdrop[tflite]; checked with ai-edge-litert)")
     export.add_argument("--output", type=Path, default=None, help="output file (default: NAME.onnx / NAME.pt / NAME.tflite)")
     export.set_defaults(func=cmd_export)
 
     quantize = sub.add_parser("quantize", help="int8 post-training quantization to ONNX (ONNX Runtime, calibrated on images)")
-    quantize.add_argument("--model", required=True, type=_model_arg, help="model: a name, a trained .pt or an exported .onnx file")
+    quantize.add_argument("--model", required=True, help="model: a name, a trained .pt or an exported .onnx file")
     quantize.add_argument("--calibration", type=Path, required=True, help="labelled folder whose images calibrate the activation ranges")
     quantize.add_argument("--images", type=int, default=64, help="calibration images (default: 64)")
     quantize.add_argument("--output", type=Path, default=None, help="output .onnx (default: NAME-int8.onnx)")
@@ -354,23 +404,29 @@ def build_parser() -> argparse.ArgumentParser:
     process.add_argument("output", type=Path, help="where to write the result (video: H.264 .mp4)")
     _add_session_options(process)
     process.add_argument("--quiet", action="store_true", help="no progress bar")
-    _add_device_options(process)
-    _add_compile_option(process, default=False)
+    _add_device_options(process, compile_default=False)
     process.set_defaults(func=cmd_process)
     return parser
 
 
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, KeyError) and exc.args:  # str() of a KeyError is its repr
+        return str(exc.args[0])
+    if isinstance(exc, (CommandError, OSError, ValueError, RuntimeError)):
+        return str(exc) or type(exc).__name__
+    return f"internal error ({type(exc).__name__}: {exc})"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from models.weights import WeightsMissingError
-
     try:
-        return args.func(args)
-    except (WeightsMissingError, argparse.ArgumentTypeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        code: int = args.func(args)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # every failure of a command ends in one line, never a traceback
+        print(f"error: {_message(exc)}", file=sys.stderr)
+        return 2
+    return code
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import skimage.data
 from matplotlib import cbook
 
 from models import fetch_weights
-from server.pipeline import Pipeline
+from server.pipeline.pipeline import Pipeline
 
 # Regions of the astronaut frames from `peer.photo_frames` (640x480, scaled x1.28): (top, bottom, left, right).
 FACE = (110, 180, 230, 300)

@@ -16,8 +16,8 @@ from conftest import FACE, TOP_LEFT, TOP_RIGHT, region
 from PIL import Image
 from playwright.sync_api import Page, sync_playwright
 
-from server.client import photo_frames
-from server.loadtest import free_port
+from server.tools.client import photo_frames
+from server.tools.loadtest import free_port
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts" / "browser"

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 from conftest import FACE, TOP_RIGHT, region
-from server.client import photo_frames
 from PIL import Image
 
-from models.metrics import boundary_f, iou
-from server.config import SessionConfig
-from server.mediafiles import VideoWriter, read_video
-from server.pipeline import StreamState
+from models.training.metrics import boundary_f, iou
+from server.files.media import VideoWriter, read_video
+from server.pipeline.config import SessionConfig
+from server.pipeline.frames import Frame, StreamState
+from server.tools.client import photo_frames
 
 
 def backdrop(*args: str) -> subprocess.CompletedProcess:
@@ -34,7 +34,7 @@ def labelled(tmp_path_factory, astronaut, grace_hopper, pipeline) -> Path:
     for name, photo in (("00001", astronaut), ("00002", grace_hopper)):
         frame = photo_frames(photo, size=(320, 240), count=1)[0]
         Image.fromarray(frame).save(root / "images" / f"{name}.jpg", quality=98)
-        mask = pipeline.masks([frame], [StreamState()], [SessionConfig(smoothing=0.0)])[0]
+        mask = pipeline.masks([Frame(frame, StreamState(), SessionConfig(smoothing=0.0))])[0].mask
         Image.fromarray(((mask >= 0.5).numpy() * 255).astype(np.uint8)).save(root / "masks" / f"{name}.png")
     return root
 

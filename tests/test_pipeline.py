@@ -9,14 +9,15 @@ import pytest
 import torch
 from PIL import Image
 from conftest import FACE, TOP_LEFT, TOP_RIGHT, region
-from server.client import photo_frames
 
-from server.compositing import blurred_background
-from server.config import SessionConfig
-from server.pipeline import Pipeline, StreamState
-from server.filters import gaussian_blur
-from server.refine import upsample_mask
-from server.smoothing import smooth_mask
+from server.pipeline.composite import blurred_background
+from server.pipeline.config import SessionConfig
+from server.pipeline.filters import gaussian_blur
+from server.pipeline.frames import Frame, StreamState
+from server.pipeline.pipeline import Pipeline
+from server.pipeline.refine import upsample_mask
+from server.pipeline.smoothing import smooth_mask
+from server.tools.client import photo_frames
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def frame(astronaut: np.ndarray) -> np.ndarray:
 
 
 def test_color_replaces_background_and_keeps_person(pipeline: Pipeline, frame: np.ndarray) -> None:
-    out = pipeline.process_one(frame, StreamState(), SessionConfig(mode="color", color="#ff00ff"))
+    out = pipeline.process_one(frame, StreamState(), SessionConfig(mode="color", color="#ff00ff")).pixels
     assert out.shape == frame.shape and out.dtype == np.uint8
     for corner in (TOP_LEFT, TOP_RIGHT):
         assert np.abs(region(out, corner) - [255, 0, 255]).mean() < 3
@@ -33,18 +34,18 @@ def test_color_replaces_background_and_keeps_person(pipeline: Pipeline, frame: n
 
 
 def test_none_is_passthrough(pipeline: Pipeline, frame: np.ndarray) -> None:
-    out = pipeline.process_one(frame, StreamState(), SessionConfig(mode="none"))
+    out = pipeline.process_one(frame, StreamState(), SessionConfig(mode="none")).pixels
     assert np.array_equal(out, frame)
 
 
 def test_mask_mode_shows_the_mask(pipeline: Pipeline, frame: np.ndarray) -> None:
-    out = pipeline.process_one(frame, StreamState(), SessionConfig(mode="mask"))
+    out = pipeline.process_one(frame, StreamState(), SessionConfig(mode="mask")).pixels
     assert region(out, FACE).mean() > 240 and region(out, TOP_RIGHT).mean() < 15
     assert np.array_equal(out[..., 0], out[..., 2])
 
 
 def test_image_background_is_cover_fitted(pipeline: Pipeline, frame: np.ndarray) -> None:
-    out = pipeline.process_one(frame, StreamState(), SessionConfig(mode="image", image="studio"))
+    out = pipeline.process_one(frame, StreamState(), SessionConfig(mode="image", image="studio")).pixels
     preset = pipeline.backgrounds.get("studio")  # 1280x720 -> covers 640x480 as an 853x480 centre crop
     expected = np.asarray(Image.fromarray(preset).resize((853, 480)))[:, 106:746]
     assert np.abs(region(out, TOP_RIGHT) - region(expected, TOP_RIGHT)).mean() < 4
@@ -62,7 +63,7 @@ def test_blur_has_no_halo(pipeline: Pipeline) -> None:
     background = blurred_background(pixels, pixels.float() / 255, mask, 1.0)
     ring = background[0, :, 100:480, 190:215]  # just outside the person, where a halo would show
     assert ring.min().item() > 0.97
-    out = pipeline.process_one(frame, state, config)
+    out = pipeline.process_one(frame, state, config).pixels
     assert out.shape == frame.shape
 
 
@@ -70,7 +71,7 @@ def test_blur_has_no_halo(pipeline: Pipeline) -> None:
 def test_any_size_comes_back_the_same_size(pipeline: Pipeline, astronaut: np.ndarray, size: tuple[int, int]) -> None:
     frame = photo_frames(astronaut, size=size, count=1)[0]
     for mode in ("blur", "color", "image"):
-        out = pipeline.process_one(frame, StreamState(), SessionConfig(mode=mode))
+        out = pipeline.process_one(frame, StreamState(), SessionConfig(mode=mode)).pixels
         assert out.shape == frame.shape
 
 
@@ -99,10 +100,10 @@ def test_smoothing_reduces_flicker_and_follows_motion() -> None:
 def test_smoothing_restarts_on_resolution_change(pipeline: Pipeline, astronaut: np.ndarray) -> None:
     state, config = StreamState(), SessionConfig(mode="mask", smoothing=1.0)
     small = photo_frames(astronaut, size=(240, 320), count=1)[0]
-    pipeline.process_one(small, state, config)
+    state = pipeline.process_one(small, state, config).state
     big = photo_frames(astronaut, size=(480, 640), count=1)[0]
-    fresh = pipeline.process_one(big, StreamState(), config)
-    assert np.array_equal(pipeline.process_one(big, state, config), fresh)
+    fresh = pipeline.process_one(big, StreamState(), config).pixels
+    assert np.array_equal(pipeline.process_one(big, state, config).pixels, fresh)
 
 
 def test_refinement_snaps_edges_to_the_frame() -> None:
@@ -128,9 +129,9 @@ def test_refinement_snaps_edges_to_the_frame() -> None:
 def test_batch_of_sessions_equals_one_by_one(pipeline: Pipeline, astronaut: np.ndarray, grace_hopper: np.ndarray) -> None:
     frames = [photo_frames(astronaut, count=1)[0], photo_frames(grace_hopper, size=(360, 480), count=1)[0]]
     configs = [SessionConfig(mode="color", color="#00ff00"), SessionConfig(mode="blur", model="landscape")]
-    batched = pipeline.process(frames, [StreamState(), StreamState()], configs)
+    batched = [p.pixels for p in pipeline.process([Frame(f, StreamState(), c) for f, c in zip(frames, configs)])]
     for frame, config, out in zip(frames, configs, batched):
-        alone = pipeline.process_one(frame, StreamState(), config)
+        alone = pipeline.process_one(frame, StreamState(), config).pixels
         assert np.abs(alone.astype(int) - out.astype(int)).max() <= 1
     assert not np.array_equal(batched[0][:50, :50], frames[0][:50, :50])
 
@@ -144,8 +145,8 @@ def test_bad_frames_are_refused(pipeline: Pipeline) -> None:
 def test_cuda_fp16_pipeline_matches_cpu(pipeline: Pipeline, frame: np.ndarray) -> None:
     gpu = Pipeline(device="cuda", half=True)
     config = SessionConfig(mode="color", color="#0000ff")
-    a = pipeline.process_one(frame, StreamState(), config).astype(int)
-    b = gpu.process_one(frame, StreamState(), config).astype(int)
+    a = pipeline.process_one(frame, StreamState(), config).pixels.astype(int)
+    b = gpu.process_one(frame, StreamState(), config).pixels.astype(int)
     assert np.abs(a - b).mean() < 2
 
 
@@ -156,18 +157,18 @@ def test_compiled_models_give_the_same_frames(
     frames = [photo_frames(astronaut, count=1)[0], photo_frames(grace_hopper, count=1)[0]]
     config = SessionConfig(mode="color", color="#ff00ff", smoothing=0.0)
     # Frames keep flowing (through the eager model) while the compiler works on its thread.
-    while not compiled.model("general").wait(timeout=0.01):
-        assert compiled.process_one(frames[0], StreamState(), config).shape == frames[0].shape
-    assert compiled.model("general").wait()  # it really compiled here
+    while not compiled.models.get("general").wait(timeout=0.01):
+        assert compiled.process_one(frames[0], StreamState(), config).pixels.shape == frames[0].shape
+    assert compiled.models.get("general").wait()  # it really compiled here
     # What was compiled in the background is what frames use: recompiling now would stall a video ~10 s.
     monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
     # A batch of two streams runs frame by frame through the compiled graph; both must match eager.
-    eager_out = pipeline.process(frames, [StreamState(), StreamState()], [config, config])
-    compiled_out = compiled.process(frames, [StreamState(), StreamState()], [config, config])
+    eager_out = [p.pixels for p in pipeline.process([Frame(f, StreamState(), config) for f in frames])]
+    compiled_out = [p.pixels for p in compiled.process([Frame(f, StreamState(), config) for f in frames])]
     for a, b in zip(eager_out, compiled_out):
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
     # The server's CPU workers call the compiled graph from several threads at once.
     with ThreadPoolExecutor(max_workers=2) as workers:
-        threaded = list(workers.map(lambda f: compiled.process_one(f, StreamState(), config), frames * 4))
+        threaded = list(workers.map(lambda f: compiled.process_one(f, StreamState(), config).pixels, frames * 4))
     for a, b in zip(eager_out * 4, threaded):
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 1

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 from aiortc import MediaStreamTrack
 from conftest import FACE, TOP_LEFT, TOP_RIGHT, region
-from server.client import Peer, photo_frames
 from PIL import Image
 
-from server.app import SESSIONS, create_app
-from server.batcher import cpu_cores
-from server.settings import ServerSettings
+from server.pipeline.workers import cpu_cores
+from server.tools.client import Peer, photo_frames
+from server.web.app import create_app
+from server.web.keys import SESSIONS
+from server.web.settings import ServerSettings
 
 CODEC_TOLERANCE = 25  # mean absolute error per channel after two VP8 passes
 
@@ -287,7 +288,7 @@ async def test_ice_failure_ends_the_session(make_client, frames) -> None:
 def test_settings_come_from_flags_and_environment(monkeypatch) -> None:
     import argparse
 
-    from server.settings import add_server_options, settings_from_args
+    from server.cli import add_server_options, settings_from_args
 
     monkeypatch.setenv("BACKDROP_MAX_SESSIONS", "3")
     monkeypatch.setenv("BACKDROP_ICE_SERVERS", "stun:stun.example.org:3478,turn:turn.example.org")

@@ -16,16 +16,17 @@ from scipy import ndimage
 from synthetic import make_portraits
 
 from models import checkpoint as ckpt
-from models import load_model, model_info, register_file
-from models.archs import ARCHS, build
-from models.data import PortraitDataset, labelled_pairs, split_pairs
-from models.export import TOLERANCE, export
-from models.segmenter import Segmenter
-from models.train import segmentation_loss
-from models.zoo import ModelInfo
-from server.app import create_app
-from server.client import Peer
-from server.settings import ServerSettings
+from models import load_model, model_info
+from models.export.formats import TOLERANCE, export
+from models.labelled import labelled_pairs, split_pairs
+from models.nets import ARCHS, build
+from models.training.data import PortraitDataset
+from models.training.losses import segmentation_loss
+from models.wrappers import Segmenter
+from models.zoo import ModelInfo, ModelRegistry
+from server.tools.client import Peer
+from server.web.app import create_app
+from server.web.settings import ServerSettings
 
 HOLDOUT = 8
 
@@ -159,7 +160,7 @@ def test_evaluate_export_quantize_prune_a_trained_checkpoint(trained: Path, port
     scripted = torch.jit.load(str(tmp_path / "shapes.ts.pt"))
     x = torch.rand(1, 3, 64, 64)
     with torch.inference_mode():
-        assert (scripted(x) - load_model(register_file(trained), "cpu")(x)).abs().max() <= TOLERANCE
+        assert (scripted(x) - load_model(str(trained), "cpu")(x)).abs().max() <= TOLERANCE
 
     int8 = tmp_path / "shapes-int8.onnx"
     result = backdrop("quantize", "--model", str(trained), "--calibration", str(portraits), "--images", "16", "--output", str(int8))
@@ -195,7 +196,7 @@ def test_tflite_export_of_a_trained_checkpoint(trained: Path, tmp_path: Path) ->
 
 
 async def test_server_serves_a_trained_checkpoint(trained: Path, tmp_path: Path, aiohttp_client, pipeline) -> None:
-    name = register_file(trained)
+    name = ModelRegistry().register_file(trained)
     client = await aiohttp_client(create_app(ServerSettings(preload=[], models=[trained], default_model=name), pipeline))
     listed = (await (await client.get("/models")).json())
     assert name in [m["name"] for m in listed["models"]] and listed["default"] == name

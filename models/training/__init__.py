@@ -1,0 +1,1 @@
+"""Training on labelled portrait folders: data, split, losses, metrics, the training loop."""

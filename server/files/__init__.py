@@ -1,0 +1,1 @@
+"""Image and video files through the pipeline, as the `process` command does."""

@@ -1,0 +1,31 @@
+"""Replacing the background of an image or video file, through the same pipeline as a live session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ..pipeline.config import SessionConfig
+from ..pipeline.frames import StreamState
+from ..pipeline.pipeline import Pipeline
+from .media import VideoWriter, is_image, read_image, read_video, video_info, write_image
+
+
+def process_file(pipeline: Pipeline, source: Path, target: Path, config: SessionConfig, progress: bool = True) -> int:
+    """Write `source` with its background replaced to `target`; returns the number of frames."""
+    state = StreamState()
+    if is_image(source):
+        if not is_image(target):
+            raise ValueError(f"{target}: an image goes to an image file (.png, .jpg, ...)")
+        write_image(target, pipeline.process_one(read_image(source), state, config).pixels)
+        return 1
+    count, rate = video_info(source)
+    frames = 0
+    with VideoWriter(target, rate) as writer:
+        for frame in tqdm(read_video(source), total=count or None, desc=source.name, unit="frame", disable=not progress):
+            processed = pipeline.process_one(frame, state, config)
+            writer.write(processed.pixels)
+            state = processed.state
+            frames += 1
+    return frames

@@ -1,0 +1,167 @@
+"""The pipeline: the steps a frame goes through, in order, for a batch of frames of many streams.
+
+upload -> model -> smoothing -> refine -> composite -> download. Each stream's state comes in with
+its frame and goes out with the result (nothing is kept here between frames), so one `Pipeline` per
+process serves every stream, from several worker threads at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from models.zoo import ModelRegistry
+
+from .backgrounds import BackgroundStore
+from .composite import compose
+from .config import SessionConfig
+from .frames import Frame, Masked, Processed, StreamState, download, upload
+from .refine import upsample_mask
+from .segment import ModelCache, segment
+from .smoothing import smooth_mask
+from .timing import StageClock, StageTimes
+
+
+@dataclass
+class _Work:
+    """One frame on its way through the steps; each step fills in what the next one reads."""
+
+    frame: Frame
+    state: StreamState
+    pixels: torch.Tensor | None = None  # (1,3,H,W) uint8 on the device, channels-last
+    image: torch.Tensor | None = None  # the same as float in [0,1], plain NCHW
+    mask: torch.Tensor | None = None  # (1,1,h,w) at the model's size, then (1,1,H,W) after `refine`
+    result: torch.Tensor | None = None  # (1,3,H,W) float: the frame as the session's mode shows it
+    output: np.ndarray | None = None  # (H,W,3) uint8 on the CPU
+
+
+Step = Callable[["Pipeline", list[_Work]], None]
+
+
+def _upload(pipeline: Pipeline, work: list[_Work]) -> None:
+    for w in work:
+        w.pixels = upload(w.frame.pixels, pipeline.device)
+        # Full-size float frames in plain NCHW: mixing layouts in one op is several times slower on CPU.
+        w.image = w.pixels.contiguous().float().div_(255.0)
+
+
+def _segment(pipeline: Pipeline, work: list[_Work]) -> None:
+    masks = segment(pipeline.models, [_ready(w.pixels) for w in work], [w.frame.config.model for w in work])
+    for w, mask in zip(work, masks, strict=True):
+        w.mask = mask
+
+
+def _smooth(pipeline: Pipeline, work: list[_Work]) -> None:
+    for w in work:
+        config, image = w.frame.config, _ready(w.image)
+        key = (tuple(image.shape[-2:]), pipeline.registry.resolve(config.model))
+        previous = w.state.previous_mask if w.state.mask_key == key else None
+        w.mask = smooth_mask(previous, _ready(w.mask).float(), config.smoothing)
+        w.state = replace(w.state, previous_mask=w.mask, mask_key=key)
+
+
+def _refine(pipeline: Pipeline, work: list[_Work]) -> None:
+    for w in work:
+        w.mask = upsample_mask(_ready(w.mask), _ready(w.pixels), _ready(w.image), w.frame.config.refine)
+
+
+def _composite(pipeline: Pipeline, work: list[_Work]) -> None:
+    for w in work:
+        w.result, w.state = compose(
+            _ready(w.pixels), _ready(w.image), _ready(w.mask), w.state, w.frame.config, pipeline.backgrounds
+        )
+
+
+def _download(pipeline: Pipeline, work: list[_Work]) -> None:
+    for w in work:
+        w.output = download(_ready(w.result))
+
+
+MASK_STEPS: tuple[tuple[str, Step], ...] = (
+    ("upload", _upload),
+    ("model", _segment),
+    ("smoothing", _smooth),
+    ("refine", _refine),
+)
+STEPS: tuple[tuple[str, Step], ...] = (*MASK_STEPS, ("composite", _composite), ("download", _download))
+
+
+def _ready(tensor: torch.Tensor | None) -> torch.Tensor:
+    """What an earlier step wrote; a step running out of order is a bug, not bad input."""
+    if tensor is None:
+        raise RuntimeError("pipeline steps ran out of order")
+    return tensor
+
+
+class Pipeline:
+    """Segments and composites batches of RGB uint8 frames on one device."""
+
+    def __init__(
+        self,
+        device: torch.device | str | None = None,
+        half: bool | None = None,
+        compile: bool = False,
+        backgrounds: BackgroundStore | None = None,
+        registry: ModelRegistry | None = None,
+    ) -> None:
+        self.models = ModelCache(registry or ModelRegistry(), device, half, compile)
+        self.backgrounds = backgrounds or BackgroundStore()
+
+    @property
+    def registry(self) -> ModelRegistry:
+        return self.models.registry
+
+    @property
+    def device(self) -> torch.device:
+        return self.models.device
+
+    @property
+    def half(self) -> bool:
+        return self.models.half
+
+    @property
+    def compile(self) -> bool:
+        return self.models.compile
+
+    def warm(self, name: str) -> None:
+        """Load (and compile) a model now rather than on the first frame that asks for it."""
+        self.models.warm(name)
+
+    @torch.inference_mode()
+    def process(self, frames: Sequence[Frame], times: StageTimes | None = None) -> list[Processed]:
+        """One frame of each stream, any size each, back at its size; mode "none" passes the frame through."""
+        work = [_Work(f, f.state) for f in frames if f.config.mode != "none"]
+        self._run(STEPS, work, times)
+        done = iter(work)
+        return [
+            Processed(f.pixels, f.state) if f.config.mode == "none" else _processed(next(done)) for f in frames
+        ]
+
+    def process_one(self, pixels: np.ndarray, state: StreamState, config: SessionConfig) -> Processed:
+        return self.process([Frame(pixels, state, config)])[0]
+
+    @torch.inference_mode()
+    def masks(self, frames: Sequence[Frame]) -> list[Masked]:
+        """Full-resolution person probabilities (H,W) in [0,1], smoothed and refined as each config says."""
+        work = [_Work(f, f.state) for f in frames]
+        self._run(MASK_STEPS, work, None)
+        return [Masked(_ready(w.mask)[0, 0], w.state) for w in work]
+
+    def _run(self, steps: tuple[tuple[str, Step], ...], work: list[_Work], times: StageTimes | None) -> None:
+        # Denormal floats (saturated sigmoids, far-from-person activations) take a slow path on x86
+        # that made the model 1.6x slower; the flag is per thread, and callers run us on worker threads.
+        torch.set_flush_denormal(True)
+        clock = StageClock(self.device, times)
+        for stage, step in steps:
+            if work:
+                step(self, work)
+            clock.lap(stage)
+
+
+def _processed(work: _Work) -> Processed:
+    if work.output is None:
+        raise RuntimeError("pipeline steps ran out of order")
+    return Processed(work.output, work.state)

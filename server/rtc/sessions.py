@@ -1,0 +1,225 @@
+"""Sessions: one peer connection each, its config, its track, its data channel."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiortc import RTCConfiguration, RTCDataChannel, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc.contrib.media import MediaBlackhole
+from aiortc.mediastreams import MediaStreamTrack
+from pydantic import ValidationError
+
+from models.zoo import ModelRegistry
+
+from ..pipeline.backgrounds import BackgroundStore
+from ..pipeline.config import SessionConfig
+from ..pipeline.workers import PipelineWorkers
+from .messages import ConfigReply, ErrorReply, MessageError, StatsMessage, encode, parse_message
+from .stats import StreamStats, Totals
+from .track import BackgroundReplacementTrack
+
+log = logging.getLogger(__name__)
+
+
+class SessionLimitError(RuntimeError):
+    """The server already runs its maximum number of sessions."""
+
+
+class ConfigError(ValueError):
+    """A config that failed validation; `field` names the offending key."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class SessionPolicy:
+    """The rules sessions live by: how many, how long without media, which ICE servers, which model."""
+
+    max_sessions: int = 8
+    media_timeout: float = 10.0  # seconds without video before a session is closed
+    connect_timeout: float = 20.0  # seconds for ICE/DTLS to connect
+    ice_servers: tuple[str, ...] = ()
+    ice_username: str | None = None
+    ice_credential: str | None = None
+    default_model: str = "general"
+
+
+def validate_config(
+    base: SessionConfig, changes: object, backgrounds: BackgroundStore, registry: ModelRegistry
+) -> SessionConfig:
+    """`base` updated with `changes`, or ConfigError naming the first bad field."""
+    if not isinstance(changes, dict):
+        raise ConfigError("config must be a JSON object", "config")
+    try:
+        config = base.updated(changes)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = ".".join(str(p) for p in error["loc"]) or "config"
+        raise ConfigError(f"{name}: {error['msg']}", f"config.{name}") from None
+    try:
+        registry.resolve(config.model)
+    except KeyError as exc:
+        raise ConfigError(f"model: {exc.args[0]}", "config.model") from None
+    if config.image not in backgrounds:
+        raise ConfigError(f"image: no background named {config.image!r}", "config.image")
+    return config
+
+
+@dataclass
+class Session:
+    id: str
+    pc: RTCPeerConnection
+    config: SessionConfig
+    created: float = field(default_factory=time.monotonic)
+    track: BackgroundReplacementTrack | None = None
+    blackholes: list[MediaBlackhole] = field(default_factory=list)
+    tasks: list[asyncio.Task] = field(default_factory=list)
+
+    def describe(self) -> dict[str, Any]:
+        stats = (self.track.stats if self.track else StreamStats()).snapshot()
+        return {
+            "id": self.id,
+            "config": self.config.model_dump(),
+            "connection_state": self.pc.connectionState,
+            "age_s": round(time.monotonic() - self.created, 1),
+            "stats": stats,
+        }
+
+
+class SessionManager:
+    """Creates, looks up and closes sessions; enforces the session limit and the media timeout."""
+
+    def __init__(self, policy: SessionPolicy, workers: PipelineWorkers, totals: Totals | None = None) -> None:
+        self.policy = policy
+        self.workers = workers
+        self.backgrounds = workers.pipeline.backgrounds
+        self.registry = workers.pipeline.registry
+        self.totals = totals or Totals()  # frames over every session, ended ones included
+        self.sessions: dict[str, Session] = {}
+        self._reserved = 0
+        self._sweeper: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+
+    def _ice_servers(self) -> list[RTCIceServer]:
+        if not self.policy.ice_servers:
+            return []
+        return [RTCIceServer(urls=list(self.policy.ice_servers), username=self.policy.ice_username,
+                             credential=self.policy.ice_credential)]  # fmt: skip
+
+    async def create(self, sdp: str, changes: object) -> tuple[Session, str]:
+        """Answer an offer; returns the session and the answer SDP."""
+        base = SessionConfig(model=self.policy.default_model)
+        config = validate_config(base, {} if changes is None else changes, self.backgrounds, self.registry)
+        if len(self.sessions) + self._reserved >= self.policy.max_sessions:
+            raise SessionLimitError(f"the server already runs its maximum of {self.policy.max_sessions} sessions")
+        self._reserved += 1
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice_servers()))
+        session = Session(id=secrets.token_urlsafe(12), pc=pc, config=config)
+        try:
+            self._wire(session)
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            if session.track is None:
+                raise ValueError("the offer has no video track to process")
+            await pc.setLocalDescription(await pc.createAnswer())
+        except Exception:
+            self._reserved -= 1
+            await self._teardown(session)
+            raise
+        self._reserved -= 1
+        self.sessions[session.id] = session
+        log.info("session %s opened (%d running)", session.id, len(self.sessions))
+        return session, pc.localDescription.sdp
+
+    def _wire(self, session: Session) -> None:
+        pc = session.pc
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            if track.kind == "video" and session.track is None:
+                session.track = BackgroundReplacementTrack(track, self.workers, lambda: session.config, self.totals)
+                pc.addTrack(session.track)
+            else:
+                # Audio and extra video tracks are consumed so their buffers never grow.
+                sink = MediaBlackhole()
+                sink.addTrack(track)
+                session.blackholes.append(sink)
+                session.tasks.append(asyncio.ensure_future(sink.start()))
+
+        @pc.on("datachannel")
+        def on_datachannel(channel: RTCDataChannel) -> None:
+            session.tasks.append(asyncio.ensure_future(self._send_stats(session, channel)))
+
+            @channel.on("message")
+            def on_message(message: object) -> None:
+                channel.send(self.apply_message(session, message))
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            if pc.connectionState in ("failed", "closed"):  # ICE failure or the peer hanging up
+                await self.close(session.id, reason=f"connection {pc.connectionState}")
+
+    def apply_message(self, session: Session, message: object) -> str:
+        """Handle one data-channel message; the reply (JSON) is the applied config or an error."""
+        try:
+            self.update(session, parse_message(message).changes())
+        except (MessageError, ConfigError) as exc:
+            return encode(ErrorReply(error=str(exc), field=exc.field))
+        return encode(ConfigReply(config=session.config.model_dump()))
+
+    def update(self, session: Session, changes: object) -> SessionConfig:
+        session.config = validate_config(session.config, changes, self.backgrounds, self.registry)
+        return session.config
+
+    async def _send_stats(self, session: Session, channel: RTCDataChannel) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            if channel.readyState == "open" and session.track is not None:
+                channel.send(encode(StatsMessage(**session.track.stats.snapshot())))
+            elif channel.readyState == "closed":
+                return
+
+    async def close(self, session_id: str, reason: str = "closed") -> bool:
+        session = self.sessions.pop(session_id, None)
+        if session is None:
+            return False
+        log.info("session %s closed: %s", session_id, reason)
+        await self._teardown(session)
+        return True
+
+    async def _teardown(self, session: Session) -> None:
+        for task in session.tasks:
+            task.cancel()
+        for sink in session.blackholes:
+            await sink.stop()
+        if session.track is not None:
+            session.track.stop()
+        await session.pc.close()
+
+    async def close_all(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        await asyncio.gather(*(self.close(sid, "server shutting down") for sid in list(self.sessions)))
+
+    async def _sweep(self) -> None:
+        """Close sessions that never connected (ICE failed) or whose video stopped."""
+        settings = self.policy
+        while True:
+            await asyncio.sleep(min(1.0, settings.media_timeout / 4, settings.connect_timeout / 4))
+            now = time.monotonic()
+            for session in list(self.sessions.values()):
+                # aioice itself gives up on unreachable candidates only after about a minute.
+                if session.pc.connectionState != "connected" and now - session.created > settings.connect_timeout:
+                    await self.close(session.id, reason=f"ICE/DTLS not connected after {settings.connect_timeout:g} s")
+                    continue
+                last = session.track.stats.last_media if session.track else session.created
+                if now - max(last, session.created) > settings.media_timeout:
+                    await self.close(session.id, reason="no media")

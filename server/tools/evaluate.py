@@ -1,0 +1,97 @@
+"""Accuracy on a labelled folder and flicker on a video, through the serving pipeline (so the figures are
+what users see: the same resizing, smoothing and refinement)."""
+
+from __future__ import annotations
+
+import heapq
+from pathlib import Path
+from statistics import mean
+
+import torch
+from tqdm import tqdm
+
+from models.images import read_image
+from models.labelled import labelled_pairs, split_pairs
+from models.training.metrics import boundary_f, flicker, iou
+
+from ..files.media import read_video, video_info
+from ..pipeline.config import SessionConfig
+from ..pipeline.frames import Frame, StreamState
+from ..pipeline.pipeline import Pipeline
+from .gallery import Case, write_gallery
+
+
+def evaluate_folder(
+    pipeline: Pipeline,
+    model: str,
+    data: Path,
+    refine: bool,
+    gallery: Path | None = None,
+    worst: int = 12,
+    limit: int | None = None,
+    progress: bool = True,
+    holdout: float | None = None,
+) -> dict:
+    """Mean person IoU and boundary F over the folder (mask = p >= 0.5 at the image's own size);
+    with `holdout`, over the part `train` held out of it."""
+    config = SessionConfig(model=model, refine=refine, smoothing=0.0, mode="mask")
+    pairs = labelled_pairs(data)
+    if holdout is not None:
+        pairs = split_pairs(pairs, holdout)[1]
+    pairs = pairs[:limit]
+    ious, fscores, cases = [], [], []
+    for index, (image_path, mask_path) in enumerate(tqdm(pairs, desc="evaluate", unit="img", disable=not progress)):
+        image = read_image(image_path)
+        truth = torch.from_numpy(read_image(mask_path, "L") >= 128)
+        probability = pipeline.masks([Frame(image, StreamState(), config)])[0].mask.cpu()
+        prediction = probability >= 0.5
+        ious.append(iou(prediction, truth))
+        fscores.append(boundary_f(prediction, truth))
+        if gallery is not None:
+            # Keep only the `worst` lowest-IoU cases in memory (a heap on -IoU).
+            case = Case(image_path.stem, ious[-1], image, truth.numpy(), prediction.numpy())
+            heapq.heappush(cases, (-case.iou, index, case))
+            if len(cases) > worst:
+                heapq.heappop(cases)
+    if gallery is not None:
+        write_gallery(sorted((c for _, _, c in cases), key=lambda c: c.iou), gallery)
+    return {
+        "model": model,
+        "refine": refine,
+        "images": len(pairs),
+        "mean_iou": mean(ious),
+        "boundary_f": mean(fscores),
+        "worst": sorted(zip(ious, [p[0].stem for p in pairs]))[: min(worst, len(pairs))],
+    }
+
+
+def evaluate_video(
+    pipeline: Pipeline, model: str, video: Path, refine: bool, smoothing: float, limit: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Flicker (mean over consecutive frames of mean |p_t - p_t-1|) with and without smoothing."""
+    configs = [SessionConfig(model=model, refine=refine, smoothing=s, mode="mask") for s in (0.0, smoothing)]
+    states = [StreamState(), StreamState()]
+    previous: list[torch.Tensor | None] = [None, None]
+    totals: list[list[float]] = [[], []]
+    frames, _ = video_info(video)
+    total = min(frames, limit) if frames and limit else (frames or limit)
+    for frame in tqdm(read_video(video, limit), total=total or None, desc=video.name, unit="frame", disable=not progress):
+        results = pipeline.masks([Frame(frame, state, config) for state, config in zip(states, configs, strict=True)])
+        states = [r.state for r in results]
+        for k, result in enumerate(results):
+            before = previous[k]
+            if before is not None:
+                totals[k].append(flicker(before, result.mask))
+            previous[k] = result.mask
+    raw, smoothed = (mean(t) if t else 0.0 for t in totals)
+    return {
+        "model": model,
+        "video": video.name,
+        "frames": len(totals[0]) + 1,
+        "refine": refine,
+        "smoothing": smoothing,
+        "flicker_raw": raw,
+        "flicker_smoothed": smoothed,
+        "reduction": 0.0 if raw == 0 else 1.0 - smoothed / raw,
+    }

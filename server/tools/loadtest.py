@@ -1,0 +1,168 @@
+"""Load benchmark: N real WebRTC sessions against a server, frames per second each gets back."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from functools import partial
+
+import aiohttp
+import numpy as np
+
+from ..pipeline.workers import cpu_cores
+from .client import Peer, count_frames, photo_frames
+
+
+def _photo() -> np.ndarray:
+    """scikit-image's astronaut when installed (a real person), else a synthetic head-and-shoulders."""
+    try:
+        import skimage.data
+
+        return skimage.data.astronaut()
+    except ImportError:
+        y, x = np.mgrid[0:512, 0:512]
+        person = ((x - 256) ** 2 + (y - 200) ** 2 < 90**2) | ((np.abs(x - 256) < 170) & (y > 320))
+        image = np.stack([x % 256, y % 256, (x + y) % 256], -1).astype(np.uint8)
+        image[person] = (200, 150, 120)
+        return image
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of process `pid`, all its threads (Linux /proc); None elsewhere."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def _wait_healthy(url: str, timeout: float = 180.0) -> dict:  # --compile takes a while to start
+    """The server's /healthz once it answers (device, workers, torch threads)."""
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while True:
+            try:
+                async with http.get(f"{url}/healthz") as response:
+                    if response.status == 200:
+                        return await response.json()
+            except aiohttp.ClientError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server at {url} did not become healthy")
+            await asyncio.sleep(0.3)
+
+
+async def measure(
+    url: str, sessions: int, seconds: float, size: tuple[int, int], config: dict, server_pid: int | None = None,
+    cores: int | None = None,
+) -> dict:
+    """Open `sessions` sessions at once and count the frames each receives over `seconds`.
+
+    With the server's pid, also its CPU time per delivered frame (decode + pipeline + encode + the rest),
+    and from it how many sessions at 25 fps the server's `cores` (default: this machine's) could serve if the
+    clients ran elsewhere.
+    """
+    frames = photo_frames(_photo(), size=size, count=48)
+    peers = [Peer(frames) for _ in range(sessions)]
+    async with aiohttp.ClientSession() as http:
+        try:
+            for peer in peers:
+                body = {"sdp": await peer.offer(), "type": "offer", "config": config}
+                async with http.post(f"{url}/offer", json=body) as response:
+                    answer = await response.json()
+                    if response.status != 200:
+                        raise RuntimeError(f"offer refused: {answer}")
+                await peer.accept(answer["sdp"])
+            cpu_before = cpu_seconds(server_pid) if server_pid else None
+            counts = await asyncio.gather(*(count_frames(p, seconds) for p in peers))
+            cpu_after = cpu_seconds(server_pid) if server_pid else None
+            async with http.get(f"{url}/sessions") as response:
+                described = (await response.json())["sessions"]
+        finally:
+            await asyncio.gather(*(p.close() for p in peers))
+    fps = [c / seconds for c in counts]
+    server_cpu: dict = {}
+    if cpu_before is not None and cpu_after is not None and sum(counts):
+        ms_per_frame = (cpu_after - cpu_before) * 1000.0 / sum(counts)
+        cores = cores or cpu_cores()
+        server_cpu = {
+            "server_cpu_ms_per_frame": round(ms_per_frame, 2),
+            "server_cpu_cores_busy": round((cpu_after - cpu_before) / seconds, 2),
+            "cores": cores,
+            "sessions_at_25fps_estimate": int(cores * 1000.0 / ms_per_frame // 25),
+        }
+    return {
+        "sessions": sessions,
+        "fps_each": [round(f, 1) for f in fps],
+        "fps_min": round(min(fps), 1),
+        "fps_median": round(statistics.median(fps), 1),
+        "all_at_least_25fps": min(fps) >= 25.0,
+        **server_cpu,
+        "server": [s["stats"] for s in described],
+    }
+
+
+def split_cores(server_cores: int) -> tuple[list[int], list[int]]:
+    """(server's cores, clients' cores): the first `server_cores` of the cores this process may use, and the rest."""
+    available = sorted(os.sched_getaffinity(0))
+    if not 0 < server_cores < len(available):
+        raise ValueError(
+            f"--server-cores {server_cores}: this process may use {len(available)} core(s); "
+            "the server needs at least one and the client peers at least one of them"
+        )
+    return available[:server_cores], available[server_cores:]
+
+
+async def run_loadtest(
+    sessions: list[int], seconds: float, size: tuple[int, int], config: dict, url: str | None, device: str | None,
+    compile: bool = False, server_cores: int = 0,
+) -> dict:
+    """Measure each session count in turn; starts `backdrop serve` in a subprocess unless `url` is given.
+
+    With `server_cores`, the started server runs on that many cores and the client peers on the others,
+    so the figures are the server's alone (Linux).
+    """
+    server = None
+    pinned: dict = {}
+    cores = cpu_cores()
+    if url is None:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        cmd = [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port", str(port),
+               "--max-sessions", str(max(sessions)), "--compile" if compile else "--no-compile"]  # fmt: skip
+        cmd += ["--device", device] if device else []
+        affinity = None
+        if server_cores:
+            server_cpus, client_cpus = split_cores(server_cores)
+            os.sched_setaffinity(0, client_cpus)  # threads started from here on (the peers' codecs) inherit it
+            affinity = partial(os.sched_setaffinity, 0, server_cpus)  # run in the child, before exec
+            pinned, cores = {"server_cpus": server_cpus, "client_cpus": client_cpus}, len(server_cpus)
+        server = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy(), preexec_fn=affinity
+        )
+    elif server_cores:
+        raise ValueError("--server-cores pins the server loadtest starts; it cannot pin one given by --url")
+    try:
+        health = await _wait_healthy(url)
+        results = []
+        for n in sessions:
+            results.append(await measure(url, n, seconds, size, config, server.pid if server else None, cores))
+            await asyncio.sleep(1.0)  # let the server close the previous sessions
+        report = {"url": url, "size": f"{size[1]}x{size[0]}", "seconds": seconds, "config": config, "health": health, **pinned}
+        return {**report, "runs": results}
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)

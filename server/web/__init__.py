@@ -1,0 +1,1 @@
+"""The aiohttp application: settings, routes, JSON errors, metrics, resources and the demo page."""

@@ -1,0 +1,123 @@
+"""The application factory: settings in, an aiohttp app out, each resource in a cleanup context of its own.
+
+aiohttp runs a context's clean-up only if its start-up finished, and in reverse order, so sessions
+close before the workers stop, and the torch thread count is put back whatever failed after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import AsyncIterator, Callable
+
+import torch
+from aiohttp import web
+
+from ..pipeline.pipeline import Pipeline
+from ..pipeline.workers import PipelineWorkers, worker_layout
+from ..rtc.sessions import SessionManager, SessionPolicy
+from .errors import json_errors
+from .keys import METRICS, PIPELINE, SESSIONS, SETTINGS, TORCH_THREADS, WORKERS
+from .metrics import Metrics
+from .routes import ROUTES
+from .settings import ServerSettings
+
+log = logging.getLogger(__name__)
+Context = Callable[[web.Application], AsyncIterator[None]]
+
+
+def pipeline_from(settings: ServerSettings) -> Pipeline:
+    return Pipeline(device=settings.device, half=settings.fp16, compile=bool(settings.compile))
+
+
+def _pipeline(pipeline: Pipeline | None) -> Context:
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        app[PIPELINE] = pipeline or pipeline_from(app[SETTINGS])
+        yield
+
+    return context
+
+
+async def _torch_threads(app: web.Application) -> AsyncIterator[None]:
+    """Torch's thread count for the workers' layout; process-wide, so put back when the app closes."""
+    _, threads = worker_layout(app[PIPELINE].device, app[SETTINGS].workers)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    app[TORCH_THREADS] = threads
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+async def _models(app: web.Application) -> AsyncIterator[None]:
+    """The served files registered, the default model checked, the preloaded models loaded (and compiled)."""
+    settings, pipeline = app[SETTINGS], app[PIPELINE]
+    served = [pipeline.registry.register_file(path) for path in settings.models]
+    pipeline.registry.resolve(settings.default_model)  # an unknown default fails at start-up with the names
+    for name in [*settings.preload, *served]:
+        # Fail at start-up, not at the first call, when weights are missing; compile before listening.
+        await asyncio.to_thread(pipeline.warm, name)
+    yield
+
+
+async def _metrics(app: web.Application) -> AsyncIterator[None]:
+    app[METRICS] = Metrics(sessions=lambda: len(app[SESSIONS].sessions) if SESSIONS in app else 0)
+    yield
+
+
+async def _workers(app: web.Application) -> AsyncIterator[None]:
+    settings, pipeline = app[SETTINGS], app[PIPELINE]
+    count, threads = worker_layout(pipeline.device, settings.workers)
+    workers = PipelineWorkers(pipeline, count, settings.max_batch, app[METRICS].observe_batch)
+    log.info("pipeline: %d worker(s), %d torch thread(s) each, on %s", count, threads, pipeline.device)
+    app[WORKERS] = workers
+    yield
+    await asyncio.to_thread(workers.close)
+
+
+async def _sessions(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    policy = SessionPolicy(
+        max_sessions=settings.max_sessions, media_timeout=settings.media_timeout,
+        connect_timeout=settings.connect_timeout, ice_servers=tuple(settings.ice_servers),
+        ice_username=settings.ice_username, ice_credential=settings.ice_credential,
+        default_model=settings.default_model,
+    )  # fmt: skip
+    manager = SessionManager(policy, app[WORKERS], app[METRICS].totals)
+    manager.start()
+    app[SESSIONS] = manager
+    yield
+    await manager.close_all()
+
+
+def create_app(settings: ServerSettings | None = None, pipeline: Pipeline | None = None) -> web.Application:
+    """The application; its pipeline, workers and sessions live and die with it."""
+    settings = settings or ServerSettings()
+    app = web.Application(middlewares=[json_errors], client_max_size=max(settings.max_upload_bytes, settings.max_offer_bytes))
+    app[SETTINGS] = settings
+    app.cleanup_ctx.extend([_pipeline(pipeline), _torch_threads, _models, _metrics, _workers, _sessions])
+    app.add_routes(ROUTES)
+    return app
+
+
+def run_server(settings: ServerSettings) -> None:
+    """Serve until interrupted; start-up errors (a bad --model, missing weights) propagate to the caller."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    context = None
+    if settings.cert and settings.key:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(settings.cert, settings.key)
+    pipeline = pipeline_from(settings)
+    scheme = "https" if context else "http"
+    address = f"{scheme}://{'localhost' if settings.host in ('0.0.0.0', '::') else settings.host}:{settings.port}"
+    if pipeline.compile:
+        print(f"Backdrop: compiling the models for the CPU before serving on {address} (--no-compile skips this)", flush=True)
+    app = create_app(settings, pipeline)
+
+    async def announce(app: web.Application) -> None:  # runs after the resources (and compiles) are ready
+        print(f"Backdrop on {address} (device {pipeline.device})", flush=True)
+
+    app.on_startup.append(announce)
+    web.run_app(app, host=settings.host, port=settings.port, ssl_context=context, print=None)
