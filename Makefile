@@ -6,7 +6,7 @@ SHELL  := /bin/bash
 
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: serve test install install-test weights browser bench clean
+.PHONY: serve test lint install install-test weights browser bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,14 @@ browser:
 serve: weights
 	$(BIN)/backdrop serve
 
-test: install-test weights browser
+# Style, types and the one-way import order of the layers (pyproject.toml holds their settings).
+lint: install-test
+	$(BIN)/ruff check server models tests
+	$(BIN)/ruff format --check server models tests
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: install-test weights browser lint
 	$(BIN)/python -m pytest
 
 bench: weights

@@ -22,7 +22,15 @@ _EXPORTS = {
     "load_model": "zoo",
     "model_info": "zoo",
 }
-__all__ = list(_EXPORTS)
+__all__ = [
+    "ModelInfo",
+    "ModelRegistry",
+    "WeightsMissingError",
+    "default_device",
+    "fetch_weights",
+    "load_model",
+    "model_info",
+]
 
 
 def __getattr__(name: str) -> Any:

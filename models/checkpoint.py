@@ -70,7 +70,9 @@ def load(path: Path) -> Checkpoint:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a Backdrop checkpoint (no '{FORMAT}' format tag)")
     if payload.get("version") != VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {payload.get('version')} is not supported (expected {VERSION})")
+        raise CheckpointError(
+            f"{path}: checkpoint version {payload.get('version')} is not supported (expected {VERSION})"
+        )
     return Checkpoint(
         arch=payload["arch"],
         input_size=tuple(payload["input_size"]),

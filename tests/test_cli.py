@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FACE, TOP_RIGHT, region
 from PIL import Image
 
 from models.training.metrics import boundary_f, iou
@@ -19,6 +18,8 @@ from server.files.media import VideoWriter, read_video
 from server.pipeline.config import SessionConfig
 from server.pipeline.frames import Frame, StreamState
 from server.tools.client import photo_frames
+
+from conftest import FACE, TOP_RIGHT, region
 
 
 def backdrop(*args: str) -> subprocess.CompletedProcess:
@@ -56,7 +57,9 @@ def test_process_video_keeps_size_and_frame_count(tmp_path, astronaut) -> None:
     with VideoWriter(source, rate=25) as writer:
         for frame in photo_frames(astronaut, size=(240, 320), count=10):
             writer.write(frame)
-    result = backdrop("process", str(source), str(tmp_path / "out.mp4"), "--mode", "color", "--color", "#0000ff", "--quiet")
+    result = backdrop(
+        "process", str(source), str(tmp_path / "out.mp4"), "--mode", "color", "--color", "#0000ff", "--quiet"
+    )
     assert result.returncode == 0, result.stderr
     frames = list(read_video(tmp_path / "out.mp4"))
     assert len(frames) == 10 and frames[0].shape == (240, 320, 3)
@@ -72,7 +75,9 @@ def test_process_refuses_bad_input(tmp_path) -> None:
 
 def test_evaluate_folder_json_and_gallery(tmp_path, labelled) -> None:
     gallery = tmp_path / "worst.png"
-    result = backdrop("evaluate", "--model", "general", "--data", str(labelled), "--no-refine", "--json", "--gallery", str(gallery))
+    result = backdrop(
+        "evaluate", "--model", "general", "--data", str(labelled), "--no-refine", "--json", "--gallery", str(gallery)
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["images"] == 2 and report["mean_iou"] > 0.99 and report["boundary_f"] > 0.95
@@ -101,7 +106,14 @@ def test_bench_writes_json(tmp_path) -> None:
     rows = report["pipeline"]
     assert {(r["size"], r["batch"]) for r in rows} == {("640x480", 1), ("640x480", 2)}
     for row in rows:
-        assert row["per_frame_ms"] > 0 and set(row) >= {"upload", "model", "smoothing", "refine", "composite", "download"}
+        assert row["per_frame_ms"] > 0 and set(row) >= {
+            "upload",
+            "model",
+            "smoothing",
+            "refine",
+            "composite",
+            "download",
+        }
     assert all(r["ratio_vs_tflite"] > 0 for r in report["model"])
     assert "x TFLite" in result.stdout
 
@@ -111,8 +123,10 @@ def test_missing_weights_say_what_to_run(tmp_path) -> None:
     Image.new("RGB", (64, 48)).save(image)
     result = subprocess.run(
         [sys.executable, "-m", "server", "process", str(image), str(tmp_path / "out.png")],
-        capture_output=True, text=True, env={"BACKDROP_WEIGHTS": str(tmp_path / "empty"), "HOME": str(tmp_path)},
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env={"BACKDROP_WEIGHTS": str(tmp_path / "empty"), "HOME": str(tmp_path)},
+    )
     assert result.returncode == 2
     assert "backdrop fetch-weights" in result.stderr and "Traceback" not in result.stderr
 
@@ -148,7 +162,9 @@ def test_loadtest_pins_the_server_apart_from_the_clients(tmp_path) -> None:
     too_many = backdrop("loadtest", "--sessions", "1", "--server-cores", str(len(cores)))
     assert too_many.returncode != 0 and "--server-cores" in too_many.stderr and "Traceback" not in too_many.stderr
     out = tmp_path / "load.json"
-    result = backdrop("loadtest", "--sessions", "1", "--seconds", "2", "--mode", "color", "--server-cores", "1", "--output", str(out))
+    result = backdrop(
+        "loadtest", "--sessions", "1", "--seconds", "2", "--mode", "color", "--server-cores", "1", "--output", str(out)
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     assert report["server_cpus"] == cores[:1] and report["client_cpus"] == cores[1:]

@@ -26,7 +26,11 @@ def _inputs(name: str, astronaut: np.ndarray, grace_hopper: np.ndarray) -> dict[
     h, w = model_info(name).input_size
     resize = lambda a: np.asarray(Image.fromarray(a).resize((w, h), Image.BILINEAR), np.float32) / 255.0  # noqa: E731
     rng = np.random.default_rng(0)
-    return {"astronaut": resize(astronaut), "grace_hopper": resize(grace_hopper), "random": rng.random((h, w, 3), dtype=np.float32)}
+    return {
+        "astronaut": resize(astronaut),
+        "grace_hopper": resize(grace_hopper),
+        "random": rng.random((h, w, 3), dtype=np.float32),
+    }
 
 
 @pytest.mark.parametrize("name", ["general", "landscape"])

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from conftest import FACE, TOP_LEFT, TOP_RIGHT, region
 
 from server.pipeline.composite import blurred_background
 from server.pipeline.config import SessionConfig
@@ -18,6 +17,8 @@ from server.pipeline.pipeline import Pipeline
 from server.pipeline.refine import upsample_mask
 from server.pipeline.smoothing import smooth_mask
 from server.tools.client import photo_frames
+
+from conftest import FACE, TOP_LEFT, TOP_RIGHT, region
 
 
 @pytest.fixture(scope="module")
@@ -79,11 +80,14 @@ def test_smoothing_reduces_flicker_and_follows_motion() -> None:
     rng = np.random.default_rng(0)
     truth = torch.zeros(1, 1, 64, 64)
     truth[..., 16:48, 16:48] = 1.0
-    noisy = [(truth * 0.6 + 0.2 + torch.from_numpy(rng.normal(0, 0.08, (1, 1, 64, 64))).float()).clamp(0, 1) for _ in range(20)]
+    noisy = [
+        (truth * 0.6 + 0.2 + torch.from_numpy(rng.normal(0, 0.08, (1, 1, 64, 64))).float()).clamp(0, 1)
+        for _ in range(20)
+    ]
 
     def run(strength: float) -> float:
         previous, total = None, 0.0
-        for i, mask in enumerate(noisy):
+        for mask in noisy:
             current = smooth_mask(previous, mask, strength)
             if previous is not None:
                 total += (current - previous).abs().mean().item()
@@ -126,11 +130,15 @@ def test_refinement_snaps_edges_to_the_frame() -> None:
     )
 
 
-def test_batch_of_sessions_equals_one_by_one(pipeline: Pipeline, astronaut: np.ndarray, grace_hopper: np.ndarray) -> None:
+def test_batch_of_sessions_equals_one_by_one(
+    pipeline: Pipeline, astronaut: np.ndarray, grace_hopper: np.ndarray
+) -> None:
     frames = [photo_frames(astronaut, count=1)[0], photo_frames(grace_hopper, size=(360, 480), count=1)[0]]
     configs = [SessionConfig(mode="color", color="#00ff00"), SessionConfig(mode="blur", model="landscape")]
-    batched = [p.pixels for p in pipeline.process([Frame(f, StreamState(), c) for f, c in zip(frames, configs)])]
-    for frame, config, out in zip(frames, configs, batched):
+    batched = [
+        p.pixels for p in pipeline.process([Frame(f, StreamState(), c) for f, c in zip(frames, configs, strict=True)])
+    ]
+    for frame, config, out in zip(frames, configs, batched, strict=True):
         alone = pipeline.process_one(frame, StreamState(), config).pixels
         assert np.abs(alone.astype(int) - out.astype(int)).max() <= 1
     assert not np.array_equal(batched[0][:50, :50], frames[0][:50, :50])
@@ -165,10 +173,10 @@ def test_compiled_models_give_the_same_frames(
     # A batch of two streams runs frame by frame through the compiled graph; both must match eager.
     eager_out = [p.pixels for p in pipeline.process([Frame(f, StreamState(), config) for f in frames])]
     compiled_out = [p.pixels for p in compiled.process([Frame(f, StreamState(), config) for f in frames])]
-    for a, b in zip(eager_out, compiled_out):
+    for a, b in zip(eager_out, compiled_out, strict=True):
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
     # The server's CPU workers call the compiled graph from several threads at once.
     with ThreadPoolExecutor(max_workers=2) as workers:
         threaded = list(workers.map(lambda f: compiled.process_one(f, StreamState(), config).pixels, frames * 4))
-    for a, b in zip(eager_out * 4, threaded):
+    for a, b in zip(eager_out * 4, threaded, strict=True):
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 1

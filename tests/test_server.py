@@ -9,7 +9,6 @@ import json
 import numpy as np
 import pytest
 from aiortc import MediaStreamTrack
-from conftest import FACE, TOP_LEFT, TOP_RIGHT, region
 from PIL import Image
 
 from server.pipeline.workers import cpu_cores
@@ -17,6 +16,8 @@ from server.tools.client import Peer, photo_frames
 from server.web.app import create_app
 from server.web.keys import SESSIONS
 from server.web.settings import ServerSettings
+
+from conftest import FACE, TOP_LEFT, TOP_RIGHT, region
 
 CODEC_TOLERANCE = 25  # mean absolute error per channel after two VP8 passes
 
@@ -67,7 +68,9 @@ async def test_color_session_changes_live_over_data_channel(make_client, frames)
         assert_person_kept(got[-1], frames[0])
 
         reply = await peer.send_config({"color": "#ff0000"})
-        assert reply["type"] == "config" and reply["config"]["color"] == "#ff0000" and reply["config"]["mode"] == "color"
+        assert (
+            reply["type"] == "config" and reply["config"]["color"] == "#ff0000" and reply["config"]["mode"] == "color"
+        )
         got = await peer.frames(12)
         assert_background(got[-1], (255, 0, 0))
 
@@ -81,7 +84,10 @@ async def test_color_session_changes_live_over_data_channel(make_client, frames)
         assert stats["frames_out"] > 0 and stats["processing_ms_p50"] is not None
 
         described = await (await client.get(f"/sessions/{session_id}")).json()
-        assert described["config"]["mode"] == "none" and described["stats"]["frames_in"] >= described["stats"]["frames_out"]
+        assert (
+            described["config"]["mode"] == "none"
+            and described["stats"]["frames_in"] >= described["stats"]["frames_out"]
+        )
     finally:
         await peer.close()
 
@@ -161,7 +167,9 @@ async def _error(response, status: int, field: str | None = None) -> dict:
 
 
 async def test_bad_input_gets_clear_errors_and_the_server_keeps_serving(make_client, frames) -> None:
-    client = await make_client(max_sessions=2, max_offer_bytes=8192, max_upload_bytes=64 * 1024, max_upload_pixels=500 * 500)
+    client = await make_client(
+        max_sessions=2, max_offer_bytes=8192, max_upload_bytes=64 * 1024, max_upload_pixels=500 * 500
+    )
     offer_sdp = await Peer(frames).offer()
     post = lambda body, **kw: client.post("/offer", **kw, **({"json": body} if "data" not in kw else {}))  # noqa: E731
 
@@ -183,12 +191,16 @@ async def test_bad_input_gets_clear_errors_and_the_server_keeps_serving(make_cli
         await _error(await getattr(client, method)("/sessions/nope", json={}), 404)
     await _error(await client.get("/no/such/page"), 404)
 
-    await _error(await client.post("/backgrounds", data=b"plain text", headers={"Content-Type": "image/png"}), 415, "file")
+    await _error(
+        await client.post("/backgrounds", data=b"plain text", headers={"Content-Type": "image/png"}), 415, "file"
+    )
     await _error(await client.post("/backgrounds", data=b"x" * (70 * 1024), headers={"Content-Type": "image/png"}), 413)
     await _error(await client.post("/backgrounds", data=b"", headers={"Content-Type": "image/png"}), 400, "file")
     big = io.BytesIO()
     Image.new("L", (1000, 1000)).save(big, format="PNG")
-    await _error(await client.post("/backgrounds", data=big.getvalue(), headers={"Content-Type": "image/png"}), 413, "file")
+    await _error(
+        await client.post("/backgrounds", data=big.getvalue(), headers={"Content-Type": "image/png"}), 413, "file"
+    )
 
     peers = [Peer(frames), Peer(frames)]
     ids = [await connect(client, p, {"mode": "color", "color": "#0000ff"}) for p in peers]
@@ -198,7 +210,9 @@ async def test_bad_input_gets_clear_errors_and_the_server_keeps_serving(make_cli
     try:
         for p in peers:
             assert_background((await p.frames(8))[-1], (0, 0, 255))
-        await _error(await client.patch(f"/sessions/{ids[0]}", json={"config": {"smoothing": 2}}), 400, "config.smoothing")
+        await _error(
+            await client.patch(f"/sessions/{ids[0]}", json={"config": {"smoothing": 2}}), 400, "config.smoothing"
+        )
         channel_reply = await peers[0].send_config({"mode": "nope"})
         assert channel_reply == {"type": "error", "error": channel_reply["error"], "field": "config.mode"}
         peers[0].channel.send("not json")
@@ -220,8 +234,8 @@ async def test_bad_input_gets_clear_errors_and_the_server_keeps_serving(make_cli
         await fresh.close()
 
 
-async def _wait_until(condition, timeout: float = 20.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def _wait_until(condition, wait_s: float = 20.0) -> None:
+    deadline = asyncio.get_running_loop().time() + wait_s
     while not condition():
         assert asyncio.get_running_loop().time() < deadline, "timed out"
         await asyncio.sleep(0.1)
@@ -263,7 +277,7 @@ async def test_media_timeout_ends_a_silent_session(make_client, frames) -> None:
     peer.pc.getTransceivers()[0].sender.replaceTrack(SilentTrack())
     session_id = await connect(client, peer)
     pc = client.app[SESSIONS].sessions[session_id].pc
-    await _wait_until(lambda: session_id not in client.app[SESSIONS].sessions, timeout=10)
+    await _wait_until(lambda: session_id not in client.app[SESSIONS].sessions, wait_s=10)
     assert pc.connectionState == "closed"
     await peer.close()
 
@@ -274,14 +288,16 @@ async def test_ice_failure_ends_the_session(make_client, frames) -> None:
     offer = await peer.offer()
     # Candidates that lead nowhere: ICE checks fail and the server must give up on its own.
     lines = [line for line in offer.splitlines() if not line.startswith("a=candidate")]
-    lines.insert(lines.index(next(line for line in lines if line.startswith("a=ice-ufrag"))),
-                 "a=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host")  # fmt: skip
+    lines.insert(
+        lines.index(next(line for line in lines if line.startswith("a=ice-ufrag"))),
+        "a=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host",
+    )
     await peer.close()
     response = await client.post("/offer", json={"sdp": "\r\n".join(lines) + "\r\n", "type": "offer"})
     assert response.status == 200
     session_id = (await response.json())["session_id"]
     pc = client.app[SESSIONS].sessions[session_id].pc
-    await _wait_until(lambda: session_id not in client.app[SESSIONS].sessions, timeout=10)
+    await _wait_until(lambda: session_id not in client.app[SESSIONS].sessions, wait_s=10)
     assert pc.connectionState == "closed"
 
 

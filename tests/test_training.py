@@ -13,7 +13,6 @@ import pytest
 import torch
 from PIL import Image
 from scipy import ndimage
-from synthetic import make_portraits
 
 from models import checkpoint as ckpt
 from models import load_model, model_info
@@ -28,11 +27,15 @@ from server.tools.client import Peer
 from server.web.app import create_app
 from server.web.settings import ServerSettings
 
+from synthetic import make_portraits
+
 HOLDOUT = 8
 
 
 def backdrop(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "server", *args], capture_output=True, text=True, timeout=900, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "server", *args], capture_output=True, text=True, timeout=900, check=False
+    )
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +47,25 @@ def portraits(tmp_path_factory) -> Path:
 def trained(tmp_path_factory, portraits) -> Path:
     """A U-Net trained by the `train` command for a few seconds: good enough to find the synthetic person."""
     out = tmp_path_factory.mktemp("runs") / "shapes-unet"
-    result = backdrop("train", "--arch", "unet", "--data", str(portraits), "--holdout", str(HOLDOUT), "--epochs", "10",
-                      "--size", "64", "--batch-size", "8", "--out", str(out), "--quiet", "--json")  # fmt: skip
+    result = backdrop(
+        "train",
+        "--arch",
+        "unet",
+        "--data",
+        str(portraits),
+        "--holdout",
+        str(HOLDOUT),
+        "--epochs",
+        "10",
+        "--size",
+        "64",
+        "--batch-size",
+        "8",
+        "--out",
+        str(out),
+        "--quiet",
+        "--json",
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["best_val_iou"] > 0.8, summary
@@ -61,7 +81,7 @@ def _rows(path: Path) -> list[dict]:
 def test_two_training_steps_reduce_the_loss(arch: str, portraits: Path) -> None:
     torch.manual_seed(0)
     dataset = PortraitDataset(labelled_pairs(portraits)[:4], (64, 64))
-    images, masks = (torch.stack(t) for t in zip(*(dataset[i] for i in range(4))))
+    images, masks = (torch.stack(t) for t in zip(*(dataset[i] for i in range(4)), strict=True))
     x, target = images.float() / 255, masks.float()
     model = Segmenter(build(arch)).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -106,8 +126,25 @@ def test_train_logs_keeps_best_and_resumes(trained: Path, portraits: Path) -> No
     assert best.training is None and best.meta["val_iou"] == max(float(r["val_iou"]) for r in rows)
     assert ckpt.load(out / "last.pt").training is not None
 
-    result = backdrop("train", "--arch", "unet", "--data", str(portraits), "--holdout", str(HOLDOUT), "--epochs", "11",
-                      "--size", "64", "--batch-size", "8", "--out", str(out), "--resume", "--quiet")  # fmt: skip
+    result = backdrop(
+        "train",
+        "--arch",
+        "unet",
+        "--data",
+        str(portraits),
+        "--holdout",
+        str(HOLDOUT),
+        "--epochs",
+        "11",
+        "--size",
+        "64",
+        "--batch-size",
+        "8",
+        "--out",
+        str(out),
+        "--resume",
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr
     assert "resuming unet after epoch 10" in result.stdout
     assert [int(r["epoch"]) for r in _rows(out / "metrics.csv")] == list(range(1, 12))
@@ -116,9 +153,28 @@ def test_train_logs_keeps_best_and_resumes(trained: Path, portraits: Path) -> No
 def test_training_is_reproducible(tmp_path: Path, portraits: Path) -> None:
     runs = []
     for name in ("a", "b"):
-        result = backdrop("train", "--arch", "deeplabv3-mobilenetv3", "--data", str(portraits), "--holdout", str(HOLDOUT),
-                          "--epochs", "1", "--max-steps", "2", "--size", "64", "--batch-size", "4", "--seed", "3",
-                          "--out", str(tmp_path / name), "--quiet")  # fmt: skip
+        result = backdrop(
+            "train",
+            "--arch",
+            "deeplabv3-mobilenetv3",
+            "--data",
+            str(portraits),
+            "--holdout",
+            str(HOLDOUT),
+            "--epochs",
+            "1",
+            "--max-steps",
+            "2",
+            "--size",
+            "64",
+            "--batch-size",
+            "4",
+            "--seed",
+            "3",
+            "--out",
+            str(tmp_path / name),
+            "--quiet",
+        )
         assert result.returncode == 0, result.stderr
         runs.append(_rows(tmp_path / name / "metrics.csv")[0])
     assert runs[0]["train_loss"] == runs[1]["train_loss"] and runs[0]["val_iou"] == runs[1]["val_iou"]
@@ -143,7 +199,18 @@ def test_flat_layout_is_read(tmp_path: Path, portraits: Path) -> None:
 
 def test_evaluate_export_quantize_prune_a_trained_checkpoint(trained: Path, portraits: Path, tmp_path: Path) -> None:
     def evaluate(model: Path) -> dict:
-        result = backdrop("evaluate", "--model", str(model), "--data", str(portraits), "--holdout", str(HOLDOUT), "--json", "--device", "cpu")
+        result = backdrop(
+            "evaluate",
+            "--model",
+            str(model),
+            "--data",
+            str(portraits),
+            "--holdout",
+            str(HOLDOUT),
+            "--json",
+            "--device",
+            "cpu",
+        )
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)
 
@@ -155,7 +222,9 @@ def test_evaluate_export_quantize_prune_a_trained_checkpoint(trained: Path, port
     assert result.returncode == 0 and " ok" in result.stdout, result.stdout + result.stderr
     assert abs(evaluate(onnx_file)["mean_iou"] - fp32["mean_iou"]) < 1e-3
 
-    result = backdrop("export", "--model", str(trained), "--format", "torchscript", "--output", str(tmp_path / "shapes.ts.pt"))
+    result = backdrop(
+        "export", "--model", str(trained), "--format", "torchscript", "--output", str(tmp_path / "shapes.ts.pt")
+    )
     assert result.returncode == 0 and " ok" in result.stdout, result.stdout + result.stderr
     scripted = torch.jit.load(str(tmp_path / "shapes.ts.pt"))
     x = torch.rand(1, 3, 64, 64)
@@ -163,7 +232,9 @@ def test_evaluate_export_quantize_prune_a_trained_checkpoint(trained: Path, port
         assert (scripted(x) - load_model(str(trained), "cpu")(x)).abs().max() <= TOLERANCE
 
     int8 = tmp_path / "shapes-int8.onnx"
-    result = backdrop("quantize", "--model", str(trained), "--calibration", str(portraits), "--images", "16", "--output", str(int8))
+    result = backdrop(
+        "quantize", "--model", str(trained), "--calibration", str(portraits), "--images", "16", "--output", str(int8)
+    )
     assert result.returncode == 0, result.stderr
     assert int8.stat().st_size < 0.4 * onnx_file.stat().st_size  # int8 weights: about a quarter of fp32
     assert abs(evaluate(int8)["mean_iou"] - fp32["mean_iou"]) < 0.05
@@ -197,8 +268,10 @@ def test_tflite_export_of_a_trained_checkpoint(trained: Path, tmp_path: Path) ->
 
 async def test_server_serves_a_trained_checkpoint(trained: Path, tmp_path: Path, aiohttp_client, pipeline) -> None:
     name = ModelRegistry().register_file(trained)
-    client = await aiohttp_client(create_app(ServerSettings(preload=[], models=[trained], default_model=name), pipeline))
-    listed = (await (await client.get("/models")).json())
+    client = await aiohttp_client(
+        create_app(ServerSettings(preload=[], models=[trained], default_model=name), pipeline)
+    )
+    listed = await (await client.get("/models")).json()
     assert name in [m["name"] for m in listed["models"]] and listed["default"] == name
 
     # A new portrait of the kind the model learned, scaled up to a camera's 640x480, and where its
@@ -210,7 +283,9 @@ async def test_server_serves_a_trained_checkpoint(trained: Path, tmp_path: Path,
     outside = ~ndimage.binary_dilation(person, iterations=60)
 
     peer = Peer([frame] * 4)
-    response = await client.post("/offer", json={"sdp": await peer.offer(), "type": "offer", "config": {"mode": "color", "color": "#0000ff"}})
+    response = await client.post(
+        "/offer", json={"sdp": await peer.offer(), "type": "offer", "config": {"mode": "color", "color": "#0000ff"}}
+    )
     assert response.status == 200, await response.text()
     body = await response.json()
     await peer.accept(body["sdp"])
@@ -229,15 +304,38 @@ def test_process_and_bench_take_a_checkpoint(trained: Path, tmp_path: Path) -> N
     source = tmp_path / "in.png"
     Image.open(root / "images" / "00000.jpg").resize((320, 240), Image.BILINEAR).save(source)
     person = np.asarray(Image.open(root / "masks" / "00000.png").resize((320, 240), Image.NEAREST)) >= 128
-    result = backdrop("process", str(source), str(tmp_path / "out.png"), "--model", str(trained), "--mode", "color",
-                      "--color", "#ff0000", "--device", "cpu")  # fmt: skip
+    result = backdrop(
+        "process",
+        str(source),
+        str(tmp_path / "out.png"),
+        "--model",
+        str(trained),
+        "--mode",
+        "color",
+        "--color",
+        "#ff0000",
+        "--device",
+        "cpu",
+    )
     assert result.returncode == 0, result.stderr
     out = np.asarray(Image.open(tmp_path / "out.png").convert("RGB")).astype(float)
     outside = ~ndimage.binary_dilation(person, iterations=30)
     assert np.abs(out[outside] - [255, 0, 0]).mean() < 25
 
-    result = backdrop("bench", "--models", str(trained), "--sizes", "640x480", "--batches", "1", "--runs", "3",
-                      "--devices", "cpu", "--json")  # fmt: skip
+    result = backdrop(
+        "bench",
+        "--models",
+        str(trained),
+        "--sizes",
+        "640x480",
+        "--batches",
+        "1",
+        "--runs",
+        "3",
+        "--devices",
+        "cpu",
+        "--json",
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     (row,) = report["model"]
@@ -246,9 +344,29 @@ def test_process_and_bench_take_a_checkpoint(trained: Path, tmp_path: Path) -> N
 
 
 def test_mixed_precision_training_runs_on_cpu(tmp_path: Path, portraits: Path) -> None:
-    result = backdrop("train", "--arch", "segnet", "--data", str(portraits), "--holdout", str(HOLDOUT), "--epochs", "1",
-                      "--max-steps", "2", "--size", "64", "--batch-size", "4", "--amp", "--device", "cpu",
-                      "--out", str(tmp_path / "amp"), "--quiet")  # fmt: skip
+    result = backdrop(
+        "train",
+        "--arch",
+        "segnet",
+        "--data",
+        str(portraits),
+        "--holdout",
+        str(HOLDOUT),
+        "--epochs",
+        "1",
+        "--max-steps",
+        "2",
+        "--size",
+        "64",
+        "--batch-size",
+        "4",
+        "--amp",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "amp"),
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr
     row = _rows(tmp_path / "amp" / "metrics.csv")[0]
     assert np.isfinite(float(row["train_loss"])) and 0.0 <= float(row["val_iou"]) <= 1.0
@@ -256,8 +374,27 @@ def test_mixed_precision_training_runs_on_cpu(tmp_path: Path, portraits: Path) -
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_training_on_cuda_with_fp16_reduces_the_loss(tmp_path: Path, portraits: Path) -> None:
-    result = backdrop("train", "--arch", "unet", "--data", str(portraits), "--holdout", str(HOLDOUT), "--epochs", "4",
-                      "--size", "64", "--batch-size", "8", "--amp", "--device", "cuda", "--out", str(tmp_path / "cuda"), "--quiet")  # fmt: skip
+    result = backdrop(
+        "train",
+        "--arch",
+        "unet",
+        "--data",
+        str(portraits),
+        "--holdout",
+        str(HOLDOUT),
+        "--epochs",
+        "4",
+        "--size",
+        "64",
+        "--batch-size",
+        "8",
+        "--amp",
+        "--device",
+        "cuda",
+        "--out",
+        str(tmp_path / "cuda"),
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr
     rows = _rows(tmp_path / "cuda" / "metrics.csv")
     assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])

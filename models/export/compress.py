@@ -49,9 +49,15 @@ def quantize_onnx(source: Path, output: Path, images: list[np.ndarray]) -> Path:
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
         name = onnx.load(str(prepared)).graph.input[0].name
         quantize_static(
-            str(prepared), str(output), _Calibration(name, images), quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-        )  # fmt: skip
+            str(prepared),
+            str(output),
+            _Calibration(name, images),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+        )
     _copy_metadata(source, output, suffix="int8")
     return output
 
@@ -112,9 +118,18 @@ def prune_checkpoint(checkpoint: Checkpoint, amount: float) -> tuple[Checkpoint,
         prune.remove(module, name)  # bake the mask into the weights: a plain state dict again
     zeros = sum(int((m.weight == 0).sum()) for m, _ in convs)
     total = sum(m.weight.numel() for m, _ in convs)
-    meta = {**checkpoint.meta, "pruned": {"method": "global L1 unstructured", "amount": amount, "conv_sparsity": zeros / total}}
+    meta = {
+        **checkpoint.meta,
+        "pruned": {"method": "global L1 unstructured", "amount": amount, "conv_sparsity": zeros / total},
+    }
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    pruned = Checkpoint(checkpoint.arch, checkpoint.input_size, checkpoint.mean, checkpoint.std, state,
-                        f"{checkpoint.name}-pruned{round(amount * 100)}", meta)  # fmt: skip
+    pruned = Checkpoint(
+        checkpoint.arch,
+        checkpoint.input_size,
+        checkpoint.mean,
+        checkpoint.std,
+        state,
+        f"{checkpoint.name}-pruned{round(amount * 100)}",
+        meta,
+    )
     return pruned, zeros / total
-

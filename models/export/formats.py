@@ -45,7 +45,7 @@ def export(model: nn.Module, info: ModelInfo, fmt: str, path: Path) -> ExportRes
     """Export `model` (float32, CPU) to `path` and compare the exported file's outputs with PyTorch's."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    model = model.to("cpu", torch.float32, memory_format=torch.contiguous_format).eval()
+    model = model.to("cpu", torch.float32, memory_format=torch.contiguous_format).eval()  # type: ignore[call-overload]
     inputs = check_inputs(info.input_size)
     with torch.inference_mode():
         expected = model(inputs).numpy()
@@ -63,11 +63,22 @@ def _onnx(model: nn.Module, info: ModelInfo, path: Path, inputs: torch.Tensor) -
     with warnings.catch_warnings(), _quiet("torch.onnx"):
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            model, (example,), str(path), input_names=["image"], output_names=["mask"], dynamo=True, external_data=False,
-            dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=256)},), verbose=False,
-        )  # fmt: skip
+            model,
+            (example,),
+            str(path),
+            input_names=["image"],
+            output_names=["mask"],
+            dynamo=True,
+            external_data=False,
+            dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=256)},),
+            verbose=False,
+        )
     graph = onnx.load(str(path))
-    metadata = {"name": info.name, "input_size": f"{info.input_size[0]}x{info.input_size[1]}", "source": info.description}
+    metadata = {
+        "name": info.name,
+        "input_size": f"{info.input_size[0]}x{info.input_size[1]}",
+        "source": info.description,
+    }
     for key, value in metadata.items():
         graph.metadata_props.add(key=METADATA_PREFIX + key, value=value)
     onnx.checker.check_model(graph)

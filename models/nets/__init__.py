@@ -27,14 +27,19 @@ class Architecture:
 ARCHS: dict[str, Architecture] = {
     arch.name: arch
     for arch in (
-        Architecture("deeplabv3-mobilenetv3", "deeplab:deeplabv3_mobilenetv3", "net.backbone.",
-                     "DeepLabV3 on MobileNetV3-Large (torchvision)"),
-        Architecture("deeplabv3-resnet50", "deeplab:deeplabv3_resnet50", "net.backbone.",
-                     "DeepLabV3 on ResNet-50 (torchvision)"),
+        Architecture(
+            "deeplabv3-mobilenetv3",
+            "deeplab:deeplabv3_mobilenetv3",
+            "net.backbone.",
+            "DeepLabV3 on MobileNetV3-Large (torchvision)",
+        ),
+        Architecture(
+            "deeplabv3-resnet50", "deeplab:deeplabv3_resnet50", "net.backbone.", "DeepLabV3 on ResNet-50 (torchvision)"
+        ),
         Architecture("unet", "unet:unet", "", "U-Net, width 32"),
         Architecture("segnet", "segnet:segnet", "", "SegNet decoder with max-unpooling on a ResNet-18 encoder"),
     )
-}  # fmt: skip
+}
 
 
 def build(arch: str) -> nn.Module:

@@ -12,9 +12,13 @@ from torchvision.models import resnet18
 def _up_block(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-    )  # fmt: skip
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
 
 
 def unpool(values: torch.Tensor, pooled: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
@@ -41,10 +45,12 @@ class SegNet(nn.Module):
         # layer4 (512, /32) -> layer3 size -> layer2 -> layer1 (64, /4); unpool -> /2; stem conv -> /1
         self.decoder = nn.ModuleList([_up_block(512, 256), _up_block(256, 128), _up_block(128, 64)])
         self.head = nn.Sequential(
-            nn.Conv2d(64, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(inplace=True),
+            nn.Conv2d(64, 32, 3, padding=1, bias=False),
+            nn.BatchNorm2d(32),
+            nn.ReLU(inplace=True),
             nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
             nn.Conv2d(32, num_classes, 3, padding=1),
-        )  # fmt: skip
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]

@@ -8,6 +8,7 @@ stride-2 transposed convolution and a sigmoid.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -55,11 +56,11 @@ class Unpatchify2x2(nn.ConvTranspose2d):
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__(cin, cout, 2, stride=2)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]  # the geometry is fixed
         n, _, h, w = x.shape
         cout = self.weight.shape[1]
         pixels = x.permute(0, 2, 3, 1)
-        bias = self.bias.repeat_interleave(2)
+        bias = cast(torch.Tensor, self.bias).repeat_interleave(2)  # built with a bias
         # weight (in, out, a, b) -> for row parity a: (out*b, in); output (n, h, w, out, b)
         rows = [F.linear(pixels, self.weight[:, :, a].flatten(1).t(), bias) for a in range(2)]
         y = torch.stack(rows, dim=2).view(n, h, 2, w, cout, 2)  # (n, h, a, w, out, b)
@@ -158,11 +159,11 @@ class SelfieSegmenter(nn.Module):
             if i in (0, 2):  # ends of the 1/4 and 1/8 stages
                 skips.append(x)
         x = F.relu(self.head_conv(x)) * torch.sigmoid(self.head_gate(_global_mean(x)))
-        for stage, skip in zip(self.decoder, reversed(skips)):
+        for stage, skip in zip(self.decoder, reversed(skips), strict=True):
             x = stage(x, skip)
         return torch.sigmoid(self.segment(x))
 
-    def weighted_layers(self) -> list[nn.Module]:
+    def weighted_layers(self) -> list[nn.Conv2d | nn.ConvTranspose2d]:
         """The convolutions in graph order."""
         return [m for m in self.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
 
@@ -181,10 +182,11 @@ def load_tflite(model: SelfieSegmenter, path: Path) -> SelfieSegmenter:
     layers = model.weighted_layers()
     if len(ops) != len(layers):
         raise ValueError(f"{path}: {len(ops)} weighted ops, the module has {len(layers)}")
-    for op, layer in zip(ops, layers):
+    for op, layer in zip(ops, layers, strict=True):
         weight = _to_torch_layout(op.kind, torch.from_numpy(op.weight))
-        if weight.shape != layer.weight.shape or op.bias.shape != tuple(layer.bias.shape):
+        bias = cast(torch.Tensor, layer.bias)  # every layer is built with a bias
+        if weight.shape != layer.weight.shape or op.bias.shape != tuple(bias.shape):
             raise ValueError(f"{path}: {op.name} has shape {tuple(weight.shape)}, expected {tuple(layer.weight.shape)}")
         layer.weight.copy_(weight)
-        layer.bias.copy_(torch.from_numpy(op.bias))
+        bias.copy_(torch.from_numpy(op.bias))
     return model

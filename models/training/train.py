@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .. import checkpoint as ckpt
+from ..labelled import DEFAULT_HOLDOUT, labelled_pairs, split_pairs
 from ..nets import build
 from ..wrappers.normalised import IMAGENET_MEAN, IMAGENET_STD, Segmenter
 from ..zoo import default_device
@@ -24,7 +25,6 @@ from .backbone import load_backbone
 from .data import PortraitDataset, augmentation
 from .losses import segmentation_loss
 from .metrics import iou
-from ..labelled import DEFAULT_HOLDOUT, labelled_pairs, split_pairs
 
 LOG_FIELDS = ["epoch", "train_loss", "val_loss", "val_iou", "lr", "seconds"]
 
@@ -80,15 +80,24 @@ def _autocast(device: torch.device, amp: bool):
 
 def _batches(dataset: PortraitDataset, batch_size: int, shuffle: bool, seed: int, workers: int) -> DataLoader:
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=workers,
-                      drop_last=shuffle and len(dataset) > batch_size)  # fmt: skip
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=generator,
+        num_workers=workers,
+        drop_last=shuffle and len(dataset) > batch_size,
+    )
 
 
 @torch.no_grad()
-def validate(model: Segmenter, dataset: PortraitDataset, batch_size: int, device: torch.device, amp: bool) -> tuple[float, float]:
+def validate(
+    model: Segmenter, dataset: PortraitDataset, batch_size: int, device: torch.device, amp: bool
+) -> tuple[float, float]:
     """(mean loss, mean per-image IoU at the model's size) over `dataset`."""
     model.eval()
-    losses, ious = [], []
+    losses: list[float] = []
+    ious: list[float] = []
     for images, masks in _batches(dataset, batch_size, False, 0, 0):
         x = images.to(device).float().div_(255.0)
         t = masks.to(device).float()
@@ -97,7 +106,7 @@ def validate(model: Segmenter, dataset: PortraitDataset, batch_size: int, device
         logits = logits.float()
         losses.append(segmentation_loss(logits, t).item() * len(x))
         pred, truth = logits >= 0, t >= 0.5
-        ious.extend(iou(p[0], q[0]) for p, q in zip(pred, truth))
+        ious.extend(iou(p[0], q[0]) for p, q in zip(pred, truth, strict=True))
     return sum(losses) / len(dataset), sum(ious) / len(ious)
 
 
@@ -118,8 +127,8 @@ def train(options: TrainOptions) -> dict:
 
     net = build(options.arch)
     if options.init is not None:
-        copied, total = load_backbone(net, options.arch, options.init)
-        print(f"init: copied {copied} of {total} tensors from {options.init}")
+        copied, in_file = load_backbone(net, options.arch, options.init)
+        print(f"init: copied {copied} of {in_file} tensors from {options.init}")
     model = Segmenter(net, IMAGENET_MEAN, IMAGENET_STD).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=options.weight_decay)
     steps_per_epoch = len(_batches(train_set, options.batch_size, True, 0, 0))
@@ -135,7 +144,9 @@ def train(options: TrainOptions) -> dict:
     if options.resume and last_path.is_file():
         state = ckpt.load(last_path)
         if state.arch != options.arch or state.training is None:
-            raise ValueError(f"{last_path} is a {state.arch} checkpoint without training state; cannot resume {options.arch}")
+            raise ValueError(
+                f"{last_path} is a {state.arch} checkpoint without training state; cannot resume {options.arch}"
+            )
         model.load_state_dict(state.state_dict)
         optimizer.load_state_dict(state.training["optimizer"])
         scheduler.load_state_dict(state.training["scheduler"])
@@ -153,8 +164,14 @@ def train(options: TrainOptions) -> dict:
         model.train()
         started, total, seen = time.perf_counter(), 0.0, 0
         loader = _batches(train_set, options.batch_size, True, options.seed * 1000 + epoch, options.workers)
-        bar = tqdm(loader, total=steps_per_epoch, desc=f"{options.arch} {epoch + 1}/{options.epochs}", unit="batch",
-                   disable=not options.progress, leave=False)  # fmt: skip
+        bar = tqdm(
+            loader,
+            total=steps_per_epoch,
+            desc=f"{options.arch} {epoch + 1}/{options.epochs}",
+            unit="batch",
+            disable=not options.progress,
+            leave=False,
+        )
         for step, (images, masks) in enumerate(bar):
             if step >= steps_per_epoch:
                 break
@@ -171,23 +188,55 @@ def train(options: TrainOptions) -> dict:
             seen += len(x)
             bar.set_postfix(loss=f"{loss.item():.4f}")
         val_loss, val_iou = validate(model, val_set, options.batch_size, device, options.amp)
-        row = {"epoch": epoch + 1, "train_loss": total / max(seen, 1), "val_loss": val_loss, "val_iou": val_iou,
-               "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - started}  # fmt: skip
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": total / max(seen, 1),
+            "val_loss": val_loss,
+            "val_iou": val_iou,
+            "lr": scheduler.get_last_lr()[0],
+            "seconds": time.perf_counter() - started,
+        }
         _log(log_path, row)
         best_iou = max(best_iou, val_iou)
-        meta = {"epoch": epoch + 1, "val_iou": val_iou, "best_val_iou": best_iou, "parameters": params,
-                "train_images": len(train_set), "val_images": len(val_set), "options": config}  # fmt: skip
+        meta = {
+            "epoch": epoch + 1,
+            "val_iou": val_iou,
+            "best_val_iou": best_iou,
+            "parameters": params,
+            "train_images": len(train_set),
+            "val_images": len(val_set),
+            "options": config,
+        }
         state_dict = model.state_dict()
         if val_iou >= best_iou:
-            ckpt.save(ckpt.Checkpoint(options.arch, size, IMAGENET_MEAN, IMAGENET_STD, state_dict, name, meta), best_path)
-        training = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(), "rng": torch.get_rng_state()}  # fmt: skip
-        ckpt.save(ckpt.Checkpoint(options.arch, size, IMAGENET_MEAN, IMAGENET_STD, state_dict, name, meta, training), last_path)
+            ckpt.save(
+                ckpt.Checkpoint(options.arch, size, IMAGENET_MEAN, IMAGENET_STD, state_dict, name, meta), best_path
+            )
+        training = {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "rng": torch.get_rng_state(),
+        }
+        ckpt.save(
+            ckpt.Checkpoint(options.arch, size, IMAGENET_MEAN, IMAGENET_STD, state_dict, name, meta, training),
+            last_path,
+        )
         if options.progress:
-            print(f"epoch {epoch + 1}/{options.epochs}: train loss {row['train_loss']:.4f}, val loss {val_loss:.4f}, "
-                  f"val IoU {val_iou:.4f} ({row['seconds']:.0f} s)", flush=True)  # fmt: skip
-    return {"arch": options.arch, "parameters": params, "best_val_iou": best_iou, "epochs": options.epochs,
-            "best": str(best_path), "last": str(last_path), "log": str(log_path)}  # fmt: skip
+            print(
+                f"epoch {epoch + 1}/{options.epochs}: train loss {row['train_loss']:.4f}, val loss {val_loss:.4f}, "
+                f"val IoU {val_iou:.4f} ({row['seconds']:.0f} s)",
+                flush=True,
+            )
+    return {
+        "arch": options.arch,
+        "parameters": params,
+        "best_val_iou": best_iou,
+        "epochs": options.epochs,
+        "best": str(best_path),
+        "last": str(last_path),
+        "log": str(log_path),
+    }
 
 
 def _log(path: Path, row: dict) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -25,7 +26,9 @@ class CompiledOnCPU(nn.Module):
         super().__init__()
         self.eager = eager
         self.input_size = input_size
-        self._compiled: nn.Module | None = None  # not a submodule: it shares eager's weights
+        self._compiled: Callable[[torch.Tensor], torch.Tensor] | None = (
+            None  # not a submodule: it shares eager's weights
+        )
         self._ready = threading.Event()
         threading.Thread(target=self._compile, name="torch.compile", daemon=True).start()
 

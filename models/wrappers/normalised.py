@@ -15,7 +15,12 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class Segmenter(nn.Module):
     """Normalises, runs `net` and returns probabilities (N,1,H,W) at the input's size."""
 
-    def __init__(self, net: nn.Module, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> None:
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(
+        self, net: nn.Module, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+    ) -> None:
         super().__init__()
         self.net = net
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))

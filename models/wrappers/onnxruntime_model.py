@@ -30,7 +30,7 @@ class OnnxSegmenter(nn.Module):
         if len(inputs) != 1 or len(inputs[0].shape) != 4 or not all(isinstance(d, int) for d in inputs[0].shape[2:]):
             raise ValueError(f"{path}: expected one (N,3,H,W) input with a fixed H and W")
         self.input_name = inputs[0].name
-        self.input_size: tuple[int, int] = tuple(inputs[0].shape[2:])  # type: ignore[assignment]
+        self.input_size: tuple[int, int] = tuple(inputs[0].shape[2:])
         self.fixed_batch = inputs[0].shape[0] if isinstance(inputs[0].shape[0], int) else None
         self.metadata = {
             k[len(METADATA_PREFIX) :]: v
@@ -42,7 +42,9 @@ class OnnxSegmenter(nn.Module):
         array = x.detach().to("cpu", torch.float32).contiguous().numpy()
         if self.fixed_batch is not None and array.shape[0] != self.fixed_batch:
             # A model exported with a fixed batch runs its frames one batch at a time.
-            out = np.concatenate([self._run(array[i : i + self.fixed_batch]) for i in range(0, len(array), self.fixed_batch)])
+            out = np.concatenate(
+                [self._run(array[i : i + self.fixed_batch]) for i in range(0, len(array), self.fixed_batch)]
+            )
         else:
             out = self._run(array)
         return torch.from_numpy(out).to(x.device, x.dtype)

@@ -40,14 +40,20 @@ class VideoWriter:
 
     def __init__(self, path: Path, rate: Fraction, codec: str = "libx264") -> None:
         self._container = av.open(str(path), mode="w")
-        self._stream = self._container.add_stream(codec, rate=rate)
+        stream = self._container.add_stream(codec, rate=rate)
+        if not isinstance(stream, av.VideoStream):
+            raise ValueError(f"{codec} is not a video codec")
+        self._stream = stream
         self._stream.pix_fmt = "yuv420p"
         self._started = False
 
     def write(self, frame: np.ndarray) -> None:
         if not self._started:
             # yuv420p needs even sizes: round up, then the last row/column is duplicated by reformat.
-            self._stream.height, self._stream.width = frame.shape[0] + frame.shape[0] % 2, frame.shape[1] + frame.shape[1] % 2
+            self._stream.height, self._stream.width = (
+                frame.shape[0] + frame.shape[0] % 2,
+                frame.shape[1] + frame.shape[1] % 2,
+            )
             self._started = True
         video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
         video_frame = video_frame.reformat(width=self._stream.width, height=self._stream.height, format="yuv420p")

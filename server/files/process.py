@@ -23,7 +23,9 @@ def process_file(pipeline: Pipeline, source: Path, target: Path, config: Session
     count, rate = video_info(source)
     frames = 0
     with VideoWriter(target, rate) as writer:
-        for frame in tqdm(read_video(source), total=count or None, desc=source.name, unit="frame", disable=not progress):
+        for frame in tqdm(
+            read_video(source), total=count or None, desc=source.name, unit="frame", disable=not progress
+        ):
             processed = pipeline.process_one(frame, state, config)
             writer.write(processed.pixels)
             state = processed.state

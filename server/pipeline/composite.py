@@ -30,7 +30,9 @@ def blurred_background(pixels: torch.Tensor, image: torch.Tensor, mask: torch.Te
     factor = max(1, int(sigma / 1.5))  # keep about 1.5 px of sigma at the reduced size
     size = (max(1, -(-height // factor)), max(1, -(-width // factor)))
     frame = resize_frame(pixels, size).float().div_(255.0) if factor > 1 else image
-    person = F.interpolate(mask, size=size, mode="bilinear", align_corners=False, antialias=True) if factor > 1 else mask
+    person = (
+        F.interpolate(mask, size=size, mode="bilinear", align_corners=False, antialias=True) if factor > 1 else mask
+    )
     if factor > 1:
         person = F.max_pool2d(person, 3, stride=1, padding=1)
     background = 1.0 - person
@@ -46,9 +48,6 @@ def blurred_background(pixels: torch.Tensor, image: torch.Tensor, mask: torch.Te
         up = F.interpolate(small, size=(height, width), mode="bilinear", align_corners=False)
         return planar(up).float().div_(255.0)
     return F.interpolate(result, size=(height, width), mode="bilinear", align_corners=False)
-
-
-
 
 
 def light_wrap(frame: torch.Tensor, mask: torch.Tensor, background: torch.Tensor, amount: float) -> torch.Tensor:

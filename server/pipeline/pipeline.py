@@ -136,9 +136,7 @@ class Pipeline:
         work = [_Work(f, f.state) for f in frames if f.config.mode != "none"]
         self._run(STEPS, work, times)
         done = iter(work)
-        return [
-            Processed(f.pixels, f.state) if f.config.mode == "none" else _processed(next(done)) for f in frames
-        ]
+        return [Processed(f.pixels, f.state) if f.config.mode == "none" else _processed(next(done)) for f in frames]
 
     def process_one(self, pixels: np.ndarray, state: StreamState, config: SessionConfig) -> Processed:
         return self.process([Frame(pixels, state, config)])[0]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .frames import resize_frame
 from .filters import box_blur
+from .frames import resize_frame
 
 # Luma weights (BT.601) for the guidance image: one channel keeps the filter cheap.
 _LUMA = (0.299, 0.587, 0.114)

@@ -61,9 +61,7 @@ class PipelineWorkers:
         self.max_batch = max_batch
         self._observe = observe
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._threads = [
-            threading.Thread(target=self._run, name=f"pipeline-{i}", daemon=True) for i in range(workers)
-        ]
+        self._threads = [threading.Thread(target=self._run, name=f"pipeline-{i}", daemon=True) for i in range(workers)]
         for thread in self._threads:
             thread.start()
 

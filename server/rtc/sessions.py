@@ -112,8 +112,13 @@ class SessionManager:
     def _ice_servers(self) -> list[RTCIceServer]:
         if not self.policy.ice_servers:
             return []
-        return [RTCIceServer(urls=list(self.policy.ice_servers), username=self.policy.ice_username,
-                             credential=self.policy.ice_credential)]  # fmt: skip
+        return [
+            RTCIceServer(
+                urls=list(self.policy.ice_servers),
+                username=self.policy.ice_username,
+                credential=self.policy.ice_credential,
+            )
+        ]
 
     async def create(self, sdp: str, changes: object) -> tuple[Session, str]:
         """Answer an offer; returns the session and the answer SDP."""

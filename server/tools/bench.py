@@ -19,7 +19,10 @@ from ..pipeline.pipeline import Pipeline
 from ..pipeline.timing import STAGES, StageTimes
 
 SIZES = {"640x480": (480, 640), "1280x720": (720, 1280), "1920x1080": (1080, 1920)}
-TFLITE_FILES = {"mediapipe-general": "selfie_segmentation.tflite", "mediapipe-landscape": "selfie_segmentation_landscape.tflite"}
+TFLITE_FILES = {
+    "mediapipe-general": "selfie_segmentation.tflite",
+    "mediapipe-landscape": "selfie_segmentation_landscape.tflite",
+}
 
 
 def _median_ms(fn: Callable[[], None], runs: int, warmup: int, sync: torch.device | None = None) -> float:
@@ -78,7 +81,9 @@ def model_runner(pipeline: Pipeline, model: str, batch: int) -> Callable[[], Non
     return run
 
 
-def paired_ms(baseline: Callable[[], None], candidate: Callable[[], None], rounds: int, runs: int, device: torch.device) -> tuple[float, float, float]:
+def paired_ms(
+    baseline: Callable[[], None], candidate: Callable[[], None], rounds: int, runs: int, device: torch.device
+) -> tuple[float, float, float]:
     """Median ms of each and the median per-round ratio, alternating the two so both see the same machine."""
     base, cand, ratios = [], [], []
     for _ in range(rounds):
@@ -93,13 +98,17 @@ def pipeline_stages(
 ) -> dict[str, float]:
     """Median per-stage ms for one batch of `batch` streams at `size` (H, W), and the total per frame."""
     rng = np.random.default_rng(0)
-    frames = [Frame(rng.integers(0, 256, (size[0], size[1], 3), dtype=np.uint8), StreamState(), config) for _ in range(batch)]
+    frames = [
+        Frame(rng.integers(0, 256, (size[0], size[1], 3), dtype=np.uint8), StreamState(), config) for _ in range(batch)
+    ]
     for _ in range(3):
         frames = [Frame(f.pixels, p.state, config) for f, p in zip(frames, pipeline.process(frames), strict=True)]
     samples = []
     for _ in range(runs):
         times = StageTimes()
-        frames = [Frame(f.pixels, p.state, config) for f, p in zip(frames, pipeline.process(frames, times), strict=True)]
+        frames = [
+            Frame(f.pixels, p.state, config) for f, p in zip(frames, pipeline.process(frames, times), strict=True)
+        ]
         samples.append(times.ms)
     stages = {stage: statistics.median(s[stage] for s in samples) for stage in STAGES}
     total = statistics.median(sum(s.values()) for s in samples)
@@ -107,8 +116,15 @@ def pipeline_stages(
 
 
 def run_bench(
-    registry: ModelRegistry, devices: list[str], sizes: list[str], batches: list[int], models: list[str], runs: int,
-    config: SessionConfig, threads: int, compile: bool = False,
+    registry: ModelRegistry,
+    devices: list[str],
+    sizes: list[str],
+    batches: list[int],
+    models: list[str],
+    runs: int,
+    config: SessionConfig,
+    threads: int,
+    compile: bool = False,
 ) -> dict:
     """All measurements as one JSON-ready dict; `models` are names in `registry`."""
     report: dict = {  # "tflite": every paired measurement of the reference, ms per frame
@@ -142,15 +158,25 @@ def run_bench(
                         ref, ms, ratio = paired_ms(reference, run, rounds=5, runs=runs, device=pipeline.device)
                         ratio /= batch
                         report["tflite"].setdefault(baseline, []).append(ref)
-                    report["model"].append({
-                        "device": device, "dtype": dtype, "model": name, "batch": batch,
-                        "ms": ms, "ms_per_frame": ms / batch, "baseline": f"tflite {baseline}",
-                        "tflite_ms": ref, "ratio_vs_tflite": ratio,
-                    })  # fmt: skip
+                    report["model"].append(
+                        {
+                            "device": device,
+                            "dtype": dtype,
+                            "model": name,
+                            "batch": batch,
+                            "ms": ms,
+                            "ms_per_frame": ms / batch,
+                            "baseline": f"tflite {baseline}",
+                            "tflite_ms": ref,
+                            "ratio_vs_tflite": ratio,
+                        }
+                    )
             for size in sizes:
                 for batch in batches:
                     stages = pipeline_stages(pipeline, SIZES[size], batch, runs, config)
-                    report["pipeline"].append({"device": device, "dtype": dtype, "size": size, "batch": batch, **stages})
+                    report["pipeline"].append(
+                        {"device": device, "dtype": dtype, "size": size, "batch": batch, **stages}
+                    )
     return report
 
 
@@ -164,11 +190,14 @@ def format_report(report: dict) -> str:
     lines.append(f"{'model':<31}device  dtype batch  ms/frame  x TFLite (median of paired rounds)")
     for row in report["model"]:
         ratio = "-" if row["ratio_vs_tflite"] is None else f"{row['ratio_vs_tflite']:.2f}"
-        lines.append(f"{row['model']:<31}{row['device']:<8}{row['dtype']:<6}{row['batch']:>5}{row['ms_per_frame']:>10.2f}{ratio:>10}")
+        lines.append(
+            f"{row['model']:<31}{row['device']:<8}{row['dtype']:<6}{row['batch']:>5}{row['ms_per_frame']:>10.2f}{ratio:>10}"
+        )
     lines.append("pipeline   device  dtype batch " + " ".join(f"{s:>9}" for s in STAGES) + "  ms/frame    fps")
     for row in report["pipeline"]:
         stages = " ".join(f"{row[s]:>9.2f}" for s in STAGES)
-        lines.append(f"{row['size']:<11}{row['device']:<8}{row['dtype']:<6}{row['batch']:>5} {stages}{row['per_frame_ms']:>10.2f}{row['frames_per_s']:>7.0f}")
+        lines.append(
+            f"{row['size']:<11}{row['device']:<8}{row['dtype']:<6}{row['batch']:>5} {stages}"
+            f"{row['per_frame_ms']:>10.2f}{row['frames_per_s']:>7.0f}"
+        )
     return "\n".join(lines)
-
-

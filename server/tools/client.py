@@ -1,4 +1,4 @@
-"""A Backdrop client on aiortc: sends frames (e.g. a photo moving like a hand-held camera) and collects the processed ones.
+"""A Backdrop client on aiortc: sends frames (a photo moving like a hand-held camera), collects the processed ones.
 
 Used by the tests and by `backdrop loadtest`; also a starting point for any Python client.
 """
@@ -9,17 +9,23 @@ import asyncio
 import json
 
 import numpy as np
-from aiortc import RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
 from av import VideoFrame
 from PIL import Image
 
 
-def photo_frames(photo: np.ndarray, size: tuple[int, int] = (480, 640), count: int = 64, seed: int = 0) -> list[np.ndarray]:
+def photo_frames(
+    photo: np.ndarray, size: tuple[int, int] = (480, 640), count: int = 64, seed: int = 0
+) -> list[np.ndarray]:
     """Crops of `photo` scaled to cover `size` (H, W), shifted a few pixels each frame like a hand-held camera."""
     height, width = size
     margin = 16
     scale = max((height + margin) / photo.shape[0], (width + margin) / photo.shape[1])
-    big = np.asarray(Image.fromarray(photo).resize((round(photo.shape[1] * scale), round(photo.shape[0] * scale)), Image.BILINEAR))
+    big = np.asarray(
+        Image.fromarray(photo).resize(
+            (round(photo.shape[1] * scale), round(photo.shape[0] * scale)), Image.Resampling.BILINEAR
+        )
+    )
     rng = np.random.default_rng(seed)
     frames, x, y = [], margin // 2, 0
     for _ in range(count):
@@ -62,7 +68,11 @@ class Peer:
         self.channel.on("open", self.channel_open.set)
         self.channel.on("message", lambda m: self.messages.put_nowait(json.loads(m)))
         self.remote: asyncio.Future = asyncio.get_event_loop().create_future()
-        self.pc.on("track", lambda t: t.kind == "video" and not self.remote.done() and self.remote.set_result(t))
+        self.pc.on("track", self._on_track)
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind == "video" and not self.remote.done():
+            self.remote.set_result(track)
 
     async def offer(self) -> str:
         await self.pc.setLocalDescription(await self.pc.createOffer())
@@ -71,37 +81,35 @@ class Peer:
     async def accept(self, answer_sdp: str) -> None:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
 
-    async def frames(self, count: int, timeout: float = 30.0) -> list[np.ndarray]:
+    async def frames(self, count: int, wait_s: float = 30.0) -> list[np.ndarray]:
         """The next `count` processed frames, as RGB arrays."""
-        track = await asyncio.wait_for(self.remote, timeout)
+        track = await asyncio.wait_for(self.remote, wait_s)
         out = []
         for _ in range(count):
-            frame = await asyncio.wait_for(track.recv(), timeout)
+            frame = await asyncio.wait_for(track.recv(), wait_s)
             out.append(frame.to_ndarray(format="rgb24"))
         return out
 
-    async def send_config(self, changes: dict, timeout: float = 10.0) -> dict:
+    async def send_config(self, changes: dict, wait_s: float = 10.0) -> dict:
         """Send a config change over the data channel; returns the server's reply (skipping stats)."""
-        await asyncio.wait_for(self.channel_open.wait(), timeout)
+        await asyncio.wait_for(self.channel_open.wait(), wait_s)
         self.channel.send(json.dumps({"type": "config", "config": changes}))
-        return await self.reply(timeout)
+        return await self.reply(wait_s)
 
-    async def reply(self, timeout: float = 10.0) -> dict:
+    async def reply(self, wait_s: float = 10.0) -> dict:
         while True:
-            message = await asyncio.wait_for(self.messages.get(), timeout)
+            message = await asyncio.wait_for(self.messages.get(), wait_s)
             if message.get("type") != "stats":
                 return message
 
-    async def stats(self, timeout: float = 10.0) -> dict:
+    async def stats(self, wait_s: float = 10.0) -> dict:
         while True:
-            message = await asyncio.wait_for(self.messages.get(), timeout)
+            message = await asyncio.wait_for(self.messages.get(), wait_s)
             if message.get("type") == "stats":
                 return message
 
     async def close(self) -> None:
         await self.pc.close()
-
-
 
 
 async def count_frames(peer: Peer, seconds: float) -> int:

@@ -39,7 +39,9 @@ def evaluate_folder(
     if holdout is not None:
         pairs = split_pairs(pairs, holdout)[1]
     pairs = pairs[:limit]
-    ious, fscores, cases = [], [], []
+    ious: list[float] = []
+    fscores: list[float] = []
+    cases: list[tuple[float, int, Case]] = []
     for index, (image_path, mask_path) in enumerate(tqdm(pairs, desc="evaluate", unit="img", disable=not progress)):
         image = read_image(image_path)
         truth = torch.from_numpy(read_image(mask_path, "L") >= 128)
@@ -61,12 +63,17 @@ def evaluate_folder(
         "images": len(pairs),
         "mean_iou": mean(ious),
         "boundary_f": mean(fscores),
-        "worst": sorted(zip(ious, [p[0].stem for p in pairs]))[: min(worst, len(pairs))],
+        "worst": sorted(zip(ious, [p[0].stem for p in pairs], strict=True))[: min(worst, len(pairs))],
     }
 
 
 def evaluate_video(
-    pipeline: Pipeline, model: str, video: Path, refine: bool, smoothing: float, limit: int | None = None,
+    pipeline: Pipeline,
+    model: str,
+    video: Path,
+    refine: bool,
+    smoothing: float,
+    limit: int | None = None,
     progress: bool = True,
 ) -> dict:
     """Flicker (mean over consecutive frames of mean |p_t - p_t-1|) with and without smoothing."""
@@ -76,7 +83,9 @@ def evaluate_video(
     totals: list[list[float]] = [[], []]
     frames, _ = video_info(video)
     total = min(frames, limit) if frames and limit else (frames or limit)
-    for frame in tqdm(read_video(video, limit), total=total or None, desc=video.name, unit="frame", disable=not progress):
+    for frame in tqdm(
+        read_video(video, limit), total=total or None, desc=video.name, unit="frame", disable=not progress
+    ):
         results = pipeline.masks([Frame(frame, state, config) for state, config in zip(states, configs, strict=True)])
         states = [r.state for r in results]
         for k, result in enumerate(results):

@@ -34,13 +34,20 @@ def _overlay(case: Case) -> np.ndarray:
 
 
 def _row(case: Case) -> Image.Image:
-    panels = [case.image, np.repeat(case.truth[..., None] * 255, 3, 2), np.repeat(case.prediction[..., None] * 255, 3, 2), _overlay(case)]
+    panels = [
+        case.image,
+        np.repeat(case.truth[..., None] * 255, 3, 2),
+        np.repeat(case.prediction[..., None] * 255, 3, 2),
+        _overlay(case),
+    ]
     h, w = case.truth.shape
     tw = max(1, round(w * THUMB_HEIGHT / h))
     row = Image.new("RGB", (4 * tw, THUMB_HEIGHT + 18), "white")
     for k, panel in enumerate(panels):
         row.paste(Image.fromarray(panel.astype(np.uint8)).resize((tw, THUMB_HEIGHT)), (k * tw, 18))
-    ImageDraw.Draw(row).text((4, 3), f"{case.name}  IoU {case.iou:.3f}   image | truth | prediction | errors (red FP, blue FN)", fill="black")
+    ImageDraw.Draw(row).text(
+        (4, 3), f"{case.name}  IoU {case.iou:.3f}   image | truth | prediction | errors (red FP, blue FN)", fill="black"
+    )
     return row
 
 
@@ -49,11 +56,13 @@ def write_gallery(cases: list[Case], path: Path) -> None:
     rows = [_row(c) for c in cases]
     if path.suffix.lower() in (".html", ".htm"):
         parts = ["<!doctype html><meta charset=utf-8><title>Backdrop failure cases</title><h1>Worst cases</h1>"]
-        for case, row in zip(cases, rows):
+        for case, row in zip(cases, rows, strict=True):
             buf = io.BytesIO()
             row.save(buf, format="PNG")
             data = base64.b64encode(buf.getvalue()).decode()
-            parts.append(f"<h2>{html.escape(case.name)} — IoU {case.iou:.3f}</h2><img src='data:image/png;base64,{data}'>")
+            parts.append(
+                f"<h2>{html.escape(case.name)} — IoU {case.iou:.3f}</h2><img src='data:image/png;base64,{data}'>"
+            )
         path.write_text("\n".join(parts))
         return
     width = max((r.width for r in rows), default=1)

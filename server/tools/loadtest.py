@@ -48,9 +48,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def _wait_healthy(url: str, timeout: float = 180.0) -> dict:  # --compile takes a while to start
+async def _wait_healthy(url: str, wait_s: float = 180.0) -> dict:  # --compile takes a while to start
     """The server's /healthz once it answers (device, workers, torch threads)."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + wait_s
     async with aiohttp.ClientSession() as http:
         while True:
             try:
@@ -65,7 +65,12 @@ async def _wait_healthy(url: str, timeout: float = 180.0) -> dict:  # --compile 
 
 
 async def measure(
-    url: str, sessions: int, seconds: float, size: tuple[int, int], config: dict, server_pid: int | None = None,
+    url: str,
+    sessions: int,
+    seconds: float,
+    size: tuple[int, int],
+    config: dict,
+    server_pid: int | None = None,
     cores: int | None = None,
 ) -> dict:
     """Open `sessions` sessions at once and count the frames each receives over `seconds`.
@@ -86,7 +91,7 @@ async def measure(
                         raise RuntimeError(f"offer refused: {answer}")
                 await peer.accept(answer["sdp"])
             cpu_before = cpu_seconds(server_pid) if server_pid else None
-            counts = await asyncio.gather(*(count_frames(p, seconds) for p in peers))
+            counts: list[int] = await asyncio.gather(*(count_frames(p, seconds) for p in peers))
             cpu_after = cpu_seconds(server_pid) if server_pid else None
             async with http.get(f"{url}/sessions") as response:
                 described = (await response.json())["sessions"]
@@ -94,7 +99,7 @@ async def measure(
             await asyncio.gather(*(p.close() for p in peers))
     fps = [c / seconds for c in counts]
     server_cpu: dict = {}
-    if cpu_before is not None and cpu_after is not None and sum(counts):
+    if cpu_before is not None and cpu_after is not None and sum(counts) > 0:
         ms_per_frame = (cpu_after - cpu_before) * 1000.0 / sum(counts)
         cores = cores or cpu_cores()
         server_cpu = {
@@ -126,8 +131,14 @@ def split_cores(server_cores: int) -> tuple[list[int], list[int]]:
 
 
 async def run_loadtest(
-    sessions: list[int], seconds: float, size: tuple[int, int], config: dict, url: str | None, device: str | None,
-    compile: bool = False, server_cores: int = 0,
+    sessions: list[int],
+    seconds: float,
+    size: tuple[int, int],
+    config: dict,
+    url: str | None,
+    device: str | None,
+    compile: bool = False,
+    server_cores: int = 0,
 ) -> dict:
     """Measure each session count in turn; starts `backdrop serve` in a subprocess unless `url` is given.
 
@@ -140,8 +151,19 @@ async def run_loadtest(
     if url is None:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        cmd = [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port", str(port),
-               "--max-sessions", str(max(sessions)), "--compile" if compile else "--no-compile"]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "server",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--max-sessions",
+            str(max(sessions)),
+            "--compile" if compile else "--no-compile",
+        ]
         cmd += ["--device", device] if device else []
         affinity = None
         if server_cores:
@@ -149,8 +171,8 @@ async def run_loadtest(
             os.sched_setaffinity(0, client_cpus)  # threads started from here on (the peers' codecs) inherit it
             affinity = partial(os.sched_setaffinity, 0, server_cpus)  # run in the child, before exec
             pinned, cores = {"server_cpus": server_cpus, "client_cpus": client_cpus}, len(server_cpus)
-        server = subprocess.Popen(
-            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy(), preexec_fn=affinity
+        server = await asyncio.create_subprocess_exec(
+            *cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy(), preexec_fn=affinity
         )
     elif server_cores:
         raise ValueError("--server-cores pins the server loadtest starts; it cannot pin one given by --url")
@@ -160,9 +182,16 @@ async def run_loadtest(
         for n in sessions:
             results.append(await measure(url, n, seconds, size, config, server.pid if server else None, cores))
             await asyncio.sleep(1.0)  # let the server close the previous sessions
-        report = {"url": url, "size": f"{size[1]}x{size[0]}", "seconds": seconds, "config": config, "health": health, **pinned}
+        report = {
+            "url": url,
+            "size": f"{size[1]}x{size[0]}",
+            "seconds": seconds,
+            "config": config,
+            "health": health,
+            **pinned,
+        }
         return {**report, "runs": results}
     finally:
         if server is not None:
             server.terminate()
-            server.wait(timeout=30)
+            await asyncio.wait_for(server.wait(), 30)

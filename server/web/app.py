@@ -80,11 +80,14 @@ async def _workers(app: web.Application) -> AsyncIterator[None]:
 async def _sessions(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     policy = SessionPolicy(
-        max_sessions=settings.max_sessions, media_timeout=settings.media_timeout,
-        connect_timeout=settings.connect_timeout, ice_servers=tuple(settings.ice_servers),
-        ice_username=settings.ice_username, ice_credential=settings.ice_credential,
+        max_sessions=settings.max_sessions,
+        media_timeout=settings.media_timeout,
+        connect_timeout=settings.connect_timeout,
+        ice_servers=tuple(settings.ice_servers),
+        ice_username=settings.ice_username,
+        ice_credential=settings.ice_credential,
         default_model=settings.default_model,
-    )  # fmt: skip
+    )
     manager = SessionManager(policy, app[WORKERS], app[METRICS].totals)
     manager.start()
     app[SESSIONS] = manager
@@ -95,7 +98,9 @@ async def _sessions(app: web.Application) -> AsyncIterator[None]:
 def create_app(settings: ServerSettings | None = None, pipeline: Pipeline | None = None) -> web.Application:
     """The application; its pipeline, workers and sessions live and die with it."""
     settings = settings or ServerSettings()
-    app = web.Application(middlewares=[json_errors], client_max_size=max(settings.max_upload_bytes, settings.max_offer_bytes))
+    app = web.Application(
+        middlewares=[json_errors], client_max_size=max(settings.max_upload_bytes, settings.max_offer_bytes)
+    )
     app[SETTINGS] = settings
     app.cleanup_ctx.extend([_pipeline(pipeline), _torch_threads, _models, _metrics, _workers, _sessions])
     app.add_routes(ROUTES)
@@ -113,7 +118,10 @@ def run_server(settings: ServerSettings) -> None:
     scheme = "https" if context else "http"
     address = f"{scheme}://{'localhost' if settings.host in ('0.0.0.0', '::') else settings.host}:{settings.port}"
     if pipeline.compile:
-        print(f"Backdrop: compiling the models for the CPU before serving on {address} (--no-compile skips this)", flush=True)
+        print(
+            f"Backdrop: compiling the models for the CPU before serving on {address} (--no-compile skips this)",
+            flush=True,
+        )
     app = create_app(settings, pipeline)
 
     async def announce(app: web.Application) -> None:  # runs after the resources (and compiles) are ready

@@ -42,9 +42,12 @@ class Metrics:
         Gauge("backdrop_sessions", "open sessions", registry=self.registry).set_function(sessions)
         self.registry.register(_TotalsCollector(self.totals))
         self._stage = Histogram(
-            "backdrop_stage_seconds", "pipeline time per frame in each stage (a batch's time over its frames)",
-            ["stage"], buckets=STAGE_BUCKETS, registry=self.registry,
-        )  # fmt: skip
+            "backdrop_stage_seconds",
+            "pipeline time per frame in each stage (a batch's time over its frames)",
+            ["stage"],
+            buckets=STAGE_BUCKETS,
+            registry=self.registry,
+        )
         self._batch = Histogram(
             "backdrop_batch_frames", "frames per pipeline batch", buckets=(1, 2, 4, 8, 16, 32), registry=self.registry
         )

@@ -72,8 +72,9 @@ async def offer(request: web.Request) -> web.Response:
         log.info("rejected offer: %s", exc)
         raise ApiError(400, f"unusable SDP offer: {exc}", "sdp") from None
     if whip:
-        return web.Response(status=201, text=answer, content_type="application/sdp",
-                            headers={"Location": f"/sessions/{session.id}"})  # fmt: skip
+        return web.Response(
+            status=201, text=answer, content_type="application/sdp", headers={"Location": f"/sessions/{session.id}"}
+        )
     return web.json_response({"sdp": answer, "type": "answer", "session_id": session.id})
 
 
@@ -145,7 +146,10 @@ async def list_models(request: web.Request) -> web.Response:
     registry = request.app[PIPELINE].registry
     names = ["general", "landscape"] + [n for n in registry.names() if not n.startswith("mediapipe-")]
     infos = [registry.info(n) for n in names]
-    models = [{"name": n, "input_size": list(i.input_size), "description": i.description} for n, i in zip(names, infos, strict=True)]
+    models = [
+        {"name": n, "input_size": list(i.input_size), "description": i.description}
+        for n, i in zip(names, infos, strict=True)
+    ]
     return web.json_response({"models": models, "default": request.app[SETTINGS].default_model})
 
 
@@ -157,15 +161,17 @@ async def config_defaults(request: web.Request) -> web.Response:
 
 async def healthz(request: web.Request) -> web.Response:
     pipeline = request.app[PIPELINE]
-    return web.json_response({
-        "status": "ok",
-        "device": str(pipeline.device),
-        "fp16": pipeline.half,
-        "sessions": len(request.app[SESSIONS].sessions),
-        "max_sessions": request.app[SETTINGS].max_sessions,
-        "workers": request.app[WORKERS].workers,
-        "torch_threads": request.app[TORCH_THREADS],
-    })  # fmt: skip
+    return web.json_response(
+        {
+            "status": "ok",
+            "device": str(pipeline.device),
+            "fp16": pipeline.half,
+            "sessions": len(request.app[SESSIONS].sessions),
+            "max_sessions": request.app[SETTINGS].max_sessions,
+            "workers": request.app[WORKERS].workers,
+            "torch_threads": request.app[TORCH_THREADS],
+        }
+    )
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -21,7 +21,9 @@ class DeviceSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="BACKDROP_", extra="forbid")
 
-    device: str | None = Field(None, description="torch device, e.g. cpu or cuda:0 (default: cuda when available, else cpu)")
+    device: str | None = Field(
+        None, description="torch device, e.g. cpu or cuda:0 (default: cuda when available, else cpu)"
+    )
     fp16: bool | None = Field(None, description="fp16 model inference (default: on for CUDA, off for CPU)")
     compile: bool | None = Field(
         None,
@@ -36,26 +38,42 @@ class ServerSettings(DeviceSettings):
 
     host: str = Field("0.0.0.0", description="address to listen on")
     port: int = Field(8080, ge=0, le=65535, description="port to listen on")
-    cert: Path | None = Field(None, description="TLS certificate (PEM); browsers need HTTPS for the camera except on localhost")
+    cert: Path | None = Field(
+        None, description="TLS certificate (PEM); browsers need HTTPS for the camera except on localhost"
+    )
     key: Path | None = Field(None, description="TLS private key (PEM) for --cert")
-    ice_servers: CommaList = Field(default_factory=list, description="STUN/TURN URL offered to peers, repeatable (env: comma-separated)")
+    ice_servers: CommaList = Field(
+        default_factory=list, description="STUN/TURN URL offered to peers, repeatable (env: comma-separated)"
+    )
     ice_username: str | None = Field(None, description="username for the TURN servers")
     ice_credential: str | None = Field(None, description="credential for the TURN servers")
     max_sessions: int = Field(8, ge=1, description="concurrent sessions; more are refused with 503")
     media_timeout: float = Field(10.0, gt=0, description="seconds without video before a session is closed")
-    connect_timeout: float = Field(20.0, gt=0, description="seconds for ICE/DTLS to connect before a session is closed as failed")
+    connect_timeout: float = Field(
+        20.0, gt=0, description="seconds for ICE/DTLS to connect before a session is closed as failed"
+    )
     max_offer_bytes: int = Field(256 * 1024, ge=1024, description="largest accepted offer body (413 above)")
-    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="largest accepted background upload (413 above)")
-    max_upload_pixels: int = Field(4096 * 4096, ge=1, description="largest accepted background image, in pixels (413 above)")
+    max_upload_bytes: int = Field(
+        10 * 1024 * 1024, ge=1024, description="largest accepted background upload (413 above)"
+    )
+    max_upload_pixels: int = Field(
+        4096 * 4096, ge=1, description="largest accepted background image, in pixels (413 above)"
+    )
     max_batch: int = Field(16, ge=1, description="most frames segmented in one batch across sessions")
-    workers: int = Field(0, ge=0, description="pipeline threads; 0: one per core on a CPU (torch single-threaded in each), one on CUDA")
-    preload: CommaList = Field(default_factory=lambda: ["general"], description="models loaded at start-up, repeatable (env: comma-separated)")
+    workers: int = Field(
+        0, ge=0, description="pipeline threads; 0: one per core on a CPU (torch single-threaded in each), one on CUDA"
+    )
+    preload: CommaList = Field(
+        default_factory=lambda: ["general"], description="models loaded at start-up, repeatable (env: comma-separated)"
+    )
     models: CommaPaths = Field(
         default_factory=list,
         description="trained checkpoint (.pt) or exported .onnx to serve beside the built-in models, selectable by "
         "its name; repeatable (env: comma-separated)",
     )
-    default_model: str = Field("general", description="model of sessions that do not choose one: general, landscape or a --model's name")
+    default_model: str = Field(
+        "general", description="model of sessions that do not choose one: general, landscape or a --model's name"
+    )
     compile: bool | None = Field(True, description=DeviceSettings.model_fields["compile"].description)
 
     @field_validator("ice_servers", "preload", "models", mode="before")
