@@ -19,10 +19,10 @@ COPY server ./server
 COPY static ./static
 
 # torch 2.13.0 and torchvision 0.28.0 from PyPI are CUDA builds; they also run on CPU-only hosts.
-# Editable install: the server serves static/ from beside its sources.
+# A regular install: the page ships inside the package (server.web.static).
 RUN python3 -m venv /opt/backdrop/venv \
  && pip install --no-cache-dir --upgrade pip \
- && pip install --no-cache-dir -e . \
+ && pip install --no-cache-dir . \
  && backdrop fetch-weights
 
 EXPOSE 8080

@@ -8,6 +8,8 @@ let channel = null;
 let sessionId = null;
 let localStream = null;
 let statsTimer = null;
+let defaults = {}; // the server's config for new sessions (GET /config/defaults)
+const touched = new Set(); // controls the user changed: the defaults, arriving later, leave them alone
 
 function showMessage(text, kind = "error") {
   const box = $("message");
@@ -16,15 +18,28 @@ function showMessage(text, kind = "error") {
   box.hidden = !text;
 }
 
-function currentConfig() {
+function controlValue(el) {
+  if (el.type === "checkbox") return el.checked;
+  if (el.type === "range") return parseFloat(el.value);
+  return el.value;
+}
+
+// Only what the user changed from the server's defaults: the server decides the rest.
+function changedConfig() {
   const config = {};
   for (const el of controls) {
     const key = el.dataset.key;
-    if (el.type === "checkbox") config[key] = el.checked;
-    else if (el.type === "range") config[key] = parseFloat(el.value);
-    else if (el.value !== "") config[key] = el.value;
+    const value = controlValue(el);
+    if (value !== "" && value !== defaults[key]) config[key] = value;
   }
   return config;
+}
+
+async function loadDefaults() {
+  const response = await fetch("/config/defaults");
+  defaults = (await response.json()).config;
+  applyConfig(Object.fromEntries(Object.entries(defaults).filter(([key]) => !touched.has(key))));
+  $("start").disabled = false;
 }
 
 function applyConfig(config) {
@@ -74,6 +89,7 @@ async function loadModels() {
 }
 
 function choose(changes) {
+  for (const key of Object.keys(changes)) touched.add(key);
   applyConfig(changes);
   sendConfig(changes);
 }
@@ -125,7 +141,7 @@ async function start() {
     const response = await fetch("/offer", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ sdp: pc.localDescription.sdp, type: "offer", config: currentConfig() }),
+      body: JSON.stringify({ sdp: pc.localDescription.sdp, type: "offer", config: changedConfig() }),
     });
     if (!response.ok) {
       const reason = await describeError(response);
@@ -199,12 +215,14 @@ async function upload(file) {
 for (const el of controls) {
   const event = el.type === "range" || el.type === "color" ? "input" : "change";
   el.addEventListener(event, () => {
-    const value = el.type === "checkbox" ? el.checked : el.type === "range" ? parseFloat(el.value) : el.value;
-    sendConfig({ [el.dataset.key]: value });
+    touched.add(el.dataset.key);
+    sendConfig({ [el.dataset.key]: controlValue(el) });
   });
 }
 $("start").addEventListener("click", start);
 $("stop").addEventListener("click", () => stop(true));
 $("upload").addEventListener("change", (event) => { if (event.target.files[0]) upload(event.target.files[0]); });
 window.addEventListener("beforeunload", () => { if (sessionId) navigator.sendBeacon && fetch(`/sessions/${sessionId}`, { method: "DELETE", keepalive: true }); });
-Promise.all([loadBackgrounds("aurora"), loadModels()]).catch(() => showMessage("Cannot reach the server."));
+Promise.all([loadBackgrounds(), loadModels()])
+  .then(loadDefaults)
+  .catch(() => showMessage("Cannot reach the server."));

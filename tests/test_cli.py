@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -172,3 +173,48 @@ def test_loadtest_pins_the_server_apart_from_the_clients(tmp_path) -> None:
     run = report["runs"][0]
     assert run["fps_each"][0] > 1 and run["cores"] == 1
     assert 0 < run["server_cpu_cores_busy"] <= 1.1  # one core, measured over a little more than the run
+
+
+def test_command_errors_end_in_one_line(tmp_path, astronaut) -> None:
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    image = tmp_path / "in.png"
+    Image.fromarray(photo_frames(astronaut, size=(120, 160), count=1)[0]).save(image)
+    for args in (
+        ("prune", "--model", str(junk)),
+        ("process", str(image), str(tmp_path / "out.mp4"), "--quiet"),
+        ("evaluate", "--data", str(tmp_path / "nowhere")),
+        ("process", str(image), str(tmp_path / "out.png"), "--model", "nope"),
+    ):
+        result = backdrop(*args)
+        assert result.returncode == 2, (args, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (args, result.stderr)
+
+
+def test_help_answers_without_loading_torch() -> None:
+    probe = (
+        "import sys, contextlib, io\n"
+        "from server.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):\n"
+        "    main(['--help'])\n"
+        "print('torch' in sys.modules, 'serve' in out.getvalue())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.split() == ["False", "True"]
+    assert "run the WebRTC server" in backdrop("--help").stdout
+
+
+def test_the_wheel_ships_the_page(tmp_path) -> None:
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), root],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (wheel,) = tmp_path.glob("backdrop-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    assert {f"server/web/static/{name}" for name in ("index.html", "app.js", "style.css")} <= names
+    assert not any(name.startswith("static/") for name in names)

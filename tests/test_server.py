@@ -314,3 +314,50 @@ def test_settings_come_from_flags_and_environment(monkeypatch) -> None:
     assert (settings.port, settings.max_sessions) == (9000, 3)
     assert settings.ice_servers == ["stun:stun.example.org:3478", "turn:turn.example.org"]
     assert json.loads(settings.model_dump_json())["media_timeout"] == 10.0
+
+
+def _metric(text: str, name: str) -> float:
+    (line,) = [line for line in text.splitlines() if line.startswith(name + " ")]
+    return float(line.split()[1])
+
+
+async def test_metrics_count_every_session_and_time_each_stage(make_client, frames) -> None:
+    client = await make_client()
+    peer = Peer(frames)
+    session_id = await connect(client, peer, {"mode": "color", "color": "#00ff00"})
+    await peer.frames(8)
+    during = await (await client.get("/metrics")).text()
+    assert _metric(during, "backdrop_sessions") == 1 and _metric(during, "backdrop_frames_out_total") >= 8
+    assert _metric(during, 'backdrop_stage_seconds_count{stage="model"}') >= 8
+    assert (await client.delete(f"/sessions/{session_id}")).status == 204
+    await peer.close()
+    after = await (await client.get("/metrics")).text()
+    # Counters of ended sessions stay counted: they never go down.
+    assert _metric(after, "backdrop_sessions") == 0
+    assert _metric(after, "backdrop_frames_out_total") >= _metric(during, "backdrop_frames_out_total")
+    assert _metric(after, "backdrop_frames_in_total") >= _metric(after, "backdrop_frames_out_total")
+
+
+async def test_defaults_and_whip_query_strings_take_the_servers_types(make_client, frames) -> None:
+    client = await make_client(default_model="landscape")
+    defaults = (await (await client.get("/config/defaults")).json())["config"]
+    assert defaults["model"] == "landscape" and defaults["mode"] == "blur"
+    sdp = {"Content-Type": "application/sdp"}
+    # A model named like a number stays a name (and is unknown here), not the float 2024.0.
+    stranger = Peer(frames)
+    response = await client.post("/offer?model=2024", data=await stranger.offer(), headers=sdp)
+    await stranger.close()
+    body = await _error(response, 400, "config.model")
+    assert "'2024'" in body["error"]
+    peer = Peer(frames)
+    query = "mode=color&color=%23ff0000&smoothing=0.5&refine=false"
+    response = await client.post(f"/offer?{query}", data=await peer.offer(), headers=sdp)
+    assert response.status == 201, await response.text()
+    await peer.accept(await response.text())
+    try:
+        described = await (await client.get(response.headers["Location"])).json()
+        config = described["config"]
+        assert (config["smoothing"], config["refine"], config["model"]) == (0.5, False, "landscape")
+        assert_background((await peer.frames(10))[-1], (255, 0, 0))
+    finally:
+        await peer.close()
