@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
 from models.labelled import DEFAULT_HOLDOUT
 from models.nets import ARCHS
 
@@ -575,6 +577,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _message(exc: BaseException) -> str:
+    if isinstance(exc, ValidationError):  # a setting from a flag or its environment variable
+        problems = [f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()]
+        fields = [str(e["loc"][0]) for e in exc.errors() if e["loc"]]
+        where = f" (flag or {', '.join(env_name(f) for f in fields)})" if fields else ""
+        return "; ".join(problems) + where
     if isinstance(exc, KeyError) and exc.args:  # str() of a KeyError is its repr
         return str(exc.args[0])
     if isinstance(exc, (CommandError, OSError, ValueError, RuntimeError)):

@@ -190,6 +190,11 @@ def test_command_errors_end_in_one_line(tmp_path, astronaut) -> None:
         assert result.returncode == 2, (args, result.stderr)
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: "), (args, result.stderr)
+    # A bad environment variable for a flag is named as such.
+    serve = [sys.executable, "-m", "server", "serve", "--no-compile"]
+    result = subprocess.run(serve, capture_output=True, text=True, timeout=60, env={**os.environ, "BACKDROP_PORT": "x"})
+    assert result.returncode == 2 and result.stderr.startswith("error: port: ") and "BACKDROP_PORT" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_help_answers_without_loading_torch() -> None:

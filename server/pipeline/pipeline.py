@@ -20,7 +20,7 @@ from .composite import compose
 from .config import SessionConfig
 from .frames import Frame, Masked, Processed, StreamState, download, upload
 from .refine import upsample_mask
-from .segment import ModelCache, segment
+from .segment import ModelCache, flush_denormals, segment
 from .smoothing import smooth_mask
 from .timing import StageClock, StageTimes
 
@@ -149,9 +149,7 @@ class Pipeline:
         return [Masked(_ready(w.mask)[0, 0], w.state) for w in work]
 
     def _run(self, steps: tuple[tuple[str, Step], ...], work: list[_Work], times: StageTimes | None) -> None:
-        # Denormal floats (saturated sigmoids, far-from-person activations) take a slow path on x86
-        # that made the model 1.6x slower; the flag is per thread, and callers run us on worker threads.
-        torch.set_flush_denormal(True)
+        flush_denormals()  # callers run us on worker threads
         clock = StageClock(self.device, times)
         for stage, step in steps:
             if work:

@@ -16,6 +16,7 @@ from models.zoo import ModelRegistry
 from ..pipeline.config import SessionConfig
 from ..pipeline.frames import Frame, StreamState
 from ..pipeline.pipeline import Pipeline
+from ..pipeline.segment import flush_denormals
 from ..pipeline.timing import STAGES, StageTimes
 
 SIZES = {"640x480": (480, 640), "1280x720": (720, 1280), "1920x1080": (1080, 1920)}
@@ -138,7 +139,7 @@ def run_bench(
         "model": [],
         "pipeline": [],
     }
-    torch.set_flush_denormal(True)  # as the pipeline does (XNNPACK does the same for TFLite)
+    flush_denormals()  # as the pipeline does (XNNPACK does the same for TFLite)
     # One interpreter per baseline: several trained models share MediaPipe general's.
     references = {b: tflite_runner(b, threads) for b in dict.fromkeys(baseline_of(registry, m) for m in models)}
     for device in devices:
