@@ -33,13 +33,24 @@ def read_image(path: Path, mode: str = "RGB", size: tuple[int, int] | None = Non
         return np.asarray(converted)
 
 
-def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
-    """Bytes of a PNG/JPEG/WebP/... image -> (H,W,3) RGB uint8; the size is checked before decoding."""
+def decode_image(data: bytes, max_pixels: int, max_side: int | None = None) -> np.ndarray:
+    """Bytes of a PNG/JPEG/WebP/... image -> (H,W,3) RGB uint8; the size is checked before decoding.
+
+    With `max_side`, a larger image comes back scaled down to that longer side (JPEGs are decoded at a
+    reduced scale to begin with, so a large photo never exists in memory at full size).
+    """
     try:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
             if width * height > max_pixels:
                 raise ImageTooLarge(f"image is {width}x{height}; at most {max_pixels} pixels are accepted")
-            return np.array(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+            if max_side is None or max(width, height) <= max_side:
+                return np.array(image.convert("RGB"))
+            scale = max_side / max(width, height)
+            target = (max(1, round(width * scale)), max(1, round(height * scale)))
+            image.draft("RGB", target)  # JPEG only: decode at 1/2, 1/4 or 1/8 scale, still >= target
+            return np.array(image.convert("RGB").resize(target, Image.Resampling.LANCZOS))
+    except ImageTooLarge:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise UnreadableImage(f"not a readable image: {exc}") from exc

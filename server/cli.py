@@ -47,6 +47,9 @@ SERVER_FLAGS = [
     ("--preload", "preload"),
     ("--model", "models"),
     ("--default-model", "default_model"),
+    ("--upload-budget-mb", "upload_budget_mb"),
+    ("--max-background-side", "max_background_side"),
+    ("--operator-token", "operator_token"),
 ]
 
 

@@ -10,6 +10,7 @@ let localStream = null;
 let statsTimer = null;
 let defaults = {}; // the server's config for new sessions (GET /config/defaults)
 const touched = new Set(); // controls the user changed: the defaults, arriving later, leave them alone
+const myUploads = []; // upload ids are known only to their uploader: the server lists presets alone
 
 function showMessage(text, kind = "error") {
   const box = $("message");
@@ -58,7 +59,7 @@ function sendConfig(changes) {
 
 async function loadBackgrounds(select) {
   const response = await fetch("/backgrounds");
-  const { backgrounds } = await response.json();
+  const backgrounds = [...(await response.json()).backgrounds, ...myUploads];
   const image = $("image");
   const keep = select || image.value;
   image.innerHTML = "";
@@ -207,6 +208,7 @@ async function upload(file) {
     return;
   }
   const { id } = await response.json();
+  myUploads.push(id);
   await loadBackgrounds(id);
   choose({ mode: "image", image: id });
   showMessage(`Background ${file.name} uploaded.`, "info");

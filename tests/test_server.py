@@ -20,6 +20,8 @@ from server.web.settings import ServerSettings
 from conftest import FACE, TOP_LEFT, TOP_RIGHT, region
 
 CODEC_TOLERANCE = 25  # mean absolute error per channel after two VP8 passes
+OPERATOR_TOKEN = "operator-secret"
+OPERATOR = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
 
 
 @pytest.fixture
@@ -30,6 +32,7 @@ def frames(astronaut: np.ndarray) -> list[np.ndarray]:
 @pytest.fixture
 def make_client(aiohttp_client, pipeline):
     async def make(**settings):
+        settings.setdefault("operator_token", OPERATOR_TOKEN)
         return await aiohttp_client(create_app(ServerSettings(preload=[], **settings), pipeline))
 
     return make
@@ -133,7 +136,7 @@ async def test_two_sessions_get_their_own_results(make_client, astronaut, grace_
         a, b = await asyncio.gather(first.frames(15), second.frames(15))
         assert_background(a[-1], (0, 0, 255))
         assert closest_input_error(b[-1], second.source.frames) < 6
-        sessions = (await (await client.get("/sessions")).json())["sessions"]
+        sessions = (await (await client.get("/sessions", headers=OPERATOR)).json())["sessions"]
         assert sorted(s["config"]["mode"] for s in sessions) == ["color", "none"]
     finally:
         await first.close()
@@ -147,7 +150,10 @@ async def test_uploaded_background_is_applied(make_client, frames) -> None:
     response = await client.post("/backgrounds", data=data.getvalue(), headers={"Content-Type": "image/png"})
     assert response.status == 201
     image_id = (await response.json())["id"]
-    assert image_id in (await (await client.get("/backgrounds")).json())["backgrounds"]
+    # The id is the uploader's alone: not listed to anyone else, served to whoever knows it.
+    assert image_id not in (await (await client.get("/backgrounds")).json())["backgrounds"]
+    assert image_id in (await (await client.get("/backgrounds", headers=OPERATOR)).json())["backgrounds"]
+    assert (await client.get(f"/backgrounds/{image_id}")).status == 200
     peer = Peer(frames)
     await connect(client, peer, {"mode": "image", "image": image_id})
     try:
@@ -175,17 +181,17 @@ async def test_bad_input_gets_clear_errors_and_the_server_keeps_serving(make_cli
 
     await _error(await client.post("/offer", data=b"{nope", headers={"Content-Type": "application/json"}), 400)
     await _error(await post([1, 2]), 400)
-    await _error(await post({"type": "offer"}), 400, "sdp")
-    await _error(await post({"type": "answer", "sdp": offer_sdp}), 400, "type")
+    await _error(await post({"type": "offer"}), 422, "sdp")
+    await _error(await post({"type": "answer", "sdp": offer_sdp}), 422, "type")
     await _error(await post({"type": "offer", "sdp": "v=0\r\nthis is not sdp\r\n"}), 400, "sdp")
     await _error(await post({"type": "offer", "sdp": "hello"}), 400, "sdp")
-    await _error(await post({"type": "offer", "sdp": "v=0", "config": {"colour": "#ffffff"}}), 400, "config.colour")
-    await _error(await post({"type": "offer", "sdp": "v=0", "config": {"blur": "lots"}}), 400, "config.blur")
-    await _error(await post({"type": "offer", "sdp": "v=0", "config": {"color": "red"}}), 400, "config.color")
-    await _error(await post({"type": "offer", "sdp": "v=0", "config": {"mode": "sepia"}}), 400, "config.mode")
-    await _error(await post({"type": "offer", "sdp": "v=0", "config": {"model": "nope"}}), 400, "config.model")
-    await _error(await post({"type": "offer", "sdp": "v=0", "config": {"image": "nope"}}), 400, "config.image")
-    await _error(await post({"type": "offer", "sdp": "v=0", "config": [1]}), 400, "config")
+    await _error(await post({"type": "offer", "sdp": "v=0", "config": {"colour": "#ffffff"}}), 422, "config.colour")
+    await _error(await post({"type": "offer", "sdp": "v=0", "config": {"blur": "lots"}}), 422, "config.blur")
+    await _error(await post({"type": "offer", "sdp": "v=0", "config": {"color": "red"}}), 422, "config.color")
+    await _error(await post({"type": "offer", "sdp": "v=0", "config": {"mode": "sepia"}}), 422, "config.mode")
+    await _error(await post({"type": "offer", "sdp": "v=0", "config": {"model": "nope"}}), 422, "config.model")
+    await _error(await post({"type": "offer", "sdp": "v=0", "config": {"image": "nope"}}), 422, "config.image")
+    await _error(await post({"type": "offer", "sdp": "v=0", "config": [1]}), 422, "config")
     await _error(await post(None, data="v=0\r\n" + "a=x\r\n" * 2000, headers={"Content-Type": "application/sdp"}), 413)
     for method in ("get", "patch", "delete"):
         await _error(await getattr(client, method)("/sessions/nope", json={}), 404)
@@ -211,7 +217,7 @@ async def test_bad_input_gets_clear_errors_and_the_server_keeps_serving(make_cli
         for p in peers:
             assert_background((await p.frames(8))[-1], (0, 0, 255))
         await _error(
-            await client.patch(f"/sessions/{ids[0]}", json={"config": {"smoothing": 2}}), 400, "config.smoothing"
+            await client.patch(f"/sessions/{ids[0]}", json={"config": {"smoothing": 2}}), 422, "config.smoothing"
         )
         channel_reply = await peers[0].send_config({"mode": "nope"})
         assert channel_reply == {"type": "error", "error": channel_reply["error"], "field": "config.mode"}
@@ -249,7 +255,7 @@ async def test_hang_up_closes_the_peer_connection(make_client, frames) -> None:
     pc = client.app[SESSIONS].sessions[session_id].pc
     assert (await client.delete(f"/sessions/{session_id}")).status == 204
     assert pc.connectionState == "closed"
-    assert (await (await client.get("/sessions")).json())["sessions"] == []
+    assert (await (await client.get("/sessions", headers=OPERATOR)).json())["sessions"] == []
     await peer.close()
 
     # The peer hanging up on its side ends the session too.
@@ -347,7 +353,7 @@ async def test_defaults_and_whip_query_strings_take_the_servers_types(make_clien
     stranger = Peer(frames)
     response = await client.post("/offer?model=2024", data=await stranger.offer(), headers=sdp)
     await stranger.close()
-    body = await _error(response, 400, "config.model")
+    body = await _error(response, 422, "config.model")
     assert "'2024'" in body["error"]
     peer = Peer(frames)
     query = "mode=color&color=%23ff0000&smoothing=0.5&refine=false"

@@ -6,6 +6,7 @@ import io
 import secrets
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
@@ -61,24 +62,44 @@ def _bookshelf() -> np.ndarray:
 PRESETS = {"aurora": _aurora, "sunset": _sunset, "studio": _studio, "bookshelf": _bookshelf}
 
 
-class BackgroundStore:
-    """Named RGB uint8 images: the generated presets plus up to `max_uploads` uploads (oldest evicted)."""
+class BackgroundsFull(Exception):
+    """No room for another upload: the memory budget is taken by images that live sessions show."""
 
-    def __init__(self, max_uploads: int = 64) -> None:
-        self.max_uploads = max_uploads
+
+class BackgroundStore:
+    """Named RGB uint8 images: the generated presets, and uploads within a memory budget.
+
+    An upload is kept with its longer side at most `max_side`, and all uploads (with their PNG copies)
+    within `budget_bytes`: the least recently used images that no live session shows (`in_use`) are
+    evicted first. An upload id is unguessable (128 random bits): whoever knows it may use it.
+    """
+
+    def __init__(
+        self,
+        budget_bytes: int = 256 * 1024 * 1024,
+        max_side: int = 1920,
+        in_use: Callable[[], set[str]] = set,
+    ) -> None:
+        self.budget_bytes = budget_bytes
+        self.max_side = max_side
+        self.in_use = in_use  # the names live sessions show; set by whoever runs the sessions
         self._presets = {name: (np.clip(make(), 0, 1) * 255).astype(np.uint8) for name, make in PRESETS.items()}
-        self._uploads: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._uploads: OrderedDict[str, np.ndarray] = OrderedDict()  # least recently used first
         self._png: dict[str, bytes] = {}  # images never change under a name: encode each once
         self._lock = threading.Lock()
 
-    def names(self) -> list[str]:
+    def uploads(self) -> list[str]:
         with self._lock:
-            return list(self._presets) + list(self._uploads)
+            return list(self._uploads)
 
     def presets(self) -> list[str]:
         return list(self._presets)
 
-    def __contains__(self, name: str) -> bool:
+    def used_bytes(self) -> int:
+        with self._lock:
+            return self._used()
+
+    def __contains__(self, name: object) -> bool:
         with self._lock:
             return name in self._presets or name in self._uploads
 
@@ -86,20 +107,30 @@ class BackgroundStore:
         with self._lock:
             if name in self._presets:
                 return self._presets[name]
+            self._uploads.move_to_end(name)
             return self._uploads[name]
 
     def add(self, data: bytes, max_pixels: int = 4096 * 4096) -> str:
-        """Decode an uploaded image (at most `max_pixels`) and keep it; returns its id.
+        """Decode an uploaded image (at most `max_pixels` before scaling) and keep it; returns its id.
 
-        Raises models.images.UnreadableImage or ImageTooLarge for bytes it cannot keep.
+        Raises models.images.UnreadableImage or ImageTooLarge for bytes it cannot use, and BackgroundsFull
+        when the budget is taken by images in use.
         """
-        image = decode_image(data, max_pixels)
-        name = "upload-" + secrets.token_hex(6)
+        image = decode_image(data, max_pixels, self.max_side)
+        name = "upload-" + secrets.token_urlsafe(16)
+        in_use = self.in_use()
         with self._lock:
-            self._uploads[name] = image
-            while len(self._uploads) > self.max_uploads:
-                evicted, _ = self._uploads.popitem(last=False)
+            evictable = [n for n in self._uploads if n not in in_use]
+            while self._used() + image.nbytes > self.budget_bytes and evictable:
+                evicted = evictable.pop(0)
+                del self._uploads[evicted]
                 self._png.pop(evicted, None)
+            if self._used() + image.nbytes > self.budget_bytes:
+                raise BackgroundsFull(
+                    f"the uploads' memory budget ({self.budget_bytes // 2**20} MiB) is taken by images that "
+                    "live sessions show; try again when one ends"
+                )
+            self._uploads[name] = image
         return name
 
     def png(self, name: str) -> bytes:
@@ -114,3 +145,7 @@ class BackgroundStore:
                 if name in self._presets or name in self._uploads:
                     self._png[name] = cached
         return cached
+
+    def _used(self) -> int:
+        uploads = sum(image.nbytes for image in self._uploads.values())
+        return uploads + sum(len(png) for name, png in self._png.items() if name in self._uploads)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import json
+import time
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .inputs import MAX_MESSAGE_BYTES, RequestError, parse_json
 
 
 class ConfigChange(BaseModel):
@@ -39,29 +41,48 @@ class StatsMessage(BaseModel):
     type: Literal["stats"] = "stats"
 
 
-class MessageError(ValueError):
-    """A message that is not one the server understands; `field` names the offending key."""
+MESSAGE_RATE = 20.0  # config changes per second a session may send, on average
+MESSAGE_BURST = 40  # and at once
 
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field
+
+class TokenBucket:
+    """`rate` events a second on average, `burst` at once; the rest refused (a data channel's flood guard)."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, burst
+        self._tokens, self._last = float(burst), time.monotonic()
+        self._reported = False
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        self._reported = False
+        return True
+
+    def report_once(self) -> bool:
+        """True for the first refusal of a run of them: one error reply per flood, not one per message."""
+        first, self._reported = not self._reported, True
+        return first
 
 
 def parse_message(message: object) -> ConfigChange:
-    """A peer's message as a typed request, or MessageError."""
-    try:
-        data = json.loads(message) if isinstance(message, str) else None
-    except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than the parser goes
-        data = None
+    """A peer's message as a typed request, or a RequestError (at most MAX_MESSAGE_BYTES of JSON text)."""
+    if not isinstance(message, str):
+        raise RequestError(415, "messages must be JSON text, not binary", None)
+    data = parse_json(message, "message", MAX_MESSAGE_BYTES)
     if not isinstance(data, dict):
-        raise MessageError("messages must be JSON objects")
+        raise RequestError(400, "messages must be JSON objects", None)
     if data.get("type", "config") != "config":
-        raise MessageError(f"unknown message type {data.get('type')!r}", "type")
+        raise RequestError(400, f"unknown message type {str(data.get('type'))[:40]!r}", "type")
     try:
         return ConfigChange.model_validate(data)
     except ValidationError:
-        raise MessageError("config must be a JSON object", "config") from None
+        raise RequestError(400, "config must be a JSON object", "config") from None
 
 
 def encode(reply: BaseModel) -> str:
-    return reply.model_dump_json(exclude_none=False)
+    return reply.model_dump_json()

@@ -81,6 +81,7 @@ async def measure(
     """
     frames = photo_frames(_photo(), size=size, count=48)
     peers = [Peer(frames) for _ in range(sessions)]
+    ids: list[str] = []
     async with aiohttp.ClientSession() as http:
         try:
             for peer in peers:
@@ -90,11 +91,14 @@ async def measure(
                     if response.status != 200:
                         raise RuntimeError(f"offer refused: {answer}")
                 await peer.accept(answer["sdp"])
+                ids.append(answer["session_id"])
             cpu_before = cpu_seconds(server_pid) if server_pid else None
             counts: list[int] = await asyncio.gather(*(count_frames(p, seconds) for p in peers))
             cpu_after = cpu_seconds(server_pid) if server_pid else None
-            async with http.get(f"{url}/sessions") as response:
-                described = (await response.json())["sessions"]
+            described = []
+            for session_id in ids:  # each session's own resource: the ids are the client's capabilities
+                async with http.get(f"{url}/sessions/{session_id}") as response:
+                    described.append(await response.json())
         finally:
             await asyncio.gather(*(p.close() for p in peers))
     fps = [c / seconds for c in counts]

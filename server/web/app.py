@@ -7,6 +7,7 @@ close before the workers stop, and the torch thread count is put back whatever f
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import ssl
 from collections.abc import AsyncIterator, Callable
@@ -33,7 +34,10 @@ def pipeline_from(settings: ServerSettings) -> Pipeline:
 
 def _pipeline(pipeline: Pipeline | None) -> Context:
     async def context(app: web.Application) -> AsyncIterator[None]:
-        app[PIPELINE] = pipeline or pipeline_from(app[SETTINGS])
+        settings = app[SETTINGS]
+        app[PIPELINE] = pipeline or pipeline_from(settings)
+        store = app[PIPELINE].backgrounds
+        store.budget_bytes, store.max_side = settings.upload_budget_mb * 2**20, settings.max_background_side
         yield
 
     return context
@@ -91,8 +95,15 @@ async def _sessions(app: web.Application) -> AsyncIterator[None]:
     manager = SessionManager(policy, app[WORKERS], app[METRICS].totals)
     manager.start()
     app[SESSIONS] = manager
+    store = app[PIPELINE].backgrounds
+    store.in_use = manager.images_in_use  # an image a live session shows is never evicted
+    # What start-up made (models, weights, libraries) lives as long as the process: keep it out of the
+    # garbage collector's scans, so the collections after sessions end take milliseconds.
+    gc.freeze()
     yield
+    store.in_use = set
     await manager.close_all()
+    gc.unfreeze()
 
 
 def create_app(settings: ServerSettings | None = None, pipeline: Pipeline | None = None) -> web.Application:

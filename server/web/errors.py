@@ -1,40 +1,42 @@
-"""One error type for the API and the middleware that renders every error as JSON."""
+"""The middleware that renders every error as JSON: refused input with its status, aiohttp's own errors,
+and anything unexpected as a 500 with a request id (its traceback logged once)."""
 
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+
+from ..rtc.inputs import RequestError
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class ApiError(Exception):
-    """An answer with an HTTP error status: `{"error": message, "field": field}`."""
-
-    def __init__(self, status: int, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.field = field
-
-    def response(self) -> web.Response:
-        body: dict[str, str] = {"error": self.message}
-        if self.field is not None:
-            body["field"] = self.field
-        return web.json_response(body, status=self.status)
+def error_response(status: int, message: str, field: str | None = None, **extra: str) -> web.Response:
+    body: dict[str, str] = {"error": message, **extra}
+    if field is not None:
+        body["field"] = field
+    return web.json_response(body, status=status)
 
 
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error leaves as JSON with a message, including aiohttp's own (404, 405, 413)."""
     try:
         return await handler(request)
-    except ApiError as exc:
-        return exc.response()
+    except RequestError as exc:
+        return error_response(exc.status, exc.message, exc.field)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return ApiError(exc.status, "request body too large" if exc.status == 413 else exc.reason).response()
+        response = error_response(exc.status, "request body too large" if exc.status == 413 else exc.reason)
+        for name in ("Allow", "WWW-Authenticate"):
+            if name in exc.headers:
+                response.headers[name] = exc.headers[name]
+        return response
+    except Exception:
+        request_id = secrets.token_hex(8)
+        log.exception("request %s (%s %s) failed", request_id, request.method, request.path)
+        return error_response(500, "internal error; the server logged it", request_id=request_id)

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-import json
+import asyncio
+import hmac
 import logging
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
 
 from models.images import ImageTooLarge, UnreadableImage
 from models.weights import WeightsMissingError
 
+from ..pipeline.backgrounds import BackgroundsFull
 from ..pipeline.config import SessionConfig
-from ..rtc.sessions import ConfigError, Session, SessionLimitError
-from .errors import ApiError
+from ..rtc.inputs import MAX_MESSAGE_BYTES, RequestError, decode_text, parse_json, validated
+from ..rtc.messages import ConfigChange
+from ..rtc.sessions import Session
 from .keys import METRICS, PIPELINE, SESSIONS, SETTINGS, TORCH_THREADS, WORKERS
 
 log = logging.getLogger(__name__)
@@ -23,62 +27,83 @@ log = logging.getLogger(__name__)
 STATIC = Path(str(resources.files("server.web.static")))
 
 
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    try:
-        data = json.loads(await request.read())
-    except (ValueError, RecursionError):  # not UTF-8, not JSON, or nested deeper than the parser goes
-        raise ApiError(400, "body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "body must be a JSON object")
+class OfferRequest(BaseModel):
+    """`POST /offer` as JSON: the browser's SDP offer and the session's config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["offer"]
+    sdp: str
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+async def _body(request: web.Request, limit: int, what: str) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise RequestError(413, f"{what} larger than {limit} bytes")
+    data = await request.read()
+    if len(data) > limit:
+        raise RequestError(413, f"{what} larger than {limit} bytes")
     return data
 
 
+def _sdp(text: str) -> str:
+    if not text.strip().startswith("v="):
+        raise RequestError(400, "sdp must be an SDP offer (starting with 'v=')", "sdp")
+    return text
+
+
 def _session(request: web.Request) -> Session:
+    """The session the URL names: its id is the capability, known only to the client that made it."""
     session = request.app[SESSIONS].sessions.get(request.match_info["id"])
     if session is None:
-        raise ApiError(404, "no such session")
+        raise RequestError(404, "no such session")
     return session
+
+
+def _operator(request: web.Request) -> bool:
+    """Whether the request carries the operator token; refuses it (401/403) when it does not."""
+    token = request.app[SETTINGS].operator_token
+    if token is None:
+        raise RequestError(403, "listings are off: start the server with --operator-token to use them")
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
+        raise web.HTTPUnauthorized(headers={"WWW-Authenticate": 'Bearer realm="backdrop operators"'})
+    return True
 
 
 async def offer(request: web.Request) -> web.Response:
     """JSON {sdp, type: offer, config} -> 200 {sdp, type: answer, session_id}; raw application/sdp (WHIP) -> 201."""
-    settings = request.app[SETTINGS]
-    if request.content_length is not None and request.content_length > settings.max_offer_bytes:
-        raise ApiError(413, f"offer larger than {settings.max_offer_bytes} bytes")
+    data = await _body(request, request.app[SETTINGS].max_offer_bytes, "offer")
     whip = request.content_type == "application/sdp"
-    changes: object
+    changes: dict[str, Any]
     if whip:
-        try:
-            sdp: object = (await request.read()).decode("utf-8")
-        except UnicodeDecodeError:
-            raise ApiError(400, "the SDP offer is not UTF-8 text", "sdp") from None
+        sdp = _sdp(decode_text(data, "sdp"))
         changes = dict(request.query)  # strings; the config's fields convert them ("0.3", "true")
     else:
-        data = await _json_body(request)
-        if data.get("type") != "offer":
-            raise ApiError(400, "type must be 'offer'", "type")
-        sdp, changes = data.get("sdp"), data.get("config", {})
-    if not isinstance(sdp, str) or not sdp.strip().startswith("v="):
-        raise ApiError(400, "sdp must be an SDP offer (starting with 'v=')", "sdp")
+        body = validated(OfferRequest, parse_json(data))
+        sdp, changes = _sdp(body.sdp), body.config
     try:
         session, answer = await request.app[SESSIONS].create(sdp, changes)
-    except ConfigError as exc:
-        raise ApiError(400, str(exc), exc.field) from None
-    except SessionLimitError as exc:
-        raise ApiError(503, str(exc)) from None
+    except RequestError:
+        raise
     except WeightsMissingError as exc:
-        raise ApiError(500, str(exc)) from None
+        raise RequestError(500, str(exc)) from None
     except Exception as exc:  # aiortc raises ValueError and friends on SDP it cannot use
         log.info("rejected offer: %s", exc)
-        raise ApiError(400, f"unusable SDP offer: {exc}", "sdp") from None
+        raise RequestError(400, f"unusable SDP offer: {str(exc)[:200]}", "sdp") from None
     if whip:
         return web.Response(
-            status=201, text=answer, content_type="application/sdp", headers={"Location": f"/sessions/{session.id}"}
+            status=201,
+            text=answer,
+            content_type="application/sdp",
+            headers={"Location": f"/sessions/{session.id}"},
         )
     return web.json_response({"sdp": answer, "type": "answer", "session_id": session.id})
 
 
 async def list_sessions(request: web.Request) -> web.Response:
+    """Operators only (the bearer token): every session, ids included."""
+    _operator(request)
     return web.json_response({"sessions": [s.describe() for s in request.app[SESSIONS].sessions.values()]})
 
 
@@ -88,11 +113,9 @@ async def get_session(request: web.Request) -> web.Response:
 
 async def patch_session(request: web.Request) -> web.Response:
     session = _session(request)
-    data = await _json_body(request)
-    try:
-        request.app[SESSIONS].update(session, data.get("config", data))
-    except ConfigError as exc:
-        raise ApiError(400, str(exc), exc.field) from None
+    data = await _body(request, MAX_MESSAGE_BYTES, "config change")
+    change = validated(ConfigChange, parse_json(data))
+    request.app[SESSIONS].update(session, change.changes())
     return web.json_response(session.describe())
 
 
@@ -107,38 +130,51 @@ async def upload_background(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     store = request.app[PIPELINE].backgrounds
     if request.content_length is not None and request.content_length > settings.max_upload_bytes:
-        raise ApiError(413, f"upload larger than {settings.max_upload_bytes} bytes")
+        raise RequestError(413, f"upload larger than {settings.max_upload_bytes} bytes")
     if request.content_type.startswith("multipart/"):
-        form = await request.post()
+        try:
+            form = await request.post()
+        except ValueError as exc:  # aiohttp's multipart parser on a malformed body
+            raise RequestError(400, f"malformed multipart body: {str(exc)[:200]}", "file") from None
         item = form.get("file")
         if not isinstance(item, web.FileField):
-            raise ApiError(400, "multipart upload needs a 'file' field", "file")
+            raise RequestError(400, "multipart upload needs a 'file' field", "file")
         data = item.file.read()
     else:
-        data = await request.read()
+        data = await _body(request, settings.max_upload_bytes, "upload")
     if not data:
-        raise ApiError(400, "empty upload", "file")
+        raise RequestError(400, "empty upload", "file")
     try:
-        name = store.add(data, settings.max_upload_pixels)
+        name = await asyncio.to_thread(store.add, data, settings.max_upload_pixels)
     except ImageTooLarge as exc:
-        raise ApiError(413, str(exc), "file") from None
+        raise RequestError(413, str(exc), "file") from None
     except UnreadableImage as exc:
-        raise ApiError(415, str(exc), "file") from None
+        raise RequestError(415, str(exc), "file") from None
+    except BackgroundsFull as exc:
+        raise RequestError(507, str(exc)) from None
     height, width = store.get(name).shape[:2]
     return web.json_response({"id": name, "width": width, "height": height}, status=201)
 
 
 async def list_backgrounds(request: web.Request) -> web.Response:
+    """The presets; an upload's id is known only to its uploader (operators with the token see them all)."""
     store = request.app[PIPELINE].backgrounds
-    return web.json_response({"presets": store.presets(), "backgrounds": store.names()})
+    listed = store.presets()
+    if "Authorization" in request.headers and _operator(request):
+        listed += store.uploads()
+    return web.json_response({"presets": store.presets(), "backgrounds": listed})
 
 
 async def get_background(request: web.Request) -> web.Response:
     store = request.app[PIPELINE].backgrounds
     name = request.match_info["id"]
     if name not in store:
-        raise ApiError(404, "no such background")
-    return web.Response(body=store.png(name), content_type="image/png")
+        raise RequestError(404, "no such background")
+    try:
+        png = await asyncio.to_thread(store.png, name)
+    except KeyError:  # evicted meanwhile
+        raise RequestError(404, "no such background") from None
+    return web.Response(body=png, content_type="image/png")
 
 
 async def list_models(request: web.Request) -> web.Response:

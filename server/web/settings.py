@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Lists come from the environment comma-separated (BACKDROP_PRELOAD=general,landscape), not as JSON.
@@ -58,6 +58,17 @@ class ServerSettings(DeviceSettings):
     )
     max_upload_pixels: int = Field(
         4096 * 4096, ge=1, description="largest accepted background image, in pixels (413 above)"
+    )
+    upload_budget_mb: int = Field(
+        256,
+        ge=1,
+        description="memory for uploaded backgrounds, MiB; least recently used ones no session shows go first",
+    )
+    max_background_side: int = Field(
+        1920, ge=64, description="uploads are kept with their longer side at most this many pixels"
+    )
+    operator_token: SecretStr | None = Field(
+        None, description="bearer token for the operators' listings (GET /sessions, uploads); without one they are off"
     )
     max_batch: int = Field(16, ge=1, description="most frames segmented in one batch across sessions")
     workers: int = Field(
