@@ -5,10 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import skimage.data
+from hypothesis import settings
 from matplotlib import cbook
 
 from models import fetch_weights
 from server.pipeline.pipeline import Pipeline
+
+# Fuzzing: a few hundred cases in the suite; `pytest --hypothesis-profile long tests/test_boundary.py` for 10,000+.
+settings.register_profile("ci", max_examples=300, deadline=None, derandomize=False)
+settings.register_profile("long", max_examples=12_000, deadline=None)
+settings.load_profile("ci")
 
 # Regions of the astronaut frames from `peer.photo_frames` (640x480, scaled x1.28): (top, bottom, left, right).
 FACE = (110, 180, 230, 300)
