@@ -10,104 +10,21 @@ import os
 import random
 import subprocess
 import sys
-import threading
 import urllib.parse
-from collections.abc import Iterator
-from http.client import HTTPConnection
 
-import aiohttp
 import numpy as np
 import pytest
-from aiohttp import web
 from aiortc import VideoStreamTrack
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from server.pipeline.pipeline import Pipeline
 from server.tools.client import Peer, photo_frames
-from server.tools.loadtest import free_port
 from server.web.app import create_app
 from server.web.keys import SESSIONS
 from server.web.settings import ServerSettings
 
-from conftest import TOP_LEFT, TOP_RIGHT, region
-
-OPERATOR = {"Authorization": "Bearer op-token"}
-
-
-# --- a real server on a thread of its own, for requests from hypothesis' (synchronous) tests -------------
-
-
-class ServerThread:
-    """The application served over loopback by its own event loop."""
-
-    def __init__(self, app: web.Application) -> None:
-        self.app, self.port = app, free_port()
-        self.session = ""  # a live session's id
-        self.loop = asyncio.new_event_loop()
-        self.runner = web.AppRunner(app)
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def __enter__(self) -> ServerThread:
-        self.thread.start()
-        self.call(self._start())
-        return self
-
-    async def _start(self) -> None:
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-
-    def call(self, coroutine, timeout: float = 60.0):  # type: ignore[no-untyped-def]
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
-
-    def __exit__(self, *exc: object) -> None:
-        self.call(self.runner.cleanup())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-    def request(self, method: str, path: str, body: bytes = b"", headers: dict | None = None) -> tuple[int, bytes, str]:
-        connection = HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            connection.request(method, path, body=body, headers=headers or {})
-            response = connection.getresponse()
-            return response.status, response.read(), response.getheader("Content-Type", "")
-        finally:
-            connection.close()
-
-
-@pytest.fixture(scope="module")
-def live(pipeline: Pipeline) -> Iterator[ServerThread]:
-    settings = ServerSettings(
-        preload=[],
-        max_sessions=4,
-        connect_timeout=2,
-        media_timeout=2,
-        operator_token="op-token",
-        max_upload_bytes=512 * 1024,
-        max_upload_pixels=2000 * 2000,
-    )
-    with ServerThread(create_app(settings, pipeline)) as server:
-        peer = server.call(_peer())
-        server.session = server.call(_connect(peer, f"http://127.0.0.1:{server.port}/offer"))
-        try:
-            yield server
-        finally:
-            server.call(peer.close())
-
-
-async def _peer() -> Peer:
-    return Peer(photo_frames(np.full((64, 64, 3), 128, np.uint8), size=(120, 160), count=4))
-
-
-async def _connect(peer: Peer, url: str) -> str:
-    """A session that lives through the fuzzing, so that PATCH bodies reach the parser."""
-    async with aiohttp.ClientSession() as http:
-        body = {"sdp": await peer.offer(), "type": "offer", "config": {"mode": "color"}}
-        async with http.post(url, json=body) as response:
-            answer = await response.json()
-    await peer.accept(answer["sdp"])
-    return str(answer["session_id"])
+from conftest import OPERATOR, TOP_LEFT, TOP_RIGHT, ServerThread, region
 
 
 @pytest.fixture(scope="module")
@@ -211,8 +128,27 @@ def requests(offer: str, session: str) -> st.SearchStrategy[tuple[str, str, byte
         st.sampled_from(["application/json", "text/plain", ""]),
         st.just({}),
     )
+    multipart = st.builds(
+        lambda name, headers, data: (
+            b'--x\r\nContent-Disposition: form-data; name="'
+            + name
+            + b'"'
+            + headers
+            + b"\r\n\r\n"
+            + data
+            + b"\r\n--x--\r\n"
+        ),
+        st.sampled_from([b"file", b"other"]) | st.binary(max_size=12),
+        st.sampled_from([b"", b'; filename="a.png"\r\nContent-Type: image/png']) | st.binary(max_size=24),
+        images | st.binary(max_size=64),
+    )
     uploads = st.builds(
-        build, st.just("POST"), st.just("/backgrounds"), st.one_of(images, st.binary(max_size=256)), types, st.just({})
+        build,
+        st.just("POST"),
+        st.just("/backgrounds"),
+        st.one_of(images, st.binary(max_size=256), multipart),
+        types,
+        st.just({}),
     )
     reads = st.builds(
         build,

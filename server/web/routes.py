@@ -7,10 +7,10 @@ import hmac
 import logging
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from aiohttp.http_exceptions import HttpProcessingError
 
 from models.images import ImageTooLarge, UnreadableImage
 from models.weights import WeightsMissingError
@@ -18,23 +18,15 @@ from models.weights import WeightsMissingError
 from ..pipeline.backgrounds import BackgroundsFull
 from ..pipeline.config import SessionConfig
 from ..rtc.inputs import MAX_MESSAGE_BYTES, RequestError, decode_text, parse_json, validated
-from ..rtc.messages import ConfigChange
 from ..rtc.sessions import Session
 from .keys import METRICS, PIPELINE, SESSIONS, SETTINGS, TORCH_THREADS, WORKERS
+from .openapi import document
+from .schemas import ConfigChange, OfferRequest
 
 log = logging.getLogger(__name__)
 # The page ships inside the package (static/ at the top of the source tree, mapped to server.web.static).
 STATIC = Path(str(resources.files("server.web.static")))
-
-
-class OfferRequest(BaseModel):
-    """`POST /offer` as JSON: the browser's SDP offer and the session's config."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    type: Literal["offer"]
-    sdp: str
-    config: dict[str, Any] = Field(default_factory=dict)
+OPENAPI = document()
 
 
 async def _body(request: web.Request, limit: int, what: str) -> bytes:
@@ -134,7 +126,7 @@ async def upload_background(request: web.Request) -> web.Response:
     if request.content_type.startswith("multipart/"):
         try:
             form = await request.post()
-        except ValueError as exc:  # aiohttp's multipart parser on a malformed body
+        except (ValueError, HttpProcessingError) as exc:  # aiohttp's multipart parser on a malformed body
             raise RequestError(400, f"malformed multipart body: {str(exc)[:200]}", "file") from None
         item = form.get("file")
         if not isinstance(item, web.FileField):
@@ -195,6 +187,11 @@ async def config_defaults(request: web.Request) -> web.Response:
     return web.json_response({"config": config.model_dump()})
 
 
+async def openapi(request: web.Request) -> web.Response:
+    """This API's OpenAPI 3.1 document."""
+    return web.json_response(OPENAPI)
+
+
 async def healthz(request: web.Request) -> web.Response:
     pipeline = request.app[PIPELINE]
     return web.json_response(
@@ -231,6 +228,7 @@ ROUTES = [
     web.get("/backgrounds/{id}", get_background),
     web.get("/models", list_models),
     web.get("/config/defaults", config_defaults),
+    web.get("/openapi.json", openapi),
     web.get("/healthz", healthz),
     web.get("/metrics", metrics),
     web.static("/static", STATIC),

@@ -1,0 +1,108 @@
+"""The shapes of the HTTP API as pydantic models: what the routes parse, and what /openapi.json describes."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..pipeline.config import SessionConfig
+from ..rtc.messages import ConfigChange
+
+
+class OfferRequest(BaseModel):
+    """`POST /offer` as JSON: the client's SDP offer and the session's config (any subset)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["offer"]
+    sdp: str = Field(description="an SDP offer with a video track, starting with 'v='")
+    config: dict[str, Any] = Field(default_factory=dict, description="SessionConfig fields to change")
+
+
+class Answer(BaseModel):
+    sdp: str
+    type: Literal["answer"]
+    session_id: str = Field(description="the session's capability: keep it, nobody else is told")
+
+
+class Stats(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    frames_in: int
+    frames_out: int
+    frames_dropped: int
+    errors: int
+    fps: float
+    processing_ms_p50: float | None
+    processing_ms_p95: float | None
+    processing_ms_mean: float | None
+
+
+class SessionDescription(BaseModel):
+    id: str
+    config: SessionConfig
+    connection_state: str
+    age_s: float
+    stats: Stats
+
+
+class SessionList(BaseModel):
+    sessions: list[SessionDescription]
+
+
+class Upload(BaseModel):
+    id: str = Field(description="the upload's capability: use it as config.image; nobody else is told")
+    width: int
+    height: int
+
+
+class BackgroundList(BaseModel):
+    presets: list[str]
+    backgrounds: list[str] = Field(description="the presets; with the operator token, the uploads too")
+
+
+class ModelEntry(BaseModel):
+    name: str
+    input_size: list[int]
+    description: str
+
+
+class ModelList(BaseModel):
+    models: list[ModelEntry]
+    default: str
+
+
+class Defaults(BaseModel):
+    config: SessionConfig
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    device: str
+    fp16: bool
+    sessions: int
+    max_sessions: int
+    workers: int
+    torch_threads: int
+
+
+class Error(BaseModel):
+    error: str
+    field: str | None = Field(None, description="the part of the request at fault, e.g. config.blur")
+    request_id: str | None = Field(None, description="on a 500: the id the server logged the failure under")
+
+
+__all__ = [
+    "Answer",
+    "BackgroundList",
+    "ConfigChange",
+    "Defaults",
+    "Error",
+    "Health",
+    "ModelList",
+    "OfferRequest",
+    "SessionDescription",
+    "SessionList",
+    "Upload",
+]
