@@ -247,6 +247,8 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
         raise CommandError(f"--size {args.size!r}: expected WIDTHxHEIGHT, e.g. 640x480") from None
     config = {"mode": args.mode, "model": args.model}
     compile = bool(device_settings(args).compile)
+    if args.soak is not None:
+        return _soak(args, (height, width), config, compile)
     report = asyncio.run(
         run_loadtest(
             args.sessions, args.seconds, (height, width), config, args.url, args.device, compile, args.server_cores
@@ -270,6 +272,33 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
                 f"{run['cores']} cores busy): about {run['sessions_at_25fps_estimate']} sessions at 25 fps "
                 "with the clients elsewhere"
             )
+    return 0
+
+
+def _soak(args: argparse.Namespace, size: tuple[int, int], config: dict, compile: bool) -> int:
+    import asyncio
+
+    from .tools.loadtest import run_soak
+
+    def show(sample: dict) -> None:
+        if not args.json:
+            print(
+                f"{sample['t_s']:>7.0f} s: RSS {sample['rss_mb']} MB, {sample['threads']} threads, {sample['fds']} fds"
+            )
+
+    sessions = max(args.sessions)
+    report = asyncio.run(run_soak(args.soak, sessions, size, config, args.url, args.device, compile, progress=show))
+    if args.output:
+        args.output.write_text(json.dumps(report, indent=2))
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(
+        f"soak {args.soak:g} min, {sessions} session(s) coming and going (ended: {report['sessions_ended']}): "
+        f"RSS {report['rss_mb_after_warmup']} -> {report['rss_mb_end']} MB after warm-up "
+        f"({report['rss_growth_after_warmup_mb']:+} MB), threads {report['threads_after_warmup']} -> "
+        f"{report['threads_end']}, fds {report['fds_after_warmup']} -> {report['fds_end']}"
+    )
     return 0
 
 
@@ -475,6 +504,14 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=argparse.SUPPRESS,
         help=f"compile the started server's models (default: on) [{env_name('compile')}]",
+    )
+    load.add_argument(
+        "--soak",
+        type=float,
+        default=None,
+        metavar="MINUTES",
+        help="instead: for MINUTES, keep max(--sessions) sessions joining and leaving (each streams 3-15 s, "
+        "then ends by DELETE or by hanging up) and sample the started server's RSS, threads and fds every 10 s",
     )
     load.add_argument("--output", type=Path, default=None, help="also write the JSON report to this file")
     load.add_argument("--json", action="store_true", help="print JSON")

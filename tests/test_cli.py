@@ -223,3 +223,17 @@ def test_the_wheel_ships_the_page(tmp_path) -> None:
         names = set(archive.namelist())
     assert {f"server/web/static/{name}" for name in ("index.html", "app.js", "style.css")} <= names
     assert not any(name.startswith("static/") for name in names)
+
+
+def test_loadtest_soak_samples_the_server_while_sessions_come_and_go(tmp_path) -> None:
+    out = tmp_path / "soak.json"
+    args = ("--soak", "0.4", "--sessions", "2", "--no-compile", "--mode", "color", "--size", "320x240")
+    result = backdrop("loadtest", *args, "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "RSS" in result.stdout and "threads" in result.stdout
+    report = json.loads(out.read_text())
+    assert sum(n for how, n in report["sessions_ended"].items() if how in ("delete", "hang up")) >= 2
+    assert len(report["samples"]) >= 3 and all(s["rss_mb"] > 0 for s in report["samples"])
+    # Sessions ended every way leave the server's threads and files where they were.
+    assert report["threads_end"] <= report["threads_after_warmup"] + 2
+    assert report["fds_end"] <= report["fds_after_warmup"] + 2

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator, Callable
 from functools import partial
 
 import aiohttp
@@ -16,6 +18,7 @@ import numpy as np
 
 from ..pipeline.workers import cpu_cores
 from .client import Peer, count_frames, photo_frames
+from .soak import soak
 
 
 def _photo() -> np.ndarray:
@@ -134,6 +137,37 @@ def split_cores(server_cores: int) -> tuple[list[int], list[int]]:
     return available[:server_cores], available[server_cores:]
 
 
+@contextlib.asynccontextmanager
+async def serving(
+    url: str | None, max_sessions: int, device: str | None, compile: bool, server_cores: int
+) -> AsyncIterator[tuple[str, int | None, dict, int]]:
+    """(url, server pid, pinning, cores): `backdrop serve` started in a subprocess unless `url` is given,
+    on `server_cores` cores with this process's client peers on the others when asked (Linux)."""
+    if url is not None:
+        if server_cores:
+            raise ValueError("--server-cores pins the server loadtest starts; it cannot pin one given by --url")
+        yield url, None, {}, cpu_cores()
+        return
+    port = free_port()
+    cmd = [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--max-sessions", str(max_sessions), "--compile" if compile else "--no-compile"]
+    cmd += ["--device", device] if device else []
+    affinity, pinned, cores = None, {}, cpu_cores()
+    if server_cores:
+        server_cpus, client_cpus = split_cores(server_cores)
+        os.sched_setaffinity(0, client_cpus)  # threads started from here on (the peers' codecs) inherit it
+        affinity = partial(os.sched_setaffinity, 0, server_cpus)  # run in the child, before exec
+        pinned, cores = {"server_cpus": server_cpus, "client_cpus": client_cpus}, len(server_cpus)
+    server = await asyncio.create_subprocess_exec(
+        *cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy(), preexec_fn=affinity
+    )
+    try:
+        yield f"http://127.0.0.1:{port}", server.pid, pinned, cores
+    finally:
+        server.terminate()
+        await asyncio.wait_for(server.wait(), 30)
+
+
 async def run_loadtest(
     sessions: list[int],
     seconds: float,
@@ -149,53 +183,33 @@ async def run_loadtest(
     With `server_cores`, the started server runs on that many cores and the client peers on the others,
     so the figures are the server's alone (Linux).
     """
-    server = None
-    pinned: dict = {}
-    cores = cpu_cores()
-    if url is None:
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        cmd = [
-            sys.executable,
-            "-m",
-            "server",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--max-sessions",
-            str(max(sessions)),
-            "--compile" if compile else "--no-compile",
-        ]
-        cmd += ["--device", device] if device else []
-        affinity = None
-        if server_cores:
-            server_cpus, client_cpus = split_cores(server_cores)
-            os.sched_setaffinity(0, client_cpus)  # threads started from here on (the peers' codecs) inherit it
-            affinity = partial(os.sched_setaffinity, 0, server_cpus)  # run in the child, before exec
-            pinned, cores = {"server_cpus": server_cpus, "client_cpus": client_cpus}, len(server_cpus)
-        server = await asyncio.create_subprocess_exec(
-            *cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy(), preexec_fn=affinity
-        )
-    elif server_cores:
-        raise ValueError("--server-cores pins the server loadtest starts; it cannot pin one given by --url")
-    try:
+    async with serving(url, max(sessions), device, compile, server_cores) as (url, pid, pinned, cores):
         health = await _wait_healthy(url)
         results = []
         for n in sessions:
-            results.append(await measure(url, n, seconds, size, config, server.pid if server else None, cores))
+            results.append(await measure(url, n, seconds, size, config, pid, cores))
             await asyncio.sleep(1.0)  # let the server close the previous sessions
-        report = {
-            "url": url,
-            "size": f"{size[1]}x{size[0]}",
-            "seconds": seconds,
-            "config": config,
-            "health": health,
-            **pinned,
-        }
-        return {**report, "runs": results}
-    finally:
-        if server is not None:
-            server.terminate()
-            await asyncio.wait_for(server.wait(), 30)
+        report = {"url": url, "size": f"{size[1]}x{size[0]}", "seconds": seconds, "config": config, "health": health}
+        return {**report, **pinned, "runs": results}
+
+
+async def run_soak(
+    minutes: float,
+    sessions: int,
+    size: tuple[int, int],
+    config: dict,
+    url: str | None,
+    device: str | None,
+    compile: bool = False,
+    sample_every: float = 10.0,
+    progress: Callable[[dict], None] | None = None,
+) -> dict:
+    """`sessions` lanes of sessions joining and leaving for `minutes`, against a server this starts (its
+    process is sampled: RSS, threads, fds); a server given by `url` is driven but cannot be sampled."""
+    if url is not None:
+        raise ValueError("--soak samples the server it starts; leave out --url")
+    async with serving(None, sessions + 1, device, compile, 0) as (url, pid, _, _):
+        health = await _wait_healthy(url)
+        assert pid is not None
+        report = await soak(url, pid, minutes, sessions, size, config, _photo(), sample_every, progress)
+        return {"url": url, "size": f"{size[1]}x{size[0]}", "config": config, "health": health, **report}
