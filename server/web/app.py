@@ -11,6 +11,7 @@ import gc
 import logging
 import ssl
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from aiohttp import web
@@ -19,7 +20,7 @@ from ..pipeline.pipeline import Pipeline
 from ..pipeline.workers import PipelineWorkers, worker_layout
 from ..rtc.sessions import SessionManager, SessionPolicy
 from .errors import json_errors
-from .keys import METRICS, PIPELINE, SESSIONS, SETTINGS, TORCH_THREADS, WORKERS
+from .keys import IMAGES, METRICS, PIPELINE, SESSIONS, SETTINGS, TORCH_THREADS, WORKERS
 from .metrics import Metrics
 from .routes import ROUTES
 from .settings import ServerSettings
@@ -41,6 +42,15 @@ def _pipeline(pipeline: Pipeline | None) -> Context:
         yield
 
     return context
+
+
+async def _images(app: web.Application) -> AsyncIterator[None]:
+    """One thread for image decoding and encoding: each thread that allocates large buffers gets malloc
+    arenas of its own that keep freed memory (70 uploads of a 4000x4000 JPEG grew the server by 423 MB
+    on asyncio's default executor, by 336 MB on one thread, against a 256 MiB budget)."""
+    app[IMAGES] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="images")
+    yield
+    app[IMAGES].shutdown(wait=True, cancel_futures=True)
 
 
 async def _torch_threads(app: web.Application) -> AsyncIterator[None]:
@@ -113,7 +123,7 @@ def create_app(settings: ServerSettings | None = None, pipeline: Pipeline | None
         middlewares=[json_errors], client_max_size=max(settings.max_upload_bytes, settings.max_offer_bytes)
     )
     app[SETTINGS] = settings
-    app.cleanup_ctx.extend([_pipeline(pipeline), _torch_threads, _models, _metrics, _workers, _sessions])
+    app.cleanup_ctx.extend([_pipeline(pipeline), _images, _torch_threads, _models, _metrics, _workers, _sessions])
     app.add_routes(ROUTES)
     return app
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 from aiohttp import web
 
 from ..pipeline.pipeline import Pipeline
@@ -11,6 +13,7 @@ from .metrics import Metrics
 from .settings import ServerSettings
 
 SETTINGS = web.AppKey("settings", ServerSettings)
+IMAGES = web.AppKey("images", ThreadPoolExecutor)  # decodes uploads and encodes PNGs, off the event loop
 PIPELINE = web.AppKey("pipeline", Pipeline)
 TORCH_THREADS = web.AppKey("torch_threads", int)
 METRICS = web.AppKey("metrics", Metrics)

@@ -19,7 +19,7 @@ from ..pipeline.backgrounds import BackgroundsFull
 from ..pipeline.config import SessionConfig
 from ..rtc.inputs import MAX_MESSAGE_BYTES, RequestError, decode_text, parse_json, validated
 from ..rtc.sessions import Session
-from .keys import METRICS, PIPELINE, SESSIONS, SETTINGS, TORCH_THREADS, WORKERS
+from .keys import IMAGES, METRICS, PIPELINE, SESSIONS, SETTINGS, TORCH_THREADS, WORKERS
 from .openapi import document
 from .schemas import ConfigChange, OfferRequest
 
@@ -137,7 +137,9 @@ async def upload_background(request: web.Request) -> web.Response:
     if not data:
         raise RequestError(400, "empty upload", "file")
     try:
-        name = await asyncio.to_thread(store.add, data, settings.max_upload_pixels)
+        name = await asyncio.get_running_loop().run_in_executor(
+            request.app[IMAGES], store.add, data, settings.max_upload_pixels
+        )
     except ImageTooLarge as exc:
         raise RequestError(413, str(exc), "file") from None
     except UnreadableImage as exc:
@@ -163,7 +165,7 @@ async def get_background(request: web.Request) -> web.Response:
     if name not in store:
         raise RequestError(404, "no such background")
     try:
-        png = await asyncio.to_thread(store.png, name)
+        png = await asyncio.get_running_loop().run_in_executor(request.app[IMAGES], store.png, name)
     except KeyError:  # evicted meanwhile
         raise RequestError(404, "no such background") from None
     return web.Response(body=png, content_type="image/png")
