@@ -76,7 +76,7 @@ class ModelRegistry:
         canonical = ALIASES.get(name, name)
         if canonical not in BUILTINS and canonical not in self._files:
             choices = [*BUILTINS, *ALIASES, *self._files]
-            raise KeyError(f"unknown model {name!r}; choose one of {', '.join(choices)}")
+            raise KeyError(f"unknown model {name[:64]!r}; choose one of {', '.join(choices)}")
         return canonical
 
     def info(self, name: str) -> ModelInfo:

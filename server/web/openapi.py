@@ -114,9 +114,7 @@ def document() -> dict[str, Any]:
             "delete": {"responses": {"204": {"description": "ended"}, **_errors(404)}},
         },
         "/backgrounds": {
-            "get": {
-                "responses": {"200": _json(BackgroundList, "presets (and uploads, for operators)"), **_errors(401)}
-            },
+            "get": {"responses": {"200": _json(BackgroundList, "presets (and uploads, for operators)")}},
             "post": {
                 "summary": "Upload a background image",
                 "requestBody": {

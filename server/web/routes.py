@@ -52,15 +52,21 @@ def _session(request: web.Request) -> Session:
     return session
 
 
-def _operator(request: web.Request) -> bool:
-    """Whether the request carries the operator token; refuses it (401/403) when it does not."""
+def _is_operator(request: web.Request) -> bool:
+    """Whether the request carries the operator token (compared in constant time)."""
     token = request.app[SETTINGS].operator_token
-    if token is None:
-        raise RequestError(403, "listings are off: start the server with --operator-token to use them")
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
+    if token is None or scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.encode(), token.get_secret_value().encode())
+
+
+def _operator(request: web.Request) -> None:
+    """Refuses what is for operators only: 403 when the server has no token, 401 without the right one."""
+    if request.app[SETTINGS].operator_token is None:
+        raise RequestError(403, "listings are off: start the server with --operator-token to use them")
+    if not _is_operator(request):
         raise web.HTTPUnauthorized(headers={"WWW-Authenticate": 'Bearer realm="backdrop operators"'})
-    return True
 
 
 async def offer(request: web.Request) -> web.Response:
@@ -154,7 +160,7 @@ async def list_backgrounds(request: web.Request) -> web.Response:
     """The presets; an upload's id is known only to its uploader (operators with the token see them all)."""
     store = request.app[PIPELINE].backgrounds
     listed = store.presets()
-    if "Authorization" in request.headers and _operator(request):
+    if _is_operator(request):
         listed += store.uploads()
     return web.json_response({"presets": store.presets(), "backgrounds": listed})
 
