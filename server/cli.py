@@ -169,13 +169,30 @@ def cmd_fetch_weights(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .tools.evaluate import evaluate_folder, evaluate_video
+    from .tools.evaluate import evaluate_folder, evaluate_sequences, evaluate_video, is_sequence_folder
 
     registry, (model,) = _registry_with(args.model)
     pipeline = _pipeline(args, registry)
-    if args.data.is_dir():
+    if args.data.is_dir() and is_sequence_folder(args.data):
+        result = evaluate_sequences(
+            pipeline, model, args.data, args.refine, args.smoothing, args.region, args.gallery, limit=args.limit
+        )
+        sequences = ", ".join(f"{name} {r['mean_iou']:.3f}" for name, r in result["sequences"].items())
+        text = (
+            f"{result['model']} on {len(result['sequences'])} sequences (region={'on' if args.region else 'off'}, "
+            f"smoothing {args.smoothing}): mean IoU {result['mean_iou']:.4f}, boundary F {result['boundary_f']:.4f} "
+            f"({sequences})"
+        )
+    elif args.data.is_dir():
         result = evaluate_folder(
-            pipeline, model, args.data, args.refine, args.gallery, limit=args.limit, holdout=args.holdout
+            pipeline,
+            model,
+            args.data,
+            args.refine,
+            args.gallery,
+            limit=args.limit,
+            holdout=args.holdout,
+            region=args.region,
         )
         part = "" if args.holdout is None else " held out"
         text = (
@@ -417,7 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--data",
         type=Path,
         required=True,
-        help="folder with images/*.jpg + masks/*.png (255 = person), or a video file",
+        help="folder with images/*.jpg + masks/*.png (255 = person), a folder of such folders (frame "
+        "sequences, each through one stream), or a video file",
     )
     evaluate.add_argument(
         "--refine",
@@ -426,10 +444,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="edge-aware upsampling of the mask (default: on)",
     )
     evaluate.add_argument(
+        "--region",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="follow the person and segment a crop around them (default: on, as sessions do)",
+    )
+    evaluate.add_argument(
         "--smoothing",
         type=float,
         default=SessionConfig().smoothing,
-        help="smoothing strength compared against none, for videos",
+        help="smoothing strength: compared against none for a video, used on frame sequences",
     )
     evaluate.add_argument("--gallery", type=Path, default=None, help="write the worst cases to this .png or .html file")
     evaluate.add_argument("--limit", type=int, default=None, help="only the first N images / frames")

@@ -180,3 +180,30 @@ def test_compiled_models_give_the_same_frames(
         threaded = list(workers.map(lambda f: compiled.process_one(f, StreamState(), config).pixels, frames * 4))
     for a, b in zip(eager_out * 4, threaded, strict=True):
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
+def test_region_tracking_finds_a_small_person(pipeline: Pipeline, grace_hopper: np.ndarray) -> None:
+    # The truth: the model's own mask of the photo at full size, where it is reliable.
+    photo = np.asarray(Image.fromarray(grace_hopper).resize((240, 300)))
+    truth_small = pipeline.masks([Frame(photo, StreamState(), SessionConfig(smoothing=0.0, region=False))])[0].mask
+    # The same person at a quarter of a larger frame's height, standing in front of a bookshelf.
+    scene = np.asarray(Image.fromarray(pipeline.backgrounds.get("bookshelf")).resize((960, 720)))
+    person = np.asarray(Image.fromarray(photo).resize((144, 180)))
+    frame = scene.copy()
+    frame[540:720, 600:744] = person
+    truth = torch.zeros(720, 960, dtype=torch.bool)
+    truth[540:720, 600:744] = torch.nn.functional.interpolate(truth_small[None, None], size=(180, 144))[0, 0] >= 0.5
+
+    def iou_over(config: SessionConfig, frames: int = 4) -> float:
+        state, result, regions = StreamState(), None, []
+        for _ in range(frames):  # a still camera: the tracker settles on the person, and stays
+            result = pipeline.masks([Frame(frame, state, config)])[0]
+            state = result.state
+            regions.append(state.region)
+        assert result is not None and all(r == regions[-1] for r in regions[1:])
+        prediction = result.mask >= 0.5
+        return ((prediction & truth).sum() / (prediction | truth).sum()).item()
+
+    whole = iou_over(SessionConfig(smoothing=0.0, region=False))
+    tracked = iou_over(SessionConfig(smoothing=0.0, region=True))
+    assert tracked > whole + 0.1 and tracked > 0.7, (whole, tracked)

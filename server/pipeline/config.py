@@ -23,6 +23,9 @@ class SessionConfig(BaseModel):
     model: str = Field("general", description="segmentation model: general, landscape, or a loaded checkpoint's name")
     smoothing: float = Field(0.9, ge=0.0, le=1.0, description="temporal smoothing of the mask, 0 = off .. 1")
     refine: bool = Field(True, description="edge-aware upsampling of the mask guided by the frame")
+    region: bool = Field(
+        True, description="follow the person and segment a crop around them (people far from the camera)"
+    )
     light_wrap: float = Field(
         0.0, ge=0.0, le=1.0, description="spill of the background onto the person's edge, 0 = off"
     )

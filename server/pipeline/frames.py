@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .config import SessionConfig
+
+if TYPE_CHECKING:
+    from .region import Region
 
 
 @dataclass(frozen=True)
@@ -20,6 +24,8 @@ class StreamState:
     mask_key: tuple | None = None  # (frame size, model): smoothing restarts when it changes
     background_key: tuple | None = None  # (image name, frame size) of `background`
     background: torch.Tensor | None = None  # the cover-fitted background image, cached on the device
+    region: Region | None = None  # where the person is, while config.region tracks them
+    since_detect: int = 0  # frames since the last whole-frame pass
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from .composite import compose
 from .config import SessionConfig
 from .frames import Frame, Masked, Processed, StreamState, download, upload
 from .refine import upsample_mask
-from .segment import ModelCache, flush_denormals, segment
+from .segment import ModelCache, flush_denormals, segment, segment_regions
 from .smoothing import smooth_mask
 from .timing import StageClock, StageTimes
 
@@ -49,9 +49,16 @@ def _upload(pipeline: Pipeline, work: list[_Work]) -> None:
 
 
 def _segment(pipeline: Pipeline, work: list[_Work]) -> None:
-    masks = segment(pipeline.models, [_ready(w.pixels) for w in work], [w.frame.config.model for w in work])
-    for w, mask in zip(work, masks, strict=True):
+    whole = [w for w in work if not w.frame.config.region]
+    masks = segment(pipeline.models, [_ready(w.pixels) for w in whole], [w.frame.config.model for w in whole])
+    for w, mask in zip(whole, masks, strict=True):
         w.mask = mask
+    tracked = [w for w in work if w.frame.config.region]
+    if tracked:
+        pixels, names = [_ready(w.pixels) for w in tracked], [w.frame.config.model for w in tracked]
+        masks, states = segment_regions(pipeline.models, pixels, names, [w.state for w in tracked])
+        for w, mask, state in zip(tracked, masks, states, strict=True):
+            w.mask, w.state = mask, state
 
 
 def _smooth(pipeline: Pipeline, work: list[_Work]) -> None:

@@ -4,14 +4,28 @@ person probabilities for a batch of frames at each model's input size."""
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from models.wrappers import CompiledOnCPU
 from models.zoo import ModelRegistry, check_precision, default_device
 
-from .frames import resize_frame
+from .frames import StreamState, resize_frame
+from .region import (
+    MARGIN,
+    REDETECT_EVERY,
+    Region,
+    canvas_size,
+    crop,
+    follow,
+    paste,
+    person_box,
+    region_around,
+    touches_edge,
+)
 
 
 class ModelCache:
@@ -59,21 +73,89 @@ def flush_denormals() -> None:
     torch.set_flush_denormal(True)
 
 
-def segment(models: ModelCache, pixels: list[torch.Tensor], names: list[str]) -> list[torch.Tensor]:
-    """Low-resolution person probabilities (1,1,h,w) of uint8 frames (1,3,H,W), one batch per model.
-
-    The frames are stretched to the model's input size, as the models were trained.
-    """
+def infer(models: ModelCache, inputs: list[torch.Tensor], names: list[str]) -> list[torch.Tensor]:
+    """Person probabilities (1,1,h,w) of inputs already at their model's size ((1,3,h,w), values 0..255),
+    one batch per model."""
     by_model: dict[str, list[int]] = {}
     for i, name in enumerate(names):
         by_model.setdefault(models.registry.resolve(name), []).append(i)
-    masks: list[torch.Tensor] = [torch.empty(0)] * len(pixels)
+    masks: list[torch.Tensor] = [torch.empty(0)] * len(inputs)
     for name, indices in by_model.items():
-        size = models.registry.info(name).input_size
-        batch = torch.cat([resize_frame(pixels[i], size) for i in indices]).to(models.dtype).div_(255.0)
+        batch = torch.cat([inputs[i] for i in indices]).to(models.dtype).div_(255.0)
         # Plain NCHW: the channels-last weights make the first convolution switch layout (fused into
         # the first kernel of a compiled model).
         probabilities = models.get(name)(batch.contiguous())
         for j, i in enumerate(indices):
             masks[i] = probabilities[j : j + 1]
     return masks
+
+
+def input_size(models: ModelCache, name: str) -> tuple[int, int]:
+    return models.registry.info(name).input_size
+
+
+def segment(models: ModelCache, pixels: list[torch.Tensor], names: list[str]) -> list[torch.Tensor]:
+    """Low-resolution person probabilities (1,1,h,w) of uint8 frames (1,3,H,W) at each model's size.
+
+    The frames are stretched to the model's input size, as the models were trained.
+    """
+    return infer(models, [resize_frame(p, input_size(models, n)) for p, n in zip(pixels, names, strict=True)], names)
+
+
+def segment_regions(
+    models: ModelCache, pixels: list[torch.Tensor], names: list[str], states: list[StreamState]
+) -> tuple[list[torch.Tensor], list[StreamState]]:
+    """Person probabilities on a canvas of each frame (see region.canvas_size), segmented in the region
+    each stream tracks, and the streams' states with their regions moved on."""
+    frames = [(p.shape[-2], p.shape[-1]) for p in pixels]
+    canvases = [canvas_size(f) for f in frames]
+    aspects = [input_size(models, n)[1] / input_size(models, n)[0] for n in names]
+    regions = [s.region for s in states]
+    since = [s.since_detect + 1 for s in states]
+    masks: list[torch.Tensor | None] = [None] * len(pixels)
+    # Whole-frame passes: streams without a region, and, now and then, those with one (a newcomer).
+    detect = [i for i, r in enumerate(regions) if r is None or since[i] >= REDETECT_EVERY]
+    if detect:
+        found = segment(models, [pixels[i] for i in detect], [names[i] for i in detect])
+        for i, mask in zip(detect, found, strict=True):
+            box = person_box(mask)
+            whole = F.interpolate(mask.float(), size=canvases[i], mode="bilinear", align_corners=False)
+            target = None if box is None else region_around(box, frames[i], aspects[i])
+            previous = regions[i]
+            if previous is not None and target is not None:  # while tracking: cover a newcomer too
+                target = _union(previous, target, frames[i])
+            regions[i], since[i] = target, 0
+            if target is None:
+                masks[i] = whole
+    # Region passes.
+    tracked = [i for i, r in enumerate(regions) if r is not None and masks[i] is None]
+    if tracked:
+        inputs = [crop(pixels[i], _region(regions[i]), input_size(models, names[i])) for i in tracked]
+        found = infer(models, inputs, [names[i] for i in tracked])
+        for i, probabilities in zip(tracked, found, strict=True):
+            region = _region(regions[i])
+            masks[i] = paste(probabilities, region, frames[i], canvases[i])
+            box = person_box(masks[i])  # type: ignore[arg-type]
+            target = None if box is None else region_around(box, frames[i], aspects[i])
+            regions[i] = follow(region, target, touches_edge(probabilities, region, frames[i]))
+    states = [replace(s, region=r, since_detect=n) for s, r, n in zip(states, regions, since, strict=True)]
+    return [m for m in masks if m is not None], states
+
+
+def _region(region: Region | None) -> Region:
+    if region is None:
+        raise RuntimeError("a tracked stream lost its region")
+    return region
+
+
+def _union(a: Region, b: Region, frame: tuple[int, int]) -> Region | None:
+    """The region covering both, or None if that is most of the frame."""
+    boxes = [r.box() for r in (a, b)]
+    top, bottom = min(x[0] for x in boxes), max(x[1] for x in boxes)
+    left, right = min(x[2] for x in boxes), max(x[3] for x in boxes)
+    # region_around adds its margin again: give it the union without one
+    inner_h, inner_w = (bottom - top) / (1 + 2 * MARGIN), (right - left) / (1 + 2 * MARGIN)
+    cy, cx = (top + bottom) / 2, (left + right) / 2
+    h, w = frame
+    box = ((cy - inner_h / 2) / h, (cy + inner_h / 2) / h, (cx - inner_w / 2) / w, (cx + inner_w / 2) / w)
+    return region_around(box, frame, a.aspect)

@@ -31,10 +31,11 @@ def evaluate_folder(
     limit: int | None = None,
     progress: bool = True,
     holdout: float | None = None,
+    region: bool = True,
 ) -> dict:
     """Mean person IoU and boundary F over the folder (mask = p >= 0.5 at the image's own size);
     with `holdout`, over the part `train` held out of it."""
-    config = SessionConfig(model=model, refine=refine, smoothing=0.0, mode="mask")
+    config = SessionConfig(model=model, refine=refine, smoothing=0.0, mode="mask", region=region)
     pairs = labelled_pairs(data)
     if holdout is not None:
         pairs = split_pairs(pairs, holdout)[1]
@@ -60,10 +61,68 @@ def evaluate_folder(
     return {
         "model": model,
         "refine": refine,
+        "region": region,
         "images": len(pairs),
         "mean_iou": mean(ious),
         "boundary_f": mean(fscores),
         "worst": sorted(zip(ious, [p[0].stem for p in pairs], strict=True))[: min(worst, len(pairs))],
+    }
+
+
+def is_sequence_folder(data: Path) -> bool:
+    """A folder of frame sequences: SEQ/images/*.jpg + SEQ/masks/*.png, one folder a sequence."""
+    return not (data / "images").is_dir() and any((d / "images").is_dir() for d in data.iterdir())
+
+
+def evaluate_sequences(
+    pipeline: Pipeline,
+    model: str,
+    data: Path,
+    refine: bool,
+    smoothing: float,
+    region: bool = True,
+    gallery: Path | None = None,
+    worst: int = 12,
+    limit: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """IoU and boundary F per sequence and overall (the mean of the sequences'), each sequence's frames in
+    order through one stream, so that region tracking and smoothing are part of what is measured."""
+    config = SessionConfig(model=model, refine=refine, smoothing=smoothing, mode="mask", region=region)
+    sequences = sorted(d for d in data.iterdir() if (d / "images").is_dir())
+    per: dict[str, dict] = {}
+    cases: list[tuple[float, int, Case]] = []
+    index = 0
+    for sequence in sequences:
+        pairs = labelled_pairs(sequence)[:limit]
+        state = StreamState()
+        ious: list[float] = []
+        fscores: list[float] = []
+        for image_path, mask_path in tqdm(pairs, desc=sequence.name, unit="frame", disable=not progress):
+            image = read_image(image_path)
+            truth = torch.from_numpy(read_image(mask_path, "L") >= 128)
+            result = pipeline.masks([Frame(image, state, config)])[0]
+            state = result.state
+            prediction = result.mask.cpu() >= 0.5
+            ious.append(iou(prediction, truth))
+            fscores.append(boundary_f(prediction, truth))
+            if gallery is not None:
+                case = Case(f"{sequence.name}/{image_path.stem}", ious[-1], image, truth.numpy(), prediction.numpy())
+                heapq.heappush(cases, (-case.iou, index, case))
+                if len(cases) > worst:
+                    heapq.heappop(cases)
+            index += 1
+        per[sequence.name] = {"frames": len(pairs), "mean_iou": mean(ious), "boundary_f": mean(fscores)}
+    if gallery is not None:
+        write_gallery(sorted((c for _, _, c in cases), key=lambda c: c.iou), gallery)
+    return {
+        "model": model,
+        "refine": refine,
+        "region": region,
+        "smoothing": smoothing,
+        "sequences": per,
+        "mean_iou": mean(p["mean_iou"] for p in per.values()),
+        "boundary_f": mean(p["boundary_f"] for p in per.values()),
     }
 
 

@@ -1,0 +1,133 @@
+"""Region-of-interest tracking: where the person is, so that the model sees them large rather than as a
+few pixels of a whole frame stretched to its input.
+
+A region is a box of the model's aspect around every person pixel, with a margin. It is found on a
+whole-frame pass (when a stream starts, when the track is lost, and every `REDETECT_EVERY` frames, so a
+newcomer is picked up), then followed from each frame's own mask: its centre eases towards the mask's,
+it grows at once when the mask touches its edge and shrinks slowly, and small moves are ignored, so the
+crop does not jitter. A region that would cover most of the frame is no region: the whole frame is used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .frames import resize_frame
+
+MARGIN = 0.25  # added on each side of the person's box, as a fraction of its size
+WHOLE_FRAME = 0.8  # a region this large a fraction of the frame (on either side) means: use the whole frame
+REDETECT_EVERY = 30  # frames between whole-frame passes while tracking
+FOLLOW = 0.5  # how far the centre moves towards the mask's per frame
+SHRINK = 0.1  # how far the size shrinks towards the mask's per frame (growing is immediate)
+DEADBAND = 0.03  # moves smaller than this fraction of the region's height are ignored
+PERSON = 0.5  # probability from which a pixel belongs to the person
+
+
+@dataclass(frozen=True)
+class Region:
+    """A box in frame pixels: centre and height; its width follows from the model's aspect."""
+
+    cx: float
+    cy: float
+    height: float
+    aspect: float  # width / height of the model's input
+
+    @property
+    def width(self) -> float:
+        return self.height * self.aspect
+
+    def box(self) -> tuple[int, int, int, int]:
+        """(top, bottom, left, right) in whole pixels; may reach outside the frame."""
+        top, left = round(self.cy - self.height / 2), round(self.cx - self.width / 2)
+        return top, top + max(1, round(self.height)), left, left + max(1, round(self.width))
+
+
+def person_box(mask: torch.Tensor, threshold: float = PERSON) -> tuple[float, float, float, float] | None:
+    """(top, bottom, left, right) of the person pixels of a (1,1,h,w) mask, as fractions of its size."""
+    person = mask[0, 0] >= threshold
+    rows, cols = person.any(dim=1).nonzero(), person.any(dim=0).nonzero()
+    if len(rows) == 0:
+        return None
+    h, w = person.shape
+    return rows[0].item() / h, (rows[-1].item() + 1) / h, cols[0].item() / w, (cols[-1].item() + 1) / w
+
+
+def region_around(box: tuple[float, float, float, float], frame: tuple[int, int], aspect: float) -> Region | None:
+    """The region of the model's aspect around a person's box (fractions of the frame), or None when it
+    would cover most of the frame anyway."""
+    height, width = frame
+    top, bottom, left, right = box[0] * height, box[1] * height, box[2] * width, box[3] * width
+    box_h, box_w = (bottom - top) * (1 + 2 * MARGIN), (right - left) * (1 + 2 * MARGIN)
+    region_h = max(box_h, box_w / aspect, 16.0)
+    if region_h >= WHOLE_FRAME * height or region_h * aspect >= WHOLE_FRAME * width:
+        return None
+    return Region((left + right) / 2, (top + bottom) / 2, region_h, aspect)
+
+
+def follow(previous: Region, target: Region | None, touches_edge: bool) -> Region | None:
+    """The next frame's region: eased towards `target`, grown at once when the mask reached the edge."""
+    if target is None:
+        return None
+    height = (
+        target.height
+        if target.height > previous.height
+        else previous.height + SHRINK * (target.height - previous.height)
+    )
+    if touches_edge:
+        height = max(height, previous.height * 1.3)
+    dx, dy = target.cx - previous.cx, target.cy - previous.cy
+    if abs(dx) < DEADBAND * previous.height and abs(dy) < DEADBAND * previous.height:
+        dx = dy = 0.0
+    if abs(height - previous.height) < DEADBAND * previous.height:
+        height = previous.height
+    return Region(previous.cx + FOLLOW * dx, previous.cy + FOLLOW * dy, height, previous.aspect)
+
+
+def crop(pixels: torch.Tensor, region: Region, size: tuple[int, int]) -> torch.Tensor:
+    """The region of a (1,3,H,W) uint8 frame resized to `size` (black where it reaches outside the frame),
+    as `resize_frame` gives it: uint8 on the CPU, float on CUDA."""
+    top, bottom, left, right = region.box()
+    height, width = pixels.shape[-2:]
+    inside = pixels[..., max(top, 0) : min(bottom, height), max(left, 0) : min(right, width)]
+    pad = (max(0, -left), max(0, right - width), max(0, -top), max(0, bottom - height))
+    if any(pad):
+        inside = F.pad(inside, pad)
+    return resize_frame(inside, size)
+
+
+def paste(probabilities: torch.Tensor, region: Region, frame: tuple[int, int], canvas: tuple[int, int]) -> torch.Tensor:
+    """A (1,1,h,w) crop's probabilities placed at `region` on a canvas of the frame at `canvas` size, zero
+    outside the region."""
+    scale_y, scale_x = canvas[0] / frame[0], canvas[1] / frame[1]
+    top, bottom, left, right = region.box()
+    ctop, cbottom = round(top * scale_y), max(round(bottom * scale_y), round(top * scale_y) + 1)
+    cleft, cright = round(left * scale_x), max(round(right * scale_x), round(left * scale_x) + 1)
+    resized = F.interpolate(
+        probabilities.float(), size=(cbottom - ctop, cright - cleft), mode="bilinear", align_corners=False
+    )
+    out = torch.zeros(1, 1, *canvas, device=probabilities.device, dtype=torch.float32)
+    y0, y1, x0, x1 = max(ctop, 0), min(cbottom, canvas[0]), max(cleft, 0), min(cright, canvas[1])
+    if y0 < y1 and x0 < x1:
+        out[..., y0:y1, x0:x1] = resized[..., y0 - ctop : y1 - ctop, x0 - cleft : x1 - cleft]
+    return out
+
+
+def touches_edge(probabilities: torch.Tensor, region: Region, frame: tuple[int, int]) -> bool:
+    """Whether the person reaches a border of the crop that lies inside the frame (they go on beyond it)."""
+    top, bottom, left, right = region.box()
+    p = probabilities[0, 0] >= PERSON
+    return bool(
+        (top > 0 and p[0].any())
+        or (bottom < frame[0] and p[-1].any())
+        or (left > 0 and p[:, 0].any())
+        or (right < frame[1] and p[:, -1].any())
+    )
+
+
+def canvas_size(frame: tuple[int, int], longest: int = 320) -> tuple[int, int]:
+    """The size masks are kept at for a frame while regions are tracked: its aspect, `longest` at most."""
+    scale = min(1.0, longest / max(frame))
+    return max(1, round(frame[0] * scale)), max(1, round(frame[1] * scale))
