@@ -101,8 +101,9 @@ async def test_patch_changes_the_returned_pixels(make_client, frames) -> None:
     session_id = await connect(client, peer, {"mode": "color", "color": "#00ff00"})
     try:
         assert_background((await peer.frames(10))[-1], (0, 255, 0))
-        response = await client.patch(f"/sessions/{session_id}", json={"config": {"color": "#ffffff"}})
+        response = await client.patch(f"/sessions/{session_id}", json={"config": {"color": "#ffffff", "region": False}})
         assert response.status == 200 and (await response.json())["config"]["color"] == "#ffffff"
+        assert (await response.json())["config"]["region"] is False  # the whole frame, as before tracking
         assert_background((await peer.frames(10))[-1], (255, 255, 255))
     finally:
         await peer.close()
