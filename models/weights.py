@@ -60,14 +60,21 @@ WEIGHTS: dict[str, WeightsFile] = {
         source=MEDIAPIPE_WHEEL,
         license_member="mediapipe-0.10.21.dist-info/LICENSE",
     ),
+    "pose_landmark_full.tflite": WeightsFile(
+        filename="pose_landmark_full.tflite",
+        sha256="e9a5c5cb17f736fafd4c2ec1da3b3d331d6edbe8a0d32395855aeb2cdfd64b9f",
+        member="mediapipe/modules/pose_landmark/pose_landmark_full.tflite",
+        source=MEDIAPIPE_WHEEL,
+        license_member="mediapipe-0.10.21.dist-info/LICENSE",
+    ),
 }
 
 ATTRIBUTION = """\
-MediaPipe selfie segmentation models (general and landscape)
+MediaPipe selfie segmentation models (general and landscape) and MediaPipe Pose (full landmark model)
 Copyright The MediaPipe Authors. Licensed under the Apache License, Version 2.0
 (see LICENSE-mediapipe.txt beside this file). Taken unmodified from the PyPI
 wheel {wheel} (sha256 {sha}).
-Model card: "MediaPipe Selfie Segmentation", Google, 2021.
+Model cards: "MediaPipe Selfie Segmentation", Google, 2021; "BlazePose GHUM 3D", Google, 2021.
 """
 
 

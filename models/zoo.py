@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .checkpoint import load as load_checkpoint
+from .nets.pose import pose_segmenter
 from .nets.selfie import SelfieSegmenter, load_tflite
 from .weights import weights_path
 from .wrappers.onnxruntime_model import OnnxSegmenter
@@ -26,6 +27,28 @@ class ModelInfo:
     input_size: tuple[int, int]
     description: str
     path: Path | None = None  # the file a registered model comes from
+    finder: str | None = None  # the model whose whole-frame passes find the person to track; None: itself
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Which network does what for a stream that names a model (or a policy such as `auto`)."""
+
+    finder: str  # whole frames, to find the person whose region is tracked
+    region: str  # the tracked region
+    whole_frame: str  # whole frames when there is no region (a close-up, tracking off)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A name a session may choose like a model that picks networks by the scene."""
+
+    info: ModelInfo  # as the region network's, under the policy's name
+    plan: Plan
+
+
+def _selfie(input_size: tuple[int, int], path: Path) -> nn.Module:
+    return load_tflite(SelfieSegmenter(input_size), path)
 
 
 @dataclass(frozen=True)
@@ -34,9 +57,10 @@ class BuiltinModel:
 
     info: ModelInfo
     weights: str  # a file name of models.weights.WEIGHTS
+    network: Callable[[tuple[int, int], Path], nn.Module] = _selfie
 
     def build(self) -> nn.Module:
-        return load_tflite(SelfieSegmenter(self.info.input_size), weights_path(self.weights))
+        return self.network(self.info.input_size, weights_path(self.weights))
 
 
 BUILTINS: dict[str, BuiltinModel] = {
@@ -47,8 +71,24 @@ BUILTINS: dict[str, BuiltinModel] = {
         ModelInfo("mediapipe-landscape", (144, 256), "MediaPipe landscape, 144x256"),
         "selfie_segmentation_landscape.tflite",
     ),
+    "mediapipe-pose": BuiltinModel(
+        ModelInfo(
+            "mediapipe-pose",
+            (256, 256),
+            "MediaPipe Pose (full) segmentation, 256x256, in the region around the person",
+            finder="mediapipe-general",
+        ),
+        "pose_landmark_full.tflite",
+        pose_segmenter,
+    ),
 }
-ALIASES = {"general": "mediapipe-general", "landscape": "mediapipe-landscape"}
+ALIASES = {"general": "mediapipe-general", "landscape": "mediapipe-landscape", "fullbody": "mediapipe-pose"}
+POLICIES = {
+    "auto": Policy(
+        ModelInfo("auto", (256, 256), "fullbody around a person further away, general on a close-up"),
+        Plan(finder="mediapipe-general", region="mediapipe-pose", whole_frame="mediapipe-general"),
+    ),
+}
 
 
 def default_device() -> torch.device:
@@ -69,19 +109,28 @@ class ModelRegistry:
 
     def names(self) -> list[str]:
         """Canonical names: built-ins first, then registered files in registration order."""
-        return [*BUILTINS, *self._files]
+        return [*BUILTINS, *POLICIES, *self._files]
 
     def resolve(self, name: str) -> str:
         """Canonical model name for a name or alias; raises KeyError for unknown names."""
         canonical = ALIASES.get(name, name)
-        if canonical not in BUILTINS and canonical not in self._files:
-            choices = [*BUILTINS, *ALIASES, *self._files]
+        if canonical not in BUILTINS and canonical not in POLICIES and canonical not in self._files:
+            choices = [*BUILTINS, *ALIASES, *POLICIES, *self._files]
             raise KeyError(f"unknown model {name[:64]!r}; choose one of {', '.join(choices)}")
         return canonical
 
     def info(self, name: str) -> ModelInfo:
         canonical = self.resolve(name)
+        if canonical in POLICIES:
+            return POLICIES[canonical].info
         return BUILTINS[canonical].info if canonical in BUILTINS else self._files[canonical][0]
+
+    def plan(self, name: str) -> Plan:
+        """The networks a stream naming `name` runs (a plain model does everything itself)."""
+        canonical = self.resolve(name)
+        if canonical in POLICIES:
+            return POLICIES[canonical].plan
+        return Plan(finder=self.info(canonical).finder or canonical, region=canonical, whole_frame=canonical)
 
     def register_file(self, path: Path | str, name: str | None = None) -> str:
         """Make a trained checkpoint (.pt) or an exported ONNX model (.onnx) loadable by name; returns the name.
@@ -102,7 +151,7 @@ class ModelRegistry:
             stored, size, kind = checkpoint.name, checkpoint.input_size, checkpoint.arch
             builder = partial(_checkpoint_model, path)
         name = name or stored or path.stem
-        if name in BUILTINS or name in ALIASES:
+        if name in BUILTINS or name in ALIASES or name in POLICIES:
             raise ValueError(f"{path}: the name {name!r} belongs to a built-in model; rename the file or pass a name")
         if name in self._files and self._files[name][0].path != path:
             raise ValueError(f"{path}: a model named {name!r} is already loaded from {self._files[name][0].path}")
@@ -112,7 +161,7 @@ class ModelRegistry:
 
     def resolve_arg(self, value: str) -> str:
         """A command-line --model value: a model name, or a checkpoint/ONNX file (registered on the way)."""
-        known = value in ALIASES or value in BUILTINS or value in self._files
+        known = value in ALIASES or value in BUILTINS or value in POLICIES or value in self._files
         if not known and Path(value).suffix in MODEL_SUFFIXES:
             return self.register_file(value)
         return self.resolve(value)
@@ -123,7 +172,7 @@ class ModelRegistry:
         """A ready model in eval mode: (N,3,H,W) RGB in [0,1] at its input size -> (N,1,H,W) probabilities."""
         device = torch.device(device) if device is not None else default_device()
         check_precision(device, dtype)
-        canonical = self.resolve(name)
+        canonical = self.plan(name).region
         model = BUILTINS[canonical].build() if canonical in BUILTINS else self._files[canonical][1]()
         # nn.Module.to takes memory_format; torch's type stubs miss it.
         return model.eval().to(device=device, dtype=dtype, memory_format=torch.channels_last)  # type: ignore[call-overload]

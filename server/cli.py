@@ -410,7 +410,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 # --- parsers ---------------------------------------------------------------------------------------
 
-MODEL_HELP = "model: general, landscape, or a trained .pt / exported .onnx file"
+MODEL_HELP = "model: general, landscape, fullbody, auto, or a trained .pt / exported .onnx file"
 
 
 def build_parser() -> argparse.ArgumentParser:

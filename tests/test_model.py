@@ -1,24 +1,36 @@
-"""The PyTorch port of the MediaPipe selfie models against the TFLite reference interpreter."""
+"""The PyTorch ports of the MediaPipe models (selfie, pose) against the TFLite reference interpreter."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from ai_edge_litert.interpreter import Interpreter
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
 from PIL import Image
 
 from models import WeightsMissingError, load_model, model_info
 from models.weights import WEIGHTS, weights_path
 
-TFLITE = {"general": "selfie_segmentation.tflite", "landscape": "selfie_segmentation_landscape.tflite"}
+TFLITE = {
+    "general": "selfie_segmentation.tflite",
+    "landscape": "selfie_segmentation_landscape.tflite",
+    "fullbody": "pose_landmark_full.tflite",
+}
 
 
 def _reference(name: str, image: np.ndarray) -> np.ndarray:
-    interpreter = Interpreter(model_path=str(weights_path(TFLITE[name])))
+    """The model's person probability by TFLite (the pose model by its reference kernels, the definition of
+    the ops, rather than XNNPACK's reordered sums)."""
+    # The selfie models' custom transposed convolution exists only in the default resolver.
+    resolver = OpResolverType.BUILTIN_REF if name == "fullbody" else OpResolverType.AUTO
+    interpreter = Interpreter(model_path=str(weights_path(TFLITE[name])), experimental_op_resolver_type=resolver)
     interpreter.allocate_tensors()
     interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image[None])
     interpreter.invoke()
+    if name == "fullbody":  # the segmentation is one output of several, and a logit
+        output = next(d for d in interpreter.get_output_details() if d["name"] == "Identity_2")
+        logits = interpreter.get_tensor(output["index"])[0, ..., 0].astype(np.float64)
+        return (1.0 / (1.0 + np.exp(-np.clip(logits, -80, 80)))).astype(np.float32)
     return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])[0, ..., 0]
 
 
@@ -33,7 +45,7 @@ def _inputs(name: str, astronaut: np.ndarray, grace_hopper: np.ndarray) -> dict[
     }
 
 
-@pytest.mark.parametrize("name", ["general", "landscape"])
+@pytest.mark.parametrize("name", ["general", "landscape", "fullbody"])
 def test_matches_tflite_reference(name: str, astronaut: np.ndarray, grace_hopper: np.ndarray) -> None:
     model = load_model(name, "cpu")
     for label, image in _inputs(name, astronaut, grace_hopper).items():
@@ -41,7 +53,13 @@ def test_matches_tflite_reference(name: str, astronaut: np.ndarray, grace_hopper
         with torch.inference_mode():
             got = model(torch.from_numpy(image).permute(2, 0, 1)[None])[0, 0].numpy()
         assert got.shape == expected.shape
-        assert np.abs(got - expected).max() <= 1e-3, label
+        difference = np.abs(got - expected)
+        if name == "fullbody":
+            # Logits reach +-1700 here, so float32 rounding alone (in either implementation: each is
+            # 1-2e-3 from a float64 run of the same graph at worst) moves a few boundary pixels by more.
+            assert np.quantile(difference, 0.9999) <= 1e-3 and difference.max() <= 5e-3, label
+        else:
+            assert difference.max() <= 1e-3, label
         assert ((got >= 0.5) == (expected >= 0.5)).mean() >= 0.999, label
         if label != "random":
             assert 0.2 < (got >= 0.5).mean() < 0.9, f"{label}: a portrait should be partly person"

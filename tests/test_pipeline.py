@@ -182,7 +182,8 @@ def test_compiled_models_give_the_same_frames(
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
 
 
-def test_region_tracking_finds_a_small_person(pipeline: Pipeline, grace_hopper: np.ndarray) -> None:
+@pytest.mark.parametrize("model", ["general", "fullbody", "auto"])
+def test_region_tracking_finds_a_small_person(pipeline: Pipeline, grace_hopper: np.ndarray, model: str) -> None:
     # The truth: the model's own mask of the photo at full size, where it is reliable.
     photo = np.asarray(Image.fromarray(grace_hopper).resize((240, 300)))
     truth_small = pipeline.masks([Frame(photo, StreamState(), SessionConfig(smoothing=0.0, region=False))])[0].mask
@@ -205,5 +206,5 @@ def test_region_tracking_finds_a_small_person(pipeline: Pipeline, grace_hopper: 
         return ((prediction & truth).sum() / (prediction | truth).sum()).item()
 
     whole = iou_over(SessionConfig(smoothing=0.0, region=False))
-    tracked = iou_over(SessionConfig(smoothing=0.0, region=True))
+    tracked = iou_over(SessionConfig(model=model, smoothing=0.0, region=True))
     assert tracked > whole + 0.1 and tracked > 0.7, (whole, tracked)

@@ -76,3 +76,93 @@ def read_weighted_ops(path: Path) -> list[WeightedOp]:
         name = graph.Tensors(op.Outputs(0)).Name().decode()
         ops.append(WeightedOp(kind, name, constant(op.Inputs(1)), constant(op.Inputs(2))))
     return ops
+
+
+@dataclass(frozen=True)
+class GraphOp:
+    """One op of a TFLite graph: its kind, tensor indices, options and constant inputs (fp32, TFLite layout)."""
+
+    kind: str
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+    options: dict[str, int | bool]
+    constants: dict[int, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Graph:
+    """A TFLite graph as data: ops in execution order, tensor names and shapes, inputs and outputs."""
+
+    ops: list[GraphOp]
+    names: list[str]
+    shapes: list[tuple[int, ...]]
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+
+    def tensor(self, name: str) -> int:
+        return self.names.index(name)
+
+
+# The option fields each op kind's builder reads, by the flatbuffer table that holds them.
+_OPTIONS: dict[str, tuple[type, tuple[str, ...]]] = {
+    "CONV_2D": (tflite.Conv2DOptions, ("Padding", "StrideH", "StrideW", "FusedActivationFunction")),
+    "DEPTHWISE_CONV_2D": (
+        tflite.DepthwiseConv2DOptions,
+        ("Padding", "StrideH", "StrideW", "DepthMultiplier", "FusedActivationFunction"),
+    ),
+    "ADD": (tflite.AddOptions, ("FusedActivationFunction",)),
+    "MAX_POOL_2D": (
+        tflite.Pool2DOptions,
+        ("Padding", "StrideH", "StrideW", "FilterHeight", "FilterWidth", "FusedActivationFunction"),
+    ),
+    "RESIZE_BILINEAR": (tflite.ResizeBilinearOptions, ("AlignCorners", "HalfPixelCenters")),
+    "CONCATENATION": (tflite.ConcatenationOptions, ("Axis", "FusedActivationFunction")),
+    "DEPTH_TO_SPACE": (tflite.DepthToSpaceOptions, ("BlockSize",)),
+}
+_DILATED = ("DilationHFactor", "DilationWFactor")
+
+
+def _options(kind: str, op: tflite.Operator) -> dict[str, int | bool]:
+    if kind not in _OPTIONS:
+        return {}
+    table_type, fields = _OPTIONS[kind]
+    table, options = op.BuiltinOptions(), table_type()
+    options.Init(table.Bytes, table.Pos)
+    values = {field: getattr(options, field)() for field in fields}
+    if kind in ("CONV_2D", "DEPTHWISE_CONV_2D") and any(getattr(options, f)() != 1 for f in _DILATED):
+        raise ValueError("dilated convolutions are not supported")
+    return values
+
+
+def read_graph(path: Path) -> Graph:
+    """The whole graph of a .tflite file, constants dequantized to fp32 and folded into the ops that use them."""
+    model = tflite.Model.GetRootAsModel(path.read_bytes(), 0)
+    graph = model.Subgraphs(0)
+    dequantized: dict[int, int] = {}
+    raw_ops = []
+    for i in range(graph.OperatorsLength()):
+        op = graph.Operators(i)
+        kind = _op_name(model, op)
+        if kind == "DEQUANTIZE":  # fp16 constants stored behind an op: read them as the fp32 they become
+            dequantized[op.Outputs(0)] = op.Inputs(0)
+        else:
+            raw_ops.append((kind, op))
+    ops = []
+    for kind, op in raw_ops:
+        inputs = tuple(op.Inputs(j) for j in range(op.InputsLength()) if op.Inputs(j) >= 0)
+        constants = {}
+        for index in inputs:
+            source = dequantized.get(index, index)
+            buffer = model.Buffers(graph.Tensors(source).Buffer()).DataAsNumpy()
+            if isinstance(buffer, np.ndarray) and buffer.size:
+                constants[index] = _tensor_array(model, graph, source)
+        outputs = tuple(op.Outputs(j) for j in range(op.OutputsLength()))
+        ops.append(GraphOp(kind, inputs, outputs, _options(kind, op), constants))
+    tensors = [graph.Tensors(i) for i in range(graph.TensorsLength())]
+    return Graph(
+        ops=ops,
+        names=[t.Name().decode() for t in tensors],
+        shapes=[tuple(int(d) for d in t.ShapeAsNumpy()) if t.ShapeLength() else () for t in tensors],
+        inputs=tuple(graph.Inputs(i) for i in range(graph.InputsLength())),
+        outputs=tuple(graph.Outputs(i) for i in range(graph.OutputsLength())),
+    )

@@ -20,7 +20,9 @@ class SessionConfig(BaseModel):
     blur: float = Field(0.5, ge=0.0, le=1.0, description="blur strength, 0..1 (sigma = blur x frame height / 20)")
     color: str = Field("#00b140", description="background colour for mode=color, '#rrggbb'")
     image: str = Field("aurora", description="background image for mode=image: an uploaded id or a preset name")
-    model: str = Field("general", description="segmentation model: general, landscape, or a loaded checkpoint's name")
+    model: str = Field(
+        "general", description="segmentation model: general, landscape, fullbody, auto, or a loaded checkpoint's name"
+    )
     smoothing: float = Field(0.9, ge=0.0, le=1.0, description="temporal smoothing of the mask, 0 = off .. 1")
     refine: bool = Field(True, description="edge-aware upsampling of the mask guided by the frame")
     region: bool = Field(

@@ -20,7 +20,7 @@ from .composite import compose
 from .config import SessionConfig
 from .frames import Frame, Masked, Processed, StreamState, download, upload
 from .refine import upsample_mask
-from .segment import ModelCache, flush_denormals, segment, segment_regions
+from .segment import ModelCache, denormals_flushed, segment, segment_regions
 from .smoothing import smooth_mask
 from .timing import StageClock, StageTimes
 
@@ -156,12 +156,12 @@ class Pipeline:
         return [Masked(_ready(w.mask)[0, 0], w.state) for w in work]
 
     def _run(self, steps: tuple[tuple[str, Step], ...], work: list[_Work], times: StageTimes | None) -> None:
-        flush_denormals()  # callers run us on worker threads
-        clock = StageClock(self.device, times)
-        for stage, step in steps:
-            if work:
-                step(self, work)
-            clock.lap(stage)
+        with denormals_flushed():
+            clock = StageClock(self.device, times)
+            for stage, step in steps:
+                if work:
+                    step(self, work)
+                clock.lap(stage)
 
 
 def _processed(work: _Work) -> Processed:

@@ -4,6 +4,8 @@ person probabilities for a batch of frames at each model's input size."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 
 import torch
@@ -49,8 +51,8 @@ class ModelCache:
         self._lock = threading.Lock()
 
     def get(self, name: str) -> nn.Module:
-        """The loaded model for `name` (loaded on first use)."""
-        key = self.registry.resolve(name)
+        """The loaded network for `name` (loaded on first use); a policy's is the one for its regions."""
+        key = self.registry.plan(name).region
         with self._lock:
             if key not in self._models:
                 model = self.registry.load(key, self.device, self.dtype)
@@ -60,17 +62,26 @@ class ModelCache:
             return self._models[key]
 
     def warm(self, name: str) -> nn.Module:
-        """The model for `name`, loaded and, with `compile`, compiled before this returns (start-up, benchmarks)."""
-        model = self.get(name)
-        if isinstance(model, CompiledOnCPU):
-            model.wait()
-        return model
+        """The networks `name` runs, loaded and, with `compile`, compiled before this returns (start-up,
+        benchmarks); returns the one for its regions."""
+        plan = self.registry.plan(name)
+        for network in dict.fromkeys((plan.finder, plan.whole_frame, plan.region)):
+            model = self.get(network)
+            if isinstance(model, CompiledOnCPU):
+                model.wait()
+        return self.get(plan.region)
 
 
-def flush_denormals() -> None:
+@contextmanager
+def denormals_flushed() -> Iterator[None]:
     """Denormal floats (saturated sigmoids, far-from-person activations) take a slow path on x86 that made
-    the model 1.6x slower; the flag is per thread, so every thread that runs a model sets it."""
+    the model 1.6x slower. The flag is per thread and is put back after, so that a caller's own thread
+    (a tool, a test) keeps IEEE arithmetic."""
     torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
 
 
 def infer(models: ModelCache, inputs: list[torch.Tensor], names: list[str]) -> list[torch.Tensor]:
@@ -78,7 +89,7 @@ def infer(models: ModelCache, inputs: list[torch.Tensor], names: list[str]) -> l
     one batch per model."""
     by_model: dict[str, list[int]] = {}
     for i, name in enumerate(names):
-        by_model.setdefault(models.registry.resolve(name), []).append(i)
+        by_model.setdefault(models.registry.plan(name).region, []).append(i)
     masks: list[torch.Tensor] = [torch.empty(0)] * len(inputs)
     for name, indices in by_model.items():
         batch = torch.cat([inputs[i] for i in indices]).to(models.dtype).div_(255.0)
@@ -95,11 +106,18 @@ def input_size(models: ModelCache, name: str) -> tuple[int, int]:
 
 
 def segment(models: ModelCache, pixels: list[torch.Tensor], names: list[str]) -> list[torch.Tensor]:
-    """Low-resolution person probabilities (1,1,h,w) of uint8 frames (1,3,H,W) at each model's size.
+    """Low-resolution person probabilities (1,1,h,w) of uint8 frames (1,3,H,W) at each model's size, by the
+    network each model (or policy) runs on whole frames.
 
     The frames are stretched to the model's input size, as the models were trained.
     """
-    return infer(models, [resize_frame(p, input_size(models, n)) for p, n in zip(pixels, names, strict=True)], names)
+    networks = [models.registry.plan(n).whole_frame for n in names]
+    return _whole_frames(models, pixels, networks)
+
+
+def _whole_frames(models: ModelCache, pixels: list[torch.Tensor], networks: list[str]) -> list[torch.Tensor]:
+    inputs = [resize_frame(p, input_size(models, n)) for p, n in zip(pixels, networks, strict=True)]
+    return infer(models, inputs, networks)
 
 
 def segment_regions(
@@ -109,29 +127,35 @@ def segment_regions(
     each stream tracks, and the streams' states with their regions moved on."""
     frames = [(p.shape[-2], p.shape[-1]) for p in pixels]
     canvases = [canvas_size(f) for f in frames]
-    aspects = [input_size(models, n)[1] / input_size(models, n)[0] for n in names]
+    plans = [models.registry.plan(n) for n in names]
+    aspects = [input_size(models, p.region)[1] / input_size(models, p.region)[0] for p in plans]
     regions = [s.region for s in states]
     since = [s.since_detect + 1 for s in states]
     masks: list[torch.Tensor | None] = [None] * len(pixels)
     # Whole-frame passes: streams without a region, and, now and then, those with one (a newcomer).
     detect = [i for i, r in enumerate(regions) if r is None or since[i] >= REDETECT_EVERY]
     if detect:
-        found = segment(models, [pixels[i] for i in detect], [names[i] for i in detect])
+        found = _whole_frames(models, [pixels[i] for i in detect], [plans[i].finder for i in detect])
         for i, mask in zip(detect, found, strict=True):
             box = person_box(mask)
-            whole = F.interpolate(mask.float(), size=canvases[i], mode="bilinear", align_corners=False)
             target = None if box is None else region_around(box, frames[i], aspects[i])
             previous = regions[i]
             if previous is not None and target is not None:  # while tracking: cover a newcomer too
                 target = _union(previous, target, frames[i])
             regions[i], since[i] = target, 0
-            if target is None:
-                masks[i] = whole
+            if target is None and plans[i].whole_frame == plans[i].finder:
+                masks[i] = F.interpolate(mask.float(), size=canvases[i], mode="bilinear", align_corners=False)
+        # No region (a close-up, nobody): the whole frame, by the network for that when the finder is another.
+        rest = [i for i in detect if regions[i] is None and masks[i] is None]
+        if rest:
+            found = _whole_frames(models, [pixels[i] for i in rest], [plans[i].whole_frame for i in rest])
+            for i, mask in zip(rest, found, strict=True):
+                masks[i] = F.interpolate(mask.float(), size=canvases[i], mode="bilinear", align_corners=False)
     # Region passes.
     tracked = [i for i, r in enumerate(regions) if r is not None and masks[i] is None]
     if tracked:
-        inputs = [crop(pixels[i], _region(regions[i]), input_size(models, names[i])) for i in tracked]
-        found = infer(models, inputs, [names[i] for i in tracked])
+        inputs = [crop(pixels[i], _region(regions[i]), input_size(models, plans[i].region)) for i in tracked]
+        found = infer(models, inputs, [plans[i].region for i in tracked])
         for i, probabilities in zip(tracked, found, strict=True):
             region = _region(regions[i])
             masks[i] = paste(probabilities, region, frames[i], canvases[i])

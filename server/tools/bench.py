@@ -16,13 +16,14 @@ from models.zoo import ModelRegistry
 from ..pipeline.config import SessionConfig
 from ..pipeline.frames import Frame, StreamState
 from ..pipeline.pipeline import Pipeline
-from ..pipeline.segment import flush_denormals
+from ..pipeline.segment import denormals_flushed
 from ..pipeline.timing import STAGES, StageTimes
 
 SIZES = {"640x480": (480, 640), "1280x720": (720, 1280), "1920x1080": (1080, 1920)}
 TFLITE_FILES = {
     "mediapipe-general": "selfie_segmentation.tflite",
     "mediapipe-landscape": "selfie_segmentation_landscape.tflite",
+    "mediapipe-pose": "pose_landmark_full.tflite",
 }
 
 
@@ -64,7 +65,7 @@ def tflite_runner(baseline: str, threads: int) -> Callable[[], None] | None:
 def baseline_of(registry: ModelRegistry, model: str) -> str:
     """The model whose TFLite file is the speed baseline for `model`: its own, or, for models without a
     TFLite original (trained checkpoints, ONNX files), MediaPipe general's."""
-    name = registry.resolve(model)
+    name = registry.plan(model).region
     return name if name in TFLITE_FILES else "mediapipe-general"
 
 
@@ -128,6 +129,21 @@ def run_bench(
     compile: bool = False,
 ) -> dict:
     """All measurements as one JSON-ready dict; `models` are names in `registry`."""
+    with denormals_flushed():  # as the pipeline does (XNNPACK does the same for TFLite)
+        return _run_bench(registry, devices, sizes, batches, models, runs, config, threads, compile)
+
+
+def _run_bench(
+    registry: ModelRegistry,
+    devices: list[str],
+    sizes: list[str],
+    batches: list[int],
+    models: list[str],
+    runs: int,
+    config: SessionConfig,
+    threads: int,
+    compile: bool,
+) -> dict:
     report: dict = {  # "tflite": every paired measurement of the reference, ms per frame
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
@@ -139,7 +155,6 @@ def run_bench(
         "model": [],
         "pipeline": [],
     }
-    flush_denormals()  # as the pipeline does (XNNPACK does the same for TFLite)
     # One interpreter per baseline: several trained models share MediaPipe general's.
     references = {b: tflite_runner(b, threads) for b in dict.fromkeys(baseline_of(registry, m) for m in models)}
     for device in devices:

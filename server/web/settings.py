@@ -83,7 +83,8 @@ class ServerSettings(DeviceSettings):
         "its name; repeatable (env: comma-separated)",
     )
     default_model: str = Field(
-        "general", description="model of sessions that do not choose one: general, landscape or a --model's name"
+        "general",
+        description="model of sessions that do not choose one: general, landscape, fullbody, auto or a --model's name",
     )
     compile: bool | None = Field(True, description=DeviceSettings.model_fields["compile"].description)
 
