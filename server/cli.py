@@ -175,13 +175,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     pipeline = _pipeline(args, registry)
     if args.data.is_dir() and is_sequence_folder(args.data):
         result = evaluate_sequences(
-            pipeline, model, args.data, args.refine, args.smoothing, args.region, args.gallery, limit=args.limit
+            pipeline,
+            model,
+            args.data,
+            args.refine,
+            args.smoothing,
+            args.region,
+            args.gallery,
+            limit=args.limit,
+            motion=args.motion,
         )
         sequences = ", ".join(f"{name} {r['mean_iou']:.3f}" for name, r in result["sequences"].items())
         text = (
             f"{result['model']} on {len(result['sequences'])} sequences (region={'on' if args.region else 'off'}, "
-            f"smoothing {args.smoothing}): mean IoU {result['mean_iou']:.4f}, boundary F {result['boundary_f']:.4f} "
-            f"({sequences})"
+            f"smoothing {args.smoothing}, motion={'on' if args.motion else 'off'}): mean IoU "
+            f"{result['mean_iou']:.4f}, boundary F {result['boundary_f']:.4f}, warping error "
+            f"{result['warping_error']:.5f} ({sequences})"
         )
     elif args.data.is_dir():
         result = evaluate_folder(
@@ -200,11 +209,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"mean IoU {result['mean_iou']:.4f}, boundary F {result['boundary_f']:.4f}"
         )
     elif args.data.is_file():
-        result = evaluate_video(pipeline, model, args.data, args.refine, args.smoothing, limit=args.limit)
+        result = evaluate_video(
+            pipeline, model, args.data, args.refine, args.smoothing, limit=args.limit, motion=args.motion
+        )
         text = (
             f"{result['model']} on {result['video']} ({result['frames']} frames): "
             f"flicker {result['flicker_raw']:.5f} raw, "
-            f"{result['flicker_smoothed']:.5f} with smoothing {args.smoothing} ({100 * result['reduction']:.1f}% less)"
+            f"{result['flicker_smoothed']:.5f} with smoothing {args.smoothing} "
+            f"({100 * result['reduction']:.1f}% less); "
+            f"warping error {result['warping_error_raw']:.5f} raw, {result['warping_error_smoothed']:.5f} smoothed "
+            f"({100 * result['warping_reduction']:.1f}% less)"
         )
     else:
         raise CommandError(f"{args.data} is neither a folder nor a video file")
@@ -448,6 +462,12 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="follow the person and segment a crop around them (default: on, as sessions do)",
+    )
+    evaluate.add_argument(
+        "--motion",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="smoothing moves the previous mask along the optical flow first (default: on, as sessions do)",
     )
     evaluate.add_argument(
         "--smoothing",

@@ -208,3 +208,35 @@ def test_region_tracking_finds_a_small_person(pipeline: Pipeline, grace_hopper: 
     whole = iou_over(SessionConfig(smoothing=0.0, region=False))
     tracked = iou_over(SessionConfig(model=model, smoothing=0.0, region=True))
     assert tracked > whole + 0.1 and tracked > 0.7, (whole, tracked)
+
+
+def test_smoothing_follows_a_moving_person(pipeline: Pipeline, grace_hopper: np.ndarray) -> None:
+    """A person sliding across a still scene: smoothing along the optical flow trails less behind them than
+    blending with where they were (warping error and IoU against where they are)."""
+    from server.tools.evaluate import WarpingError
+
+    person = np.asarray(Image.fromarray(grace_hopper).resize((160, 200)))
+    alone = pipeline.masks([Frame(person, StreamState(), SessionConfig(smoothing=0.0, region=False))])[0].mask >= 0.5
+    scene = np.asarray(Image.fromarray(pipeline.backgrounds.get("bookshelf")).resize((400, 240)))
+
+    def frame_at(left: int) -> tuple[np.ndarray, torch.Tensor]:
+        frame, truth = scene.copy(), torch.zeros(240, 400, dtype=torch.bool)
+        frame[40:240, left : left + 160] = person
+        truth[40:240, left : left + 160] = alone
+        return frame, truth
+
+    def run(motion: bool) -> tuple[float, float]:
+        config = SessionConfig(smoothing=0.9, region=False, motion=motion)
+        state, warping, ious = StreamState(), WarpingError(), []
+        for left in range(0, 240, 16):  # 16 px a frame: a brisk walk at this size
+            frame, truth = frame_at(left)
+            result = pipeline.masks([Frame(frame, state, config)])[0]
+            state = result.state
+            warping.add(frame, result.mask)
+            prediction = result.mask >= 0.5
+            ious.append(((prediction & truth).sum() / (prediction | truth).sum()).item())
+        return warping.value, float(np.mean(ious[1:]))
+
+    (blended_error, blended_iou), (moved_error, moved_iou) = run(False), run(True)
+    assert moved_error < 0.8 * blended_error, (blended_error, moved_error)
+    assert moved_iou > blended_iou, (blended_iou, moved_iou)

@@ -109,6 +109,22 @@ async def test_patch_changes_the_returned_pixels(make_client, frames) -> None:
         await peer.close()
 
 
+@pytest.mark.parametrize("model", ["fullbody", "auto"])
+async def test_fullbody_and_auto_sessions_replace_the_background(make_client, frames, model: str) -> None:
+    client = await make_client()
+    peer = Peer(frames)
+    session_id = await connect(client, peer, {"mode": "color", "color": "#00ffff", "model": model})
+    try:
+        got = (await peer.frames(12))[-1]
+        assert_background(got, (0, 255, 255))
+        assert_person_kept(got, frames[0])
+        response = await client.patch(f"/sessions/{session_id}", json={"config": {"model": "general"}})
+        assert response.status == 200 and (await response.json())["config"]["model"] == "general"
+        assert_background((await peer.frames(8))[-1], (0, 255, 255))
+    finally:
+        await peer.close()
+
+
 async def test_whip_raw_sdp(make_client, frames) -> None:
     client = await make_client()
     peer = Peer(frames)

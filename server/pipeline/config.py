@@ -28,6 +28,9 @@ class SessionConfig(BaseModel):
     region: bool = Field(
         True, description="follow the person and segment a crop around them (people far from the camera)"
     )
+    motion: bool = Field(
+        True, description="move the previous mask along the optical flow before smoothing (no trailing in motion)"
+    )
     light_wrap: float = Field(
         0.0, ge=0.0, le=1.0, description="spill of the background onto the person's edge, 0 = off"
     )

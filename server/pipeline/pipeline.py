@@ -1,6 +1,6 @@
 """The pipeline: the steps a frame goes through, in order, for a batch of frames of many streams.
 
-upload -> model -> smoothing -> refine -> composite -> download. Each stream's state comes in with
+upload -> model -> smoothing (along the motion) -> refine -> composite -> download. Each stream's state comes in with
 its frame and goes out with the result (nothing is kept here between frames), so one `Pipeline` per
 process serves every stream, from several worker threads at once.
 """
@@ -19,6 +19,7 @@ from .backgrounds import BackgroundStore
 from .composite import compose
 from .config import SessionConfig
 from .frames import Frame, Masked, Processed, StreamState, download, upload
+from .motion import flow, grey, warp
 from .refine import upsample_mask
 from .segment import ModelCache, denormals_flushed, segment, segment_regions
 from .smoothing import smooth_mask
@@ -66,8 +67,18 @@ def _smooth(pipeline: Pipeline, work: list[_Work]) -> None:
         config, image = w.frame.config, _ready(w.image)
         key = (tuple(image.shape[-2:]), pipeline.registry.resolve(config.model))
         previous = w.state.previous_mask if w.state.mask_key == key else None
-        w.mask = smooth_mask(previous, _ready(w.mask).float(), config.smoothing)
-        w.state = replace(w.state, previous_mask=w.mask, mask_key=key)
+        current = _ready(w.mask).float()
+        now = (
+            grey(w.frame.pixels, (current.shape[-2], current.shape[-1]))
+            if config.motion and config.smoothing > 0
+            else None
+        )
+        before = w.state.previous_grey
+        if previous is not None and now is not None and before is not None and before.shape == now.shape:
+            # The previous mask moved to where the person is now: the blend no longer leans on where they were.
+            previous = warp(previous, flow(now, before))
+        w.mask = smooth_mask(previous, current, config.smoothing)
+        w.state = replace(w.state, previous_mask=w.mask, mask_key=key, previous_grey=now)
 
 
 def _refine(pipeline: Pipeline, work: list[_Work]) -> None:

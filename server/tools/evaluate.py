@@ -1,5 +1,5 @@
-"""Accuracy on a labelled folder and flicker on a video, through the serving pipeline (so the figures are
-what users see: the same resizing, smoothing and refinement)."""
+"""Accuracy on a labelled folder, on frame sequences, and flicker and warping error on videos, through the
+serving pipeline (so the figures are what users see: the same resizing, tracking, smoothing, refinement)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import heapq
 from pathlib import Path
 from statistics import mean
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from models.images import read_image
@@ -17,8 +19,37 @@ from models.training.metrics import boundary_f, flicker, iou
 from ..files.media import read_video, video_info
 from ..pipeline.config import SessionConfig
 from ..pipeline.frames import Frame, StreamState
+from ..pipeline.motion import consistent, flow, grey, warp
 from ..pipeline.pipeline import Pipeline
+from ..pipeline.region import canvas_size
 from .gallery import Case, write_gallery
+
+
+class WarpingError:
+    """Temporal error of a mask video (Lai et al., ECCV 2018): the mean over frames of mean |m_t - W(m_t-1)|
+    over the pixels whose flow passes a forward-backward check, W moving the previous mask along the flow.
+    A mask that flickers scores badly, and so does one that trails behind the motion."""
+
+    def __init__(self) -> None:
+        self.previous: tuple[np.ndarray, torch.Tensor] | None = None
+        self.values: list[float] = []
+
+    def add(self, image: np.ndarray, mask: torch.Tensor) -> None:
+        """The next frame (H,W,3) uint8 and its final mask (H,W) in [0,1]; compared at 320 px at most."""
+        size = canvas_size((image.shape[0], image.shape[1]))
+        now = grey(image, size)
+        small = F.interpolate(mask.float().cpu()[None, None], size=size, mode="area")
+        if self.previous is not None:
+            before, previous = self.previous
+            backward = flow(now, before)
+            valid = torch.from_numpy(consistent(backward, flow(before, now)))
+            if valid.any():
+                self.values.append((small - warp(previous, backward))[0, 0].abs()[valid].mean().item())
+        self.previous = (now, small)
+
+    @property
+    def value(self) -> float:
+        return mean(self.values) if self.values else 0.0
 
 
 def evaluate_folder(
@@ -85,10 +116,11 @@ def evaluate_sequences(
     worst: int = 12,
     limit: int | None = None,
     progress: bool = True,
+    motion: bool = True,
 ) -> dict:
     """IoU and boundary F per sequence and overall (the mean of the sequences'), each sequence's frames in
     order through one stream, so that region tracking and smoothing are part of what is measured."""
-    config = SessionConfig(model=model, refine=refine, smoothing=smoothing, mode="mask", region=region)
+    config = SessionConfig(model=model, refine=refine, smoothing=smoothing, mode="mask", region=region, motion=motion)
     sequences = sorted(d for d in data.iterdir() if (d / "images").is_dir())
     per: dict[str, dict] = {}
     cases: list[tuple[float, int, Case]] = []
@@ -98,11 +130,13 @@ def evaluate_sequences(
         state = StreamState()
         ious: list[float] = []
         fscores: list[float] = []
+        warping = WarpingError()
         for image_path, mask_path in tqdm(pairs, desc=sequence.name, unit="frame", disable=not progress):
             image = read_image(image_path)
             truth = torch.from_numpy(read_image(mask_path, "L") >= 128)
             result = pipeline.masks([Frame(image, state, config)])[0]
             state = result.state
+            warping.add(image, result.mask)
             prediction = result.mask.cpu() >= 0.5
             ious.append(iou(prediction, truth))
             fscores.append(boundary_f(prediction, truth))
@@ -112,7 +146,12 @@ def evaluate_sequences(
                 if len(cases) > worst:
                     heapq.heappop(cases)
             index += 1
-        per[sequence.name] = {"frames": len(pairs), "mean_iou": mean(ious), "boundary_f": mean(fscores)}
+        per[sequence.name] = {
+            "frames": len(pairs),
+            "mean_iou": mean(ious),
+            "boundary_f": mean(fscores),
+            "warping_error": warping.value,
+        }
     if gallery is not None:
         write_gallery(sorted((c for _, _, c in cases), key=lambda c: c.iou), gallery)
     return {
@@ -120,9 +159,11 @@ def evaluate_sequences(
         "refine": refine,
         "region": region,
         "smoothing": smoothing,
+        "motion": motion,
         "sequences": per,
         "mean_iou": mean(p["mean_iou"] for p in per.values()),
         "boundary_f": mean(p["boundary_f"] for p in per.values()),
+        "warping_error": mean(p["warping_error"] for p in per.values()),
     }
 
 
@@ -134,12 +175,17 @@ def evaluate_video(
     smoothing: float,
     limit: int | None = None,
     progress: bool = True,
+    motion: bool = True,
 ) -> dict:
-    """Flicker (mean over consecutive frames of mean |p_t - p_t-1|) with and without smoothing."""
-    configs = [SessionConfig(model=model, refine=refine, smoothing=s, mode="mask") for s in (0.0, smoothing)]
+    """Flicker (mean over consecutive frames of mean |p_t - p_t-1|) and warping error (see `WarpingError`)
+    with and without smoothing."""
+    configs = [
+        SessionConfig(model=model, refine=refine, smoothing=s, mode="mask", motion=motion) for s in (0.0, smoothing)
+    ]
     states = [StreamState(), StreamState()]
     previous: list[torch.Tensor | None] = [None, None]
     totals: list[list[float]] = [[], []]
+    warping = [WarpingError(), WarpingError()]
     frames, _ = video_info(video)
     total = min(frames, limit) if frames and limit else (frames or limit)
     for frame in tqdm(
@@ -148,6 +194,7 @@ def evaluate_video(
         results = pipeline.masks([Frame(frame, state, config) for state, config in zip(states, configs, strict=True)])
         states = [r.state for r in results]
         for k, result in enumerate(results):
+            warping[k].add(frame, result.mask)
             before = previous[k]
             if before is not None:
                 totals[k].append(flicker(before, result.mask))
@@ -159,7 +206,11 @@ def evaluate_video(
         "frames": len(totals[0]) + 1,
         "refine": refine,
         "smoothing": smoothing,
+        "motion": motion,
         "flicker_raw": raw,
         "flicker_smoothed": smoothed,
         "reduction": 0.0 if raw == 0 else 1.0 - smoothed / raw,
+        "warping_error_raw": warping[0].value,
+        "warping_error_smoothed": warping[1].value,
+        "warping_reduction": 0.0 if warping[0].value == 0 else 1.0 - warping[1].value / warping[0].value,
     }

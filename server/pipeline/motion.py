@@ -1,0 +1,63 @@
+"""Motion between consecutive frames at mask resolution: dense optical flow and warping along it.
+
+Flow is OpenCV's DIS (ultrafast preset) on small grey images, on the CPU for every device: at mask
+resolution (320 px or less) it costs about a millisecond, less than moving the images to and from a GPU
+would save. Warping is `grid_sample`, on the mask's own device.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+_local = threading.local()  # a DIS object keeps buffers between calls: one per thread
+
+
+def _dis() -> cv2.DISOpticalFlow:
+    dis = getattr(_local, "dis", None)
+    if dis is None:
+        dis = _local.dis = cv2.DISOpticalFlow.create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
+    return dis
+
+
+def grey(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """An (H,W,3) uint8 RGB frame as (h,w) uint8 luma at `size` (h, w)."""
+    small = cv2.resize(pixels, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+
+
+def flow(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """(h,w,2) float32 flow from grey image `source` to `target`: pixel (x, y) of `source` is seen at
+    (x + u, y + v) in `target`."""
+    return np.asarray(_dis().calc(source, target, None))  # type: ignore[call-overload]  # stubs miss None
+
+
+def warp(image: torch.Tensor, towards: np.ndarray) -> torch.Tensor:
+    """A (1,C,h,w) image resampled at each pixel's position plus `towards` (h,w,2) (bilinear, edges
+    repeated): with the flow from frame t to frame t-1, frame t-1's image moved to where things are at t."""
+    h, w = image.shape[-2:]
+    offsets = torch.from_numpy(towards).to(image.device, torch.float32)
+    ys, xs = torch.meshgrid(
+        torch.arange(h, device=image.device, dtype=torch.float32),
+        torch.arange(w, device=image.device, dtype=torch.float32),
+        indexing="ij",
+    )
+    # grid_sample's coordinates: -1 and 1 are the centres of the edge pixels (align_corners=True).
+    gx = (xs + offsets[..., 0]) * (2.0 / max(w - 1, 1)) - 1.0
+    gy = (ys + offsets[..., 1]) * (2.0 / max(h - 1, 1)) - 1.0
+    grid = torch.stack((gx, gy), dim=-1)[None].to(image.dtype)
+    return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def consistent(backward: np.ndarray, forward: np.ndarray) -> np.ndarray:
+    """(h,w) bool: pixels of frame t whose flow to t-1 (`backward`) the flow from t-1 to t (`forward`)
+    brings back, the test for occlusions and flow errors of Sundaram et al. (ECCV 2010)."""
+    h, w = backward.shape[:2]
+    xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    returned = cv2.remap(forward, xs + backward[..., 0], ys + backward[..., 1], cv2.INTER_LINEAR)
+    loop = ((backward + returned) ** 2).sum(axis=-1)
+    return loop < 0.01 * ((backward**2).sum(axis=-1) + (returned**2).sum(axis=-1)) + 0.5
