@@ -60,6 +60,13 @@ WEIGHTS: dict[str, WeightsFile] = {
         source=MEDIAPIPE_WHEEL,
         license_member="mediapipe-0.10.21.dist-info/LICENSE",
     ),
+    "pose_detection.tflite": WeightsFile(
+        filename="pose_detection.tflite",
+        sha256="9ba9dd3d42efaaba86b4ff0122b06f29c4122e756b329d89dca1e297fd8f866c",
+        member="mediapipe/modules/pose_detection/pose_detection.tflite",
+        source=MEDIAPIPE_WHEEL,
+        license_member="mediapipe-0.10.21.dist-info/LICENSE",
+    ),
     "pose_landmark_full.tflite": WeightsFile(
         filename="pose_landmark_full.tflite",
         sha256="e9a5c5cb17f736fafd4c2ec1da3b3d331d6edbe8a0d32395855aeb2cdfd64b9f",
@@ -70,7 +77,7 @@ WEIGHTS: dict[str, WeightsFile] = {
 }
 
 ATTRIBUTION = """\
-MediaPipe selfie segmentation models (general and landscape) and MediaPipe Pose (full landmark model)
+MediaPipe selfie segmentation models (general and landscape) and MediaPipe Pose (detector, full landmark model)
 Copyright The MediaPipe Authors. Licensed under the Apache License, Version 2.0
 (see LICENSE-mediapipe.txt beside this file). Taken unmodified from the PyPI
 wheel {wheel} (sha256 {sha}).

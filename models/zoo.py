@@ -12,6 +12,7 @@ from torch import nn
 
 from .checkpoint import load as load_checkpoint
 from .nets.pose import pose_segmenter
+from .nets.pose_detector import pose_detector
 from .nets.selfie import SelfieSegmenter, load_tflite
 from .weights import weights_path
 from .wrappers.onnxruntime_model import OnnxSegmenter
@@ -76,17 +77,25 @@ BUILTINS: dict[str, BuiltinModel] = {
             "mediapipe-pose",
             (256, 256),
             "MediaPipe Pose (full) segmentation, 256x256, in the region around the person",
-            finder="mediapipe-general",
+            finder="mediapipe-pose-detector",
         ),
         "pose_landmark_full.tflite",
         pose_segmenter,
+    ),
+}
+# Networks that find people rather than segment them: a plan's finder may name one.
+DETECTORS: dict[str, BuiltinModel] = {
+    "mediapipe-pose-detector": BuiltinModel(
+        ModelInfo("mediapipe-pose-detector", (224, 224), "MediaPipe Pose detector, 224x224 letterboxed"),
+        "pose_detection.tflite",
+        pose_detector,
     ),
 }
 ALIASES = {"general": "mediapipe-general", "landscape": "mediapipe-landscape", "fullbody": "mediapipe-pose"}
 POLICIES = {
     "auto": Policy(
         ModelInfo("auto", (256, 256), "fullbody around a person further away, general on a close-up"),
-        Plan(finder="mediapipe-general", region="mediapipe-pose", whole_frame="mediapipe-general"),
+        Plan(finder="mediapipe-pose-detector", region="mediapipe-pose", whole_frame="mediapipe-general"),
     ),
 }
 
@@ -124,6 +133,20 @@ class ModelRegistry:
         if canonical in POLICIES:
             return POLICIES[canonical].info
         return BUILTINS[canonical].info if canonical in BUILTINS else self._files[canonical][0]
+
+    def is_detector(self, name: str) -> bool:
+        return name in DETECTORS
+
+    def detector_info(self, name: str) -> ModelInfo:
+        return DETECTORS[name].info
+
+    def load_detector(
+        self, name: str, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+    ) -> nn.Module:
+        """A person detector in eval mode (see models.nets.pose_detector)."""
+        device = torch.device(device) if device is not None else default_device()
+        check_precision(device, dtype)
+        return DETECTORS[name].build().eval().to(device=device, dtype=dtype)
 
     def plan(self, name: str) -> Plan:
         """The networks a stream naming `name` runs (a plain model does everything itself)."""

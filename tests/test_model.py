@@ -113,3 +113,25 @@ def test_fp16_on_cuda_matches_fp32(name: str, astronaut: np.ndarray, grace_hoppe
             a, b = fp32(x), fp16(x.half()).float()
         assert (a - b).abs().max().item() <= 2e-2
         assert ((a >= 0.5) == (b >= 0.5)).float().mean().item() >= 0.995
+
+
+def test_pose_detector_matches_tflite_reference(astronaut: np.ndarray, grace_hopper: np.ndarray) -> None:
+    from models.nets.pose_detector import PoseDetector
+
+    path = weights_path("pose_detection.tflite")
+    detector = PoseDetector(path).eval()
+    interpreter = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+    interpreter.allocate_tensors()
+    outputs = {d["name"]: d["index"] for d in interpreter.get_output_details()}
+    for label, photo in {"astronaut": astronaut, "grace_hopper": grace_hopper}.items():
+        image = np.asarray(Image.fromarray(photo).resize((224, 224), Image.BILINEAR), np.float32) / 255.0
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image[None] * 2.0 - 1.0)
+        interpreter.invoke()
+        raw, logits = interpreter.get_tensor(outputs["Identity"])[0], interpreter.get_tensor(outputs["Identity_1"])[0]
+        with torch.inference_mode():
+            scores, keypoints = detector(torch.from_numpy(image).permute(2, 0, 1)[None])
+        expected_scores = 1.0 / (1.0 + np.exp(-np.clip(logits[:, 0].astype(np.float64), -100, 100)))
+        assert np.abs(scores[0].numpy() - expected_scores).max() <= 1e-3, label
+        expected_points = raw[:, 4:12].reshape(-1, 4, 2) / 224.0 + detector.anchors.numpy()[:, None, :]
+        assert np.abs(keypoints[0].numpy() - expected_points).max() <= 1e-4, label
+        assert scores.max() > 0.5, f"{label}: a person is found"

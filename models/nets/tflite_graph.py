@@ -134,28 +134,73 @@ def _options(kind: str, op: tflite.Operator) -> dict[str, int | bool]:
     return values
 
 
+_INDEX_VECTORS = {
+    tflite.SparseIndexVector.Int32Vector: tflite.Int32Vector,
+    tflite.SparseIndexVector.Uint16Vector: tflite.Uint16Vector,
+    tflite.SparseIndexVector.Uint8Vector: tflite.Uint8Vector,
+}
+
+
+def _index_vector(kind: int, table: object) -> np.ndarray:
+    vector = _INDEX_VECTORS[kind]()
+    vector.Init(table.Bytes, table.Pos)  # type: ignore[attr-defined]  # a flatbuffers Table
+    return np.asarray(vector.ValuesAsNumpy(), dtype=np.int64)
+
+
+def _densified(model: tflite.Model, graph: tflite.SubGraph, index: int) -> np.ndarray:
+    """A sparse constant (dense leading axes, the last one compressed row by row, TFLite's CSR) as fp32."""
+    tensor = graph.Tensors(index)
+    sparsity = tensor.Sparsity()
+    shape = tuple(int(d) for d in tensor.ShapeAsNumpy())
+    dims = [sparsity.DimMetadata(d) for d in range(sparsity.DimMetadataLength())]
+    identity = list(sparsity.TraversalOrderAsNumpy()) == list(range(len(shape)))
+    if not identity or sparsity.BlockMapLength() or any(d.Format() != 0 for d in dims[:-1]) or dims[-1].Format() != 1:
+        raise ValueError(f"tensor {tensor.Name().decode()!r}: this sparse layout is not supported")
+    last = dims[-1]
+    segments = _index_vector(last.ArraySegmentsType(), last.ArraySegments())
+    columns = _index_vector(last.ArrayIndicesType(), last.ArrayIndices())
+    raw = model.Buffers(tensor.Buffer()).DataAsNumpy()
+    values = raw.view(_NUMPY_TYPES[tensor.Type()]).astype(np.float32)
+    dense = np.zeros((int(np.prod(shape[:-1])), shape[-1]), np.float32)
+    rows = np.repeat(np.arange(len(segments) - 1), np.diff(segments))
+    dense[rows, columns] = values
+    return dense.reshape(shape)
+
+
 def read_graph(path: Path) -> Graph:
-    """The whole graph of a .tflite file, constants dequantized to fp32 and folded into the ops that use them."""
+    """The whole graph of a .tflite file, constants densified and dequantized to fp32 and folded into the
+    ops that use them."""
     model = tflite.Model.GetRootAsModel(path.read_bytes(), 0)
     graph = model.Subgraphs(0)
-    dequantized: dict[int, int] = {}
+    # Constants stored behind ops (fp16 behind DEQUANTIZE, sparse behind DENSIFY): read them as the fp32
+    # tensors those ops make of them.
+    folded: dict[int, int] = {}
     raw_ops = []
     for i in range(graph.OperatorsLength()):
         op = graph.Operators(i)
         kind = _op_name(model, op)
-        if kind == "DEQUANTIZE":  # fp16 constants stored behind an op: read them as the fp32 they become
-            dequantized[op.Outputs(0)] = op.Inputs(0)
+        if kind in ("DEQUANTIZE", "DENSIFY"):
+            folded[op.Outputs(0)] = op.Inputs(0)
         else:
             raw_ops.append((kind, op))
+
+    def constant(index: int) -> np.ndarray | None:
+        while index in folded:
+            index = folded[index]
+        tensor = graph.Tensors(index)
+        if tensor.Sparsity() is not None:
+            return _densified(model, graph, index)
+        buffer = model.Buffers(tensor.Buffer()).DataAsNumpy()
+        return _tensor_array(model, graph, index) if isinstance(buffer, np.ndarray) and buffer.size else None
+
     ops = []
     for kind, op in raw_ops:
         inputs = tuple(op.Inputs(j) for j in range(op.InputsLength()) if op.Inputs(j) >= 0)
         constants = {}
         for index in inputs:
-            source = dequantized.get(index, index)
-            buffer = model.Buffers(graph.Tensors(source).Buffer()).DataAsNumpy()
-            if isinstance(buffer, np.ndarray) and buffer.size:
-                constants[index] = _tensor_array(model, graph, source)
+            value = constant(index)
+            if value is not None:
+                constants[index] = value
         outputs = tuple(op.Outputs(j) for j in range(op.OutputsLength()))
         ops.append(GraphOp(kind, inputs, outputs, _options(kind, op), constants))
     tensors = [graph.Tensors(i) for i in range(graph.TensorsLength())]

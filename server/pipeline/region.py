@@ -17,8 +17,10 @@ import torch.nn.functional as F
 
 from .frames import resize_frame
 
-MARGIN = 0.25  # added on each side of the person's box, as a fraction of its size
-WHOLE_FRAME = 0.8  # a region this large a fraction of the frame (on either side) means: use the whole frame
+MARGIN = (
+    0.15  # added on each side of the person's box, as a fraction of its size (fullbody-dev: 0.823 vs 0.776 at 0.25)
+)
+WHOLE_FRAME = 0.8  # a region that shows this much of the frame's height and width means: use the whole frame
 REDETECT_EVERY = 30  # frames between whole-frame passes while tracking
 FOLLOW = 0.5  # how far the centre moves towards the mask's per frame
 SHRINK = 0.1  # how far the size shrinks towards the mask's per frame (growing is immediate)
@@ -56,15 +58,22 @@ def person_box(mask: torch.Tensor, threshold: float = PERSON) -> tuple[float, fl
 
 
 def region_around(box: tuple[float, float, float, float], frame: tuple[int, int], aspect: float) -> Region | None:
-    """The region of the model's aspect around a person's box (fractions of the frame), or None when it
-    would cover most of the frame anyway."""
+    """The region of the model's aspect around a person's box (fractions of the frame; a detector's may reach
+    beyond it), or None when it would show most of the frame anyway."""
     height, width = frame
     top, bottom, left, right = box[0] * height, box[1] * height, box[2] * width, box[3] * width
     box_h, box_w = (bottom - top) * (1 + 2 * MARGIN), (right - left) * (1 + 2 * MARGIN)
     region_h = max(box_h, box_w / aspect, 16.0)
-    if region_h >= WHOLE_FRAME * height or region_h * aspect >= WHOLE_FRAME * width:
+    region = Region((left + right) / 2, (top + bottom) / 2, region_h, aspect)
+    # A tall, narrow person still gains from a box of the model's aspect (the whole frame would be squeezed
+    # into it), and so does someone whose body square reaches out of the frame: only a region that shows
+    # most of the frame both ways is no gain.
+    r_top, r_bottom, r_left, r_right = region.box()
+    shown_h = min(r_bottom, height) - max(r_top, 0)
+    shown_w = min(r_right, width) - max(r_left, 0)
+    if shown_h >= WHOLE_FRAME * height and shown_w >= WHOLE_FRAME * width:
         return None
-    return Region((left + right) / 2, (top + bottom) / 2, region_h, aspect)
+    return region
 
 
 def follow(previous: Region, target: Region | None, touches_edge: bool) -> Region | None:

@@ -15,6 +15,7 @@ from torch import nn
 from models.wrappers import CompiledOnCPU
 from models.zoo import ModelRegistry, check_precision, default_device
 
+from .detect import Box, body_box, letterbox
 from .frames import StreamState, resize_frame
 from .region import (
     MARGIN,
@@ -61,12 +62,19 @@ class ModelCache:
                 self._models[key] = model
             return self._models[key]
 
+    def detector(self, name: str) -> nn.Module:
+        """The loaded person detector `name` (loaded on first use; always eager)."""
+        with self._lock:
+            if name not in self._models:
+                self._models[name] = self.registry.load_detector(name, self.device, self.dtype)
+            return self._models[name]
+
     def warm(self, name: str) -> nn.Module:
         """The networks `name` runs, loaded and, with `compile`, compiled before this returns (start-up,
         benchmarks); returns the one for its regions."""
         plan = self.registry.plan(name)
         for network in dict.fromkeys((plan.finder, plan.whole_frame, plan.region)):
-            model = self.get(network)
+            model = self.detector(network) if self.registry.is_detector(network) else self.get(network)
             if isinstance(model, CompiledOnCPU):
                 model.wait()
         return self.get(plan.region)
@@ -135,28 +143,27 @@ def segment_regions(
     # Whole-frame passes: streams without a region, and, now and then, those with one (a newcomer).
     detect = [i for i, r in enumerate(regions) if r is None or since[i] >= REDETECT_EVERY]
     if detect:
-        found = _whole_frames(models, [pixels[i] for i in detect], [plans[i].finder for i in detect])
-        for i, mask in zip(detect, found, strict=True):
-            box = person_box(mask)
+        boxes, found = _find(models, [pixels[i] for i in detect], [plans[i].finder for i in detect])
+        for i, box, mask in zip(detect, boxes, found, strict=True):
             target = None if box is None else region_around(box, frames[i], aspects[i])
             previous = regions[i]
             if previous is not None and target is not None:  # while tracking: cover a newcomer too
                 target = _union(previous, target, frames[i])
             regions[i], since[i] = target, 0
-            if target is None and plans[i].whole_frame == plans[i].finder:
+            if target is None and mask is not None and plans[i].whole_frame == plans[i].finder:
                 masks[i] = F.interpolate(mask.float(), size=canvases[i], mode="bilinear", align_corners=False)
         # No region (a close-up, nobody): the whole frame, by the network for that when the finder is another.
         rest = [i for i in detect if regions[i] is None and masks[i] is None]
         if rest:
-            found = _whole_frames(models, [pixels[i] for i in rest], [plans[i].whole_frame for i in rest])
-            for i, mask in zip(rest, found, strict=True):
-                masks[i] = F.interpolate(mask.float(), size=canvases[i], mode="bilinear", align_corners=False)
+            wholes = _whole_frames(models, [pixels[i] for i in rest], [plans[i].whole_frame for i in rest])
+            for i, whole in zip(rest, wholes, strict=True):
+                masks[i] = F.interpolate(whole.float(), size=canvases[i], mode="bilinear", align_corners=False)
     # Region passes.
     tracked = [i for i, r in enumerate(regions) if r is not None and masks[i] is None]
     if tracked:
         inputs = [crop(pixels[i], _region(regions[i]), input_size(models, plans[i].region)) for i in tracked]
-        found = infer(models, inputs, [plans[i].region for i in tracked])
-        for i, probabilities in zip(tracked, found, strict=True):
+        segmented = infer(models, inputs, [plans[i].region for i in tracked])
+        for i, probabilities in zip(tracked, segmented, strict=True):
             region = _region(regions[i])
             masks[i] = paste(probabilities, region, frames[i], canvases[i])
             box = person_box(masks[i])  # type: ignore[arg-type]
@@ -164,6 +171,32 @@ def segment_regions(
             regions[i] = follow(region, target, touches_edge(probabilities, region, frames[i]))
     states = [replace(s, region=r, since_detect=n) for s, r, n in zip(states, regions, since, strict=True)]
     return [m for m in masks if m is not None], states
+
+
+def _find(
+    models: ModelCache, pixels: list[torch.Tensor], finders: list[str]
+) -> tuple[list[Box | None], list[torch.Tensor | None]]:
+    """Whole-frame passes: the box around the people in each frame, and the finder's mask where the finder
+    is a segmenter (a detector gives none)."""
+    boxes: list[Box | None] = [None] * len(pixels)
+    masks: list[torch.Tensor | None] = [None] * len(pixels)
+    by_finder: dict[str, list[int]] = {}
+    for i, finder in enumerate(finders):
+        by_finder.setdefault(finder, []).append(i)
+    for finder, indices in by_finder.items():
+        if models.registry.is_detector(finder):
+            detector = models.detector(finder)
+            size = models.registry.detector_info(finder).input_size[0]
+            for i in indices:
+                square, scale, padding = letterbox(pixels[i], size)
+                scores, keypoints = detector(square.to(models.dtype))
+                frame = (pixels[i].shape[-2], pixels[i].shape[-1])
+                boxes[i] = body_box(scores[0], keypoints[0], frame, size, scale, padding)
+        else:
+            found = _whole_frames(models, [pixels[i] for i in indices], [finder] * len(indices))
+            for i, mask in zip(indices, found, strict=True):
+                boxes[i], masks[i] = person_box(mask), mask
+    return boxes, masks
 
 
 def _region(region: Region | None) -> Region:
