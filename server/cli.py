@@ -50,6 +50,8 @@ SERVER_FLAGS = [
     ("--upload-budget-mb", "upload_budget_mb"),
     ("--max-background-side", "max_background_side"),
     ("--operator-token", "operator_token"),
+    ("--token", "tokens"),
+    ("--max-players", "max_players"),
 ]
 
 

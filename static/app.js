@@ -36,9 +36,17 @@ function changedConfig() {
   return config;
 }
 
+// Creating, changing or ending a session needs the server's bearer token when it has one (WHIP's rule).
+function authHeaders(headers = {}) {
+  const token = $("token").value.trim();
+  return token ? { ...headers, Authorization: `Bearer ${token}` } : headers;
+}
+
 async function loadDefaults() {
   const response = await fetch("/config/defaults");
-  defaults = (await response.json()).config;
+  const body = await response.json();
+  defaults = body.config;
+  $("token-row").hidden = !body.token_required;
   applyConfig(Object.fromEntries(Object.entries(defaults).filter(([key]) => !touched.has(key))));
   $("start").disabled = false;
 }
@@ -141,16 +149,22 @@ async function start() {
     await iceGatheringComplete(pc);
     const response = await fetch("/offer", {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
+      headers: authHeaders({ "Content-Type": "application/json" }),
       body: JSON.stringify({ sdp: pc.localDescription.sdp, type: "offer", config: changedConfig() }),
     });
     if (!response.ok) {
       const reason = await describeError(response);
+      if (response.status === 401) throw new Error("The server needs a token: enter it beside Start.");
       throw new Error(response.status === 503 ? `The server is busy: ${reason}. Try again later.` : `The server refused the session: ${reason}`);
     }
     const answer = await response.json();
     sessionId = answer.session_id;
     $("session").textContent = `session ${sessionId}`;
+    const viewer = new URL(answer.view, location.href).href;
+    $("viewer").href = viewer;
+    $("viewer").textContent = viewer;
+    $("whip").textContent = new URL("/whip", location.href).href;
+    $("links").hidden = false;
     await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
     $("stop").disabled = false;
     statsTimer = setInterval(updateRoundTrip, 1000);
@@ -172,7 +186,7 @@ function iceGatheringComplete(peer) {
 async function stop(hangUp = true) {
   clearInterval(statsTimer);
   if (hangUp && sessionId) {
-    try { await fetch(`/sessions/${sessionId}`, { method: "DELETE" }); } catch { /* the server may be gone */ }
+    try { await fetch(`/sessions/${sessionId}`, { method: "DELETE", headers: authHeaders() }); } catch { /* the server may be gone */ }
   }
   if (pc) pc.close();
   if (localStream) localStream.getTracks().forEach((t) => t.stop());
@@ -180,6 +194,7 @@ async function stop(hangUp = true) {
   $("local").srcObject = null;
   $("remote").srcObject = null;
   $("session").textContent = "";
+  $("links").hidden = true;
   $("start").disabled = false;
   $("stop").disabled = true;
 }
@@ -224,7 +239,7 @@ for (const el of controls) {
 $("start").addEventListener("click", start);
 $("stop").addEventListener("click", () => stop(true));
 $("upload").addEventListener("change", (event) => { if (event.target.files[0]) upload(event.target.files[0]); });
-window.addEventListener("beforeunload", () => { if (sessionId) navigator.sendBeacon && fetch(`/sessions/${sessionId}`, { method: "DELETE", keepalive: true }); });
+window.addEventListener("beforeunload", () => { if (sessionId) navigator.sendBeacon && fetch(`/sessions/${sessionId}`, { method: "DELETE", headers: authHeaders(), keepalive: true }); });
 Promise.all([loadBackgrounds(), loadModels()])
   .then(loadDefaults)
   .catch(() => showMessage("Cannot reach the server."));

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiortc import RTCConfiguration, RTCDataChannel, RTCIceServer, RTCPeerConnection, RTCSessionDescription
-from aiortc.contrib.media import MediaBlackhole
+from aiortc.contrib.media import MediaBlackhole, MediaRelay
 from aiortc.mediastreams import MediaStreamTrack
 from pydantic import ValidationError
 
@@ -20,6 +20,7 @@ from models.zoo import ModelRegistry
 from ..pipeline.backgrounds import BackgroundStore
 from ..pipeline.config import SessionConfig
 from ..pipeline.workers import PipelineWorkers
+from .dtls import peer_connection
 from .inputs import RequestError, invalid
 from .messages import (
     MESSAGE_BURST,
@@ -31,6 +32,7 @@ from .messages import (
     encode,
     parse_message,
 )
+from .sdp import Fragment, ice_credentials, video_direction
 from .stats import StreamStats, Totals
 from .track import BackgroundReplacementTrack
 
@@ -62,6 +64,7 @@ class SessionPolicy:
     ice_username: str | None = None
     ice_credential: str | None = None
     default_model: str = "general"
+    max_players: int = 8  # WHEP players per session
 
 
 def validate_config(
@@ -85,12 +88,27 @@ def validate_config(
 
 
 @dataclass
+class Player:
+    """A WHEP player of a session's processed video: its own peer connection, fed from the session's relay."""
+
+    id: str
+    pc: RTCPeerConnection
+    created: float = field(default_factory=time.monotonic)
+
+
+@dataclass
 class Session:
     id: str
     pc: RTCPeerConnection
     config: SessionConfig
+    returns_video: bool = True  # a sendrecv offer: the processed video also goes back on this connection
     created: float = field(default_factory=time.monotonic)
     track: BackgroundReplacementTrack | None = None
+    # One processed track, many consumers (the sender of a sendrecv session, WHEP players): aiortc's relay,
+    # unbuffered, so each gets the newest frame and no consumer adds pipeline work.
+    relay: MediaRelay = field(default_factory=MediaRelay)
+    players: dict[str, Player] = field(default_factory=dict)
+    etag: str = field(default_factory=lambda: f'"{secrets.token_hex(8)}"')  # the ICE session's entity tag
     blackholes: list[MediaBlackhole] = field(default_factory=list)
     tasks: list[asyncio.Task] = field(default_factory=list)
     messages: TokenBucket = field(default_factory=lambda: TokenBucket(MESSAGE_RATE, MESSAGE_BURST))
@@ -102,6 +120,8 @@ class Session:
             "config": self.config.model_dump(),
             "connection_state": self.pc.connectionState,
             "age_s": round(time.monotonic() - self.created, 1),
+            "returns_video": self.returns_video,
+            "players": len(self.players),
             "stats": stats,
         }
 
@@ -138,12 +158,17 @@ class SessionManager:
         """Answer an offer; returns the session and the answer SDP."""
         base = SessionConfig(model=self.policy.default_model)
         config = validate_config(base, {} if changes is None else changes, self.backgrounds, self.registry)
+        direction = video_direction(sdp)
+        if direction == "recvonly":
+            raise RequestError(422, "a recvonly offer watches a session: POST it to that session's WHEP URL", "sdp")
+        if direction == "inactive":
+            raise RequestError(422, "the offer's video is inactive: nothing to process", "sdp")
         if len(self.sessions) + self._reserved >= self.policy.max_sessions:
             raise SessionLimitError(f"the server already runs its maximum of {self.policy.max_sessions} sessions")
         self._reserved += 1
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice_servers()))
+        pc = peer_connection(RTCConfiguration(iceServers=self._ice_servers()))
         # The id is the session's capability (RFC 9725): 128 random bits, given only to its creator.
-        session = Session(id=secrets.token_urlsafe(16), pc=pc, config=config)
+        session = Session(id=secrets.token_urlsafe(16), pc=pc, config=config, returns_video=direction == "sendrecv")
         try:
             self._wire(session)
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
@@ -166,7 +191,8 @@ class SessionManager:
         def on_track(track: MediaStreamTrack) -> None:
             if track.kind == "video" and session.track is None:
                 session.track = BackgroundReplacementTrack(track, self.workers, lambda: session.config, self.totals)
-                pc.addTrack(session.track)
+                if session.returns_video:
+                    pc.addTrack(session.relay.subscribe(session.track, buffered=False))
             else:
                 # Audio and extra video tracks are consumed so their buffers never grow.
                 sink = MediaBlackhole()
@@ -218,6 +244,55 @@ class SessionManager:
             elif channel.readyState == "closed":
                 return
 
+    async def trickle(self, session: Session, fragment: Fragment) -> None:
+        """Add a WHIP client's trickled candidates (RFC 8840); an ICE restart (new credentials) is refused."""
+        description = session.pc.remoteDescription
+        ufrag, pwd = ice_credentials(description.sdp) if description else (None, None)
+        if (fragment.ufrag is not None and fragment.ufrag != ufrag) or (
+            fragment.pwd is not None and fragment.pwd != pwd
+        ):
+            raise RequestError(422, "ICE restarts are not supported: end the session and start a new one", "sdpfrag")
+        for candidate in fragment.candidates:
+            await session.pc.addIceCandidate(candidate)
+        if fragment.end_of_candidates:
+            await session.pc.addIceCandidate(None)
+
+    async def play(self, session: Session, sdp: str) -> tuple[Player, str]:
+        """Answer a WHEP player's recvonly offer with the session's processed video."""
+        if video_direction(sdp) != "recvonly":
+            raise RequestError(422, "a WHEP offer receives the session's video: its video must be recvonly", "sdp")
+        if session.track is None:
+            raise RequestError(404, "no such session")
+        if len(session.players) >= self.policy.max_players:
+            raise SessionLimitError(f"this session already has its maximum of {self.policy.max_players} players")
+        pc = peer_connection(RTCConfiguration(iceServers=self._ice_servers()))
+        player = Player(id=secrets.token_urlsafe(16), pc=pc)
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            pc.addTrack(session.relay.subscribe(session.track, buffered=False))
+            await pc.setLocalDescription(await pc.createAnswer())
+        except Exception:
+            await pc.close()
+            raise
+        session.players[player.id] = player
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            if pc.connectionState in ("failed", "closed"):
+                await self.stop_player(session, player.id)
+
+        log.info("session %s: player %s added (%d watching)", session.id, player.id, len(session.players))
+        return player, pc.localDescription.sdp
+
+    async def stop_player(self, session: Session, player_id: str) -> bool:
+        player = session.players.pop(player_id, None)
+        if player is None:
+            return False
+        await player.pc.close()
+        player.pc.remove_all_listeners()
+        self._collect_soon()
+        return True
+
     def images_in_use(self) -> set[str]:
         """The background images live sessions name (an upload in this set is never evicted)."""
         return {session.config.image for session in self.sessions.values()}
@@ -231,6 +306,8 @@ class SessionManager:
         return True
 
     async def _teardown(self, session: Session) -> None:
+        for player_id in list(session.players):  # a session's players end with it
+            await self.stop_player(session, player_id)
         for task in session.tasks:
             task.cancel()
         for sink in session.blackholes:
@@ -279,3 +356,7 @@ class SessionManager:
                 last = session.track.stats.last_media if session.track else session.created
                 if now - max(last, session.created) > settings.media_timeout:
                     await self.close(session.id, reason="no media")
+                    continue
+                for player in list(session.players.values()):
+                    if player.pc.connectionState != "connected" and now - player.created > settings.connect_timeout:
+                        await self.stop_player(session, player.id)

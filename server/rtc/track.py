@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 
+import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import VideoFrame
 
@@ -16,6 +17,13 @@ from ..pipeline.workers import PipelineWorkers
 from .stats import StreamStats, Totals
 
 log = logging.getLogger(__name__)
+
+
+def _encoder_frame(pixels: np.ndarray) -> VideoFrame:
+    """The processed pixels as the encoders take them (yuv420p). Converted once here, off the event loop: an
+    encoder converts any other format itself, on the one frame object every consumer shares (the session's
+    sender and its WHEP players), and libswscale crashed when two encoder threads did that at once."""
+    return VideoFrame.from_ndarray(pixels, format="rgb24").reformat(format="yuv420p")
 
 
 class BackgroundReplacementTrack(MediaStreamTrack):
@@ -73,7 +81,7 @@ class BackgroundReplacementTrack(MediaStreamTrack):
             submitted = Frame(frame.to_ndarray(format="rgb24"), self._state, self._config())
             processed = await asyncio.wrap_future(self._workers.submit(submitted))
             self._state = processed.state
-            out = VideoFrame.from_ndarray(processed.pixels, format="rgb24")
+            out = await asyncio.to_thread(_encoder_frame, processed.pixels)
         except asyncio.CancelledError:
             raise
         except Exception:

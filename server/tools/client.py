@@ -51,22 +51,11 @@ class FramesTrack(VideoStreamTrack):
         return frame
 
 
-class Peer:
-    """Client side of one session."""
+class Receiver:
+    """A peer connection that receives the processed video: offers, accepts the answer, collects frames."""
 
-    def __init__(self, frames: list[np.ndarray], audio: bool = False) -> None:
+    def __init__(self) -> None:
         self.pc = RTCPeerConnection()
-        self.source = FramesTrack(frames)
-        self.pc.addTrack(self.source)
-        if audio:
-            from aiortc.mediastreams import AudioStreamTrack
-
-            self.pc.addTrack(AudioStreamTrack())
-        self.channel = self.pc.createDataChannel("control")
-        self.messages: asyncio.Queue[dict] = asyncio.Queue()
-        self.channel_open = asyncio.Event()
-        self.channel.on("open", self.channel_open.set)
-        self.channel.on("message", lambda m: self.messages.put_nowait(json.loads(m)))
         self.remote: asyncio.Future = asyncio.get_event_loop().create_future()
         self.pc.on("track", self._on_track)
 
@@ -90,6 +79,36 @@ class Peer:
             out.append(frame.to_ndarray(format="rgb24"))
         return out
 
+    async def close(self) -> None:
+        await self.pc.close()
+
+
+class Player(Receiver):
+    """A WHEP player: receives a session's processed video (recvonly), sends nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pc.addTransceiver("video", direction="recvonly")
+
+
+class Peer(Receiver):
+    """Client side of one session: sendrecv (the processed video comes back), or sendonly (WHIP ingest; watch
+    it with a `Player`)."""
+
+    def __init__(self, frames: list[np.ndarray], audio: bool = False, direction: str = "sendrecv") -> None:
+        super().__init__()
+        self.source = FramesTrack(frames)
+        self.pc.addTransceiver(self.source, direction=direction)
+        if audio:
+            from aiortc.mediastreams import AudioStreamTrack
+
+            self.pc.addTrack(AudioStreamTrack())
+        self.channel = self.pc.createDataChannel("control")
+        self.messages: asyncio.Queue[dict] = asyncio.Queue()
+        self.channel_open = asyncio.Event()
+        self.channel.on("open", self.channel_open.set)
+        self.channel.on("message", lambda m: self.messages.put_nowait(json.loads(m)))
+
     async def send_config(self, changes: dict, wait_s: float = 10.0) -> dict:
         """Send a config change over the data channel; returns the server's reply (skipping stats)."""
         await asyncio.wait_for(self.channel_open.wait(), wait_s)
@@ -107,9 +126,6 @@ class Peer:
             message = await asyncio.wait_for(self.messages.get(), wait_s)
             if message.get("type") == "stats":
                 return message
-
-    async def close(self) -> None:
-        await self.pc.close()
 
 
 async def count_frames(peer: Peer, seconds: float) -> int:

@@ -19,6 +19,7 @@ from aiohttp import web
 from ..pipeline.pipeline import Pipeline
 from ..pipeline.workers import PipelineWorkers, worker_layout
 from ..rtc.sessions import SessionManager, SessionPolicy
+from .cors import cors
 from .errors import json_errors
 from .keys import IMAGES, METRICS, PIPELINE, SESSIONS, SETTINGS, TORCH_THREADS, WORKERS
 from .metrics import Metrics
@@ -101,6 +102,7 @@ async def _sessions(app: web.Application) -> AsyncIterator[None]:
         ice_username=settings.ice_username,
         ice_credential=settings.ice_credential,
         default_model=settings.default_model,
+        max_players=settings.max_players,
     )
     manager = SessionManager(policy, app[WORKERS], app[METRICS].totals)
     manager.start()
@@ -120,7 +122,7 @@ def create_app(settings: ServerSettings | None = None, pipeline: Pipeline | None
     """The application; its pipeline, workers and sessions live and die with it."""
     settings = settings or ServerSettings()
     app = web.Application(
-        middlewares=[json_errors], client_max_size=max(settings.max_upload_bytes, settings.max_offer_bytes)
+        middlewares=[cors, json_errors], client_max_size=max(settings.max_upload_bytes, settings.max_offer_bytes)
     )
     app[SETTINGS] = settings
     app.cleanup_ctx.extend([_pipeline(pipeline), _images, _torch_threads, _models, _metrics, _workers, _sessions])

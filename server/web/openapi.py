@@ -47,11 +47,14 @@ def _json(model: type[BaseModel], text: str) -> dict[str, Any]:
 def _errors(*statuses: int) -> dict[str, Any]:
     texts = {
         400: "malformed: not JSON, not UTF-8, nested too deep, not an SDP offer",
-        401: "no or wrong operator token",
+        401: "no or wrong bearer token (--token, or --operator-token for listings)",
+        405: "method not allowed",
+        412: "If-Match does not match the session's ETag",
+        428: "a trickle-ICE PATCH without If-Match",
         403: "listings are off (no --operator-token)",
         404: "no such session or background",
         413: "too large",
-        415: "not an image",
+        415: "wrong content type (WHIP and WHEP take application/sdp; uploads are images)",
         422: "well-formed but invalid: the field at fault is named",
         503: "the session limit is reached",
         507: "the uploads' memory budget is full of images in use",
@@ -59,6 +62,16 @@ def _errors(*statuses: int) -> dict[str, Any]:
     return {str(status): _json(Error, texts[status]) for status in statuses}
 
 
+WHIP_CREATED = {
+    "description": "the answer (WHIP: an application/sdp offer, config in the query string); Link headers name "
+    "the ICE servers, the session's WHEP endpoint (rel=whep) and its viewer page (rel=alternate)",
+    "headers": {
+        "Location": {"schema": {"type": "string"}},
+        "ETag": {"schema": {"type": "string"}},
+        "Link": {"schema": {"type": "string"}},
+    },
+    "content": {"application/sdp": {"schema": {"type": "string"}}},
+}
 SESSION_ID = {
     "name": "id",
     "in": "path",
@@ -74,6 +87,7 @@ def document() -> dict[str, Any]:
         [(model, "validation") for model in MODELS], ref_template="#/components/schemas/{model}"
     )
     operator: list[dict[str, list[str]]] = [{"operator": []}]
+    bearer: list[dict[str, list[str]]] = [{"bearer": []}, {}]  # only when the server was given --token
     paths: dict[str, Any] = {
         "/offer": {
             "post": {
@@ -87,14 +101,41 @@ def document() -> dict[str, Any]:
                 },
                 "responses": {
                     "200": _json(Answer, "the answer (JSON offers)"),
+                    "201": WHIP_CREATED,
+                    **_errors(400, 401, 413, 422, 503),
+                },
+            }
+        },
+        "/whip": {
+            "post": {
+                "summary": "WHIP (RFC 9725): an application/sdp offer (sendrecv, or sendonly to watch through WHEP)",
+                "security": bearer,
+                "parameters": [{"name": "config", "in": "query", "schema": {"type": "object"}, "style": "form"}],
+                "requestBody": {"required": True, "content": {"application/sdp": {"schema": {"type": "string"}}}},
+                "responses": {"201": WHIP_CREATED, **_errors(400, 401, 413, 415, 422, 503)},
+            }
+        },
+        "/sessions/{id}/whep": {
+            "parameters": [SESSION_ID],
+            "post": {
+                "summary": "WHEP: a player's recvonly offer for the session's processed video",
+                "requestBody": {"required": True, "content": {"application/sdp": {"schema": {"type": "string"}}}},
+                "responses": {
                     "201": {
-                        "description": "the answer (WHIP: an application/sdp offer, config in the query string)",
+                        "description": "the answer; Location ends the player",
                         "headers": {"Location": {"schema": {"type": "string"}}},
                         "content": {"application/sdp": {"schema": {"type": "string"}}},
                     },
-                    **_errors(400, 413, 422, 503),
+                    **_errors(400, 404, 413, 415, 422, 503),
                 },
-            }
+            },
+        },
+        "/sessions/{id}/whep/{player}": {
+            "parameters": [
+                SESSION_ID,
+                {"name": "player", "in": "path", "required": True, "schema": {"type": "string"}},
+            ],
+            "delete": {"responses": {"204": {"description": "the player ended"}, **_errors(404)}},
         },
         "/sessions": {
             "get": {
@@ -107,11 +148,22 @@ def document() -> dict[str, Any]:
             "parameters": [SESSION_ID],
             "get": {"responses": {"200": _json(SessionDescription, "the session"), **_errors(404)}},
             "patch": {
-                "summary": "Change the session's config",
-                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref(ConfigChange)}}},
-                "responses": {"200": _json(SessionDescription, "the session"), **_errors(400, 404, 413, 422)},
+                "summary": "Change the session's config (JSON), or trickle ICE candidates (WHIP, with If-Match)",
+                "security": bearer,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": _ref(ConfigChange)},
+                        "application/trickle-ice-sdpfrag": {"schema": {"type": "string"}},
+                    },
+                },
+                "responses": {
+                    "200": _json(SessionDescription, "the session (a config change)"),
+                    "204": {"description": "candidates added (trickle ICE)"},
+                    **_errors(400, 401, 404, 412, 413, 422, 428),
+                },
             },
-            "delete": {"responses": {"204": {"description": "ended"}, **_errors(404)}},
+            "delete": {"security": bearer, "responses": {"204": {"description": "ended"}, **_errors(401, 404)}},
         },
         "/backgrounds": {
             "get": {"responses": {"200": _json(BackgroundList, "presets (and uploads, for operators)")}},
@@ -162,6 +214,9 @@ def document() -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": schemas["$defs"],
-            "securitySchemes": {"operator": {"type": "http", "scheme": "bearer", "description": "--operator-token"}},
+            "securitySchemes": {
+                "operator": {"type": "http", "scheme": "bearer", "description": "--operator-token"},
+                "bearer": {"type": "http", "scheme": "bearer", "description": "--token (WHIP)"},
+            },
         },
     }

@@ -18,7 +18,9 @@ from models.weights import WeightsMissingError
 from ..pipeline.backgrounds import BackgroundsFull
 from ..pipeline.config import SessionConfig
 from ..rtc.inputs import MAX_MESSAGE_BYTES, RequestError, decode_text, parse_json, validated
+from ..rtc.sdp import parse_fragment
 from ..rtc.sessions import Session
+from .cors import preflight
 from .keys import IMAGES, METRICS, PIPELINE, SESSIONS, SETTINGS, TORCH_THREADS, WORKERS
 from .openapi import document
 from .schemas import ConfigChange, OfferRequest
@@ -61,6 +63,32 @@ def _is_operator(request: web.Request) -> bool:
     return hmac.compare_digest(given.encode(), token.get_secret_value().encode())
 
 
+def _authorize(request: web.Request) -> None:
+    """With --token set, creating, changing or ending a session needs one of the tokens (RFC 9725: bearer)."""
+    tokens = request.app[SETTINGS].tokens
+    if not tokens:
+        return
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and any(hmac.compare_digest(given.encode(), t.encode()) for t in tokens):
+        return
+    raise web.HTTPUnauthorized(
+        reason="Unauthorized: this server needs a bearer token", headers={"WWW-Authenticate": 'Bearer realm="backdrop"'}
+    )
+
+
+def _ice_links(request: web.Request) -> list[str]:
+    """Link headers for the configured STUN/TURN servers (RFC 9725 section 4.4)."""
+    settings = request.app[SETTINGS]
+    links = []
+    for url in settings.ice_servers:
+        link = f'<{url}>; rel="ice-server"'
+        if url.startswith(("turn:", "turns:")) and settings.ice_username and settings.ice_credential:
+            link += f'; username="{settings.ice_username}"; credential="{settings.ice_credential}"'
+            link += '; credential-type="password"'
+        links.append(link)
+    return links
+
+
 def _operator(request: web.Request) -> None:
     """Refuses what is for operators only: 403 when the server has no token, 401 without the right one."""
     if request.app[SETTINGS].operator_token is None:
@@ -71,6 +99,7 @@ def _operator(request: web.Request) -> None:
 
 async def offer(request: web.Request) -> web.Response:
     """JSON {sdp, type: offer, config} -> 200 {sdp, type: answer, session_id}; raw application/sdp (WHIP) -> 201."""
+    _authorize(request)
     data = await _body(request, request.app[SETTINGS].max_offer_bytes, "offer")
     whip = request.content_type == "application/sdp"
     changes: dict[str, Any]
@@ -89,14 +118,31 @@ async def offer(request: web.Request) -> web.Response:
     except Exception as exc:  # aiortc raises ValueError and friends on SDP it cannot use
         log.info("rejected offer: %s", exc)
         raise RequestError(400, f"unusable SDP offer: {str(exc)[:200]}", "sdp") from None
+    resource, player = f"/sessions/{session.id}", f"/sessions/{session.id}/whep"
     if whip:
-        return web.Response(
-            status=201,
-            text=answer,
-            content_type="application/sdp",
-            headers={"Location": f"/sessions/{session.id}"},
-        )
-    return web.json_response({"sdp": answer, "type": "answer", "session_id": session.id})
+        response = web.Response(status=201, text=answer, content_type="application/sdp")
+        response.headers["Location"] = resource
+        response.headers["ETag"] = session.etag
+        for link in [*_ice_links(request), f'<{player}>; rel="whep"', f'</view/{session.id}>; rel="alternate"']:
+            response.headers.add("Link", link)
+        return response
+    return web.json_response(
+        {
+            "sdp": answer,
+            "type": "answer",
+            "session_id": session.id,
+            "whep": player,
+            "view": f"/view/{session.id}",
+            "etag": session.etag,
+        }
+    )
+
+
+async def whip(request: web.Request) -> web.Response:
+    """The WHIP endpoint (RFC 9725): application/sdp offers only."""
+    if request.content_type != "application/sdp":
+        raise RequestError(415, "a WHIP offer is application/sdp", "Content-Type")
+    return await offer(request)
 
 
 async def list_sessions(request: web.Request) -> web.Response:
@@ -110,14 +156,58 @@ async def get_session(request: web.Request) -> web.Response:
 
 
 async def patch_session(request: web.Request) -> web.Response:
+    """JSON {config} changes the config; application/trickle-ice-sdpfrag trickles ICE candidates (WHIP)."""
+    _authorize(request)
     session = _session(request)
+    if request.content_type == "application/trickle-ice-sdpfrag":
+        return await _trickle(request, session)
     data = await _body(request, MAX_MESSAGE_BYTES, "config change")
     change = validated(ConfigChange, parse_json(data))
     request.app[SESSIONS].update(session, change.changes())
     return web.json_response(session.describe())
 
 
+async def _trickle(request: web.Request, session: Session) -> web.Response:
+    match = request.headers.get("If-Match")
+    if match is None:
+        raise RequestError(428, "a trickle-ICE PATCH needs If-Match with the session's ETag", "If-Match")
+    if match != "*" and match != session.etag:
+        raise RequestError(412, "If-Match does not match the session's ETag", "If-Match")
+    fragment = parse_fragment(decode_text(await _body(request, MAX_MESSAGE_BYTES, "sdpfrag"), "sdpfrag"))
+    if match == "*" and fragment.ufrag is None:
+        raise RequestError(422, "If-Match: * asks for an ICE restart, which needs new ICE credentials", "sdpfrag")
+    await request.app[SESSIONS].trickle(session, fragment)
+    return web.Response(status=204)
+
+
+async def whep_play(request: web.Request) -> web.Response:
+    """A WHEP player's recvonly offer (application/sdp) -> 201 with the answer; Location ends it."""
+    session = _session(request)
+    if request.content_type != "application/sdp":
+        raise RequestError(415, "a WHEP offer is application/sdp", "Content-Type")
+    sdp = _sdp(decode_text(await _body(request, request.app[SETTINGS].max_offer_bytes, "offer"), "sdp"))
+    try:
+        player, answer = await request.app[SESSIONS].play(session, sdp)
+    except RequestError:
+        raise
+    except Exception as exc:  # aiortc raises ValueError and friends on SDP it cannot use
+        raise RequestError(400, f"unusable SDP offer: {str(exc)[:200]}", "sdp") from None
+    response = web.Response(status=201, text=answer, content_type="application/sdp")
+    response.headers["Location"] = f"/sessions/{session.id}/whep/{player.id}"
+    for link in _ice_links(request):
+        response.headers.add("Link", link)
+    return response
+
+
+async def whep_stop(request: web.Request) -> web.Response:
+    session = _session(request)
+    if not await request.app[SESSIONS].stop_player(session, request.match_info["player"]):
+        raise RequestError(404, "no such player")
+    return web.Response(status=204)
+
+
 async def delete_session(request: web.Request) -> web.Response:
+    _authorize(request)
     _session(request)
     await request.app[SESSIONS].close(request.match_info["id"], reason="hung up")
     return web.Response(status=204)
@@ -191,8 +281,9 @@ async def list_models(request: web.Request) -> web.Response:
 
 async def config_defaults(request: web.Request) -> web.Response:
     """The config a new session gets unless its offer says otherwise: the page starts from it."""
-    config = SessionConfig(model=request.app[SETTINGS].default_model)
-    return web.json_response({"config": config.model_dump()})
+    settings = request.app[SETTINGS]
+    config = SessionConfig(model=settings.default_model)
+    return web.json_response({"config": config.model_dump(), "token_required": bool(settings.tokens)})
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -224,13 +315,30 @@ async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "index.html")
 
 
+async def view(request: web.Request) -> web.FileResponse:
+    """The viewer page of a session (a Browser Source for OBS): it plays the session's WHEP stream."""
+    return web.FileResponse(STATIC / "view.html")
+
+
 ROUTES = [
     web.get("/", index),
+    web.get("/view/{id}", view),
     web.post("/offer", offer),
+    web.options("/offer", preflight("POST, OPTIONS", accept_post="application/sdp, application/json")),
+    web.post("/whip", whip),
+    web.options("/whip", preflight("POST, OPTIONS", accept_post="application/sdp")),
     web.get("/sessions", list_sessions),
     web.get("/sessions/{id}", get_session),
     web.patch("/sessions/{id}", patch_session),
     web.delete("/sessions/{id}", delete_session),
+    web.options(
+        "/sessions/{id}",
+        preflight("GET, PATCH, DELETE, OPTIONS", accept_patch="application/trickle-ice-sdpfrag, application/json"),
+    ),
+    web.post("/sessions/{id}/whep", whep_play),
+    web.options("/sessions/{id}/whep", preflight("POST, OPTIONS", accept_post="application/sdp")),
+    web.delete("/sessions/{id}/whep/{player}", whep_stop),
+    web.options("/sessions/{id}/whep/{player}", preflight("DELETE, OPTIONS")),
     web.post("/backgrounds", upload_background),
     web.get("/backgrounds", list_backgrounds),
     web.get("/backgrounds/{id}", get_background),

@@ -24,6 +24,9 @@ class Answer(BaseModel):
     sdp: str
     type: Literal["answer"]
     session_id: str = Field(description="the session's capability: keep it, nobody else is told")
+    whep: str = Field(description="the session's WHEP endpoint: players POST recvonly offers there")
+    view: str = Field(description="the viewer page of the session's processed video")
+    etag: str = Field(description="the ICE session's entity tag, for If-Match of trickle-ICE PATCHes")
 
 
 class Stats(BaseModel):
@@ -44,6 +47,8 @@ class SessionDescription(BaseModel):
     config: SessionConfig
     connection_state: str
     age_s: float
+    returns_video: bool = Field(description="false for a sendonly (ingest) session: watch it through WHEP")
+    players: int = Field(description="WHEP players watching")
     stats: Stats
 
 
@@ -75,6 +80,7 @@ class ModelList(BaseModel):
 
 class Defaults(BaseModel):
     config: SessionConfig
+    token_required: bool = Field(description="creating, changing or ending a session needs a bearer token")
 
 
 class Health(BaseModel):

@@ -70,6 +70,12 @@ class ServerSettings(DeviceSettings):
     operator_token: SecretStr | None = Field(
         None, description="bearer token for the operators' listings (GET /sessions, uploads); without one they are off"
     )
+    tokens: CommaList = Field(
+        default_factory=list,
+        description="bearer token that creating, changing or ending a session needs (WHIP), repeatable (env: "
+        "comma-separated); none: anyone may",
+    )
+    max_players: int = Field(8, ge=1, description="WHEP players per session; more are refused with 503")
     max_batch: int = Field(16, ge=1, description="most frames segmented in one batch across sessions")
     workers: int = Field(
         0, ge=0, description="pipeline threads; 0: one per core on a CPU (torch single-threaded in each), one on CUDA"
@@ -88,7 +94,7 @@ class ServerSettings(DeviceSettings):
     )
     compile: bool | None = Field(True, description=DeviceSettings.model_fields["compile"].description)
 
-    @field_validator("ice_servers", "preload", "models", mode="before")
+    @field_validator("ice_servers", "preload", "models", "tokens", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
