@@ -6,7 +6,7 @@ SHELL  := /bin/bash
 
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: serve test lint install install-test weights browser bench clean
+.PHONY: serve test lint install install-test weights browser gstreamer bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ weights: install
 browser:
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
 
+# Debian's GStreamer, driven from the system Python (PyGObject): a third-party WebRTC stack for the WHIP tests.
+gstreamer:
+	@/usr/bin/python3 -c "import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstWebRTC', '1.0'); from gi.repository import Gst; Gst.init(None); assert all(Gst.ElementFactory.find(e) for e in ('webrtcbin', 'nicesrc', 'vp8enc', 'pngdec'))" 2>/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-nice python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-bad-1.0; }
+
 serve: weights
 	$(BIN)/backdrop serve
 
@@ -35,7 +39,7 @@ lint: install-test
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: install-test weights browser lint
+test: install-test weights browser gstreamer lint
 	$(BIN)/python -m pytest
 
 bench: weights
