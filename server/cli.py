@@ -231,6 +231,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
+    from models.images import read_image
+
     from .tools.bench import format_report, run_bench
 
     if args.threads:
@@ -239,8 +241,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     config = SessionConfig(mode=args.mode, model=models[0])
     compile = bool(device_settings(args).compile)
+    image = None if args.image is None else read_image(args.image)
     report = run_bench(
-        registry, devices, args.sizes, args.batches, models, args.runs, config, torch.get_num_threads(), compile
+        registry, devices, args.sizes, args.batches, models, args.runs, config, torch.get_num_threads(), compile, image
     )
     text = json.dumps(report, indent=2)
     if args.output:
@@ -513,6 +516,12 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=argparse.SUPPRESS,
         help=f"{DeviceSettings.model_fields['compile'].description} (default: off) [{env_name('compile')}]",
+    )
+    bench.add_argument(
+        "--image",
+        type=Path,
+        default=None,
+        help="a photo the pipeline is timed on (stretched to each size); default: noise, with nobody to track",
     )
     bench.add_argument("--output", type=Path, default=None, help="also write the JSON report to this file")
     bench.add_argument("--json", action="store_true", help="print JSON instead of a table")

@@ -96,27 +96,28 @@ def browser(tmp_path_factory, camera_frames):
         browser.close()
 
 
-def processed_frame(page: Page) -> np.ndarray:
+def processed_frame(page: Page, video: str = "remote") -> np.ndarray:
     """The processed <video>'s current frame, read back through a canvas."""
     data = page.evaluate(
-        """() => {
-            const video = document.getElementById('remote');
+        """(id) => {
+            const video = document.getElementById(id);
             const canvas = document.createElement('canvas');
             canvas.width = video.videoWidth; canvas.height = video.videoHeight;
             const ctx = canvas.getContext('2d');
             ctx.drawImage(video, 0, 0);
             const pixels = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
             return {w: canvas.width, h: canvas.height, px: Array.from(pixels)};
-        }"""
+        }""",
+        video,
     )
     return np.array(data["px"], np.uint8).reshape(data["h"], data["w"], 4)[..., :3]
 
 
-def wait_for(page: Page, condition, timeout: float = 45.0) -> np.ndarray:
+def wait_for(page: Page, condition, timeout: float = 45.0, video: str = "remote") -> np.ndarray:
     """Poll the processed video until `condition(frame)` holds; returns that frame."""
     deadline = time.monotonic() + timeout
     while True:
-        frame = processed_frame(page)
+        frame = processed_frame(page, video)
         if frame.size and condition(frame):
             return frame
         if time.monotonic() > deadline:
@@ -158,6 +159,17 @@ def test_demo_page_end_to_end(browser, server_url, camera_frames, tmp_path) -> N
     assert np.abs(face - [255, 0, 255]).mean() > 100, "the person was replaced too"
     assert np.abs(face - original).max() < TOLERANCE
     page.screenshot(path=str(ARTIFACTS / "color.png"))
+
+    # The viewer link the page shows plays the same processed video through WHEP (an OBS Browser Source).
+    viewer_url = page.locator("#viewer").get_attribute("href")
+    assert viewer_url and "/view/" in viewer_url
+    assert page.locator("#whip").inner_text().endswith("/whip")
+    viewer = browser.new_page()
+    viewer.goto(viewer_url)
+    watched = wait_for(viewer, is_color((255, 0, 255)), video="video")
+    assert np.abs(region(watched, FACE).mean(0) - original).max() < TOLERANCE
+    viewer.screenshot(path=str(ARTIFACTS / "viewer.png"))
+    viewer.close()
 
     page.select_option("#mode", "blur")
     page.fill("#blur", "1")  # strongest blur: the flag's stripes vanish

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from PIL import Image
 
 from models.weights import weights_path
 from models.zoo import ModelRegistry
@@ -96,14 +97,23 @@ def paired_ms(
 
 
 def pipeline_stages(
-    pipeline: Pipeline, size: tuple[int, int], batch: int, runs: int, config: SessionConfig
+    pipeline: Pipeline,
+    size: tuple[int, int],
+    batch: int,
+    runs: int,
+    config: SessionConfig,
+    image: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """Median per-stage ms for one batch of `batch` streams at `size` (H, W), and the total per frame."""
-    rng = np.random.default_rng(0)
-    frames = [
-        Frame(rng.integers(0, 256, (size[0], size[1], 3), dtype=np.uint8), StreamState(), config) for _ in range(batch)
-    ]
-    for _ in range(3):
+    """Median per-stage ms for one batch of `batch` streams at `size` (H, W), and the total per frame.
+
+    The frames are `image` stretched to `size`, or noise (nobody in it: region tracking then runs a
+    whole-frame pass every frame); the first 10 frames of each stream are not timed (a tracker settles)."""
+    if image is None:
+        pixels = np.random.default_rng(0).integers(0, 256, (size[0], size[1], 3), dtype=np.uint8)
+    else:
+        pixels = np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.Resampling.BILINEAR))
+    frames = [Frame(pixels, StreamState(), config) for _ in range(batch)]
+    for _ in range(10):
         frames = [Frame(f.pixels, p.state, config) for f, p in zip(frames, pipeline.process(frames), strict=True)]
     samples = []
     for _ in range(runs):
@@ -127,10 +137,11 @@ def run_bench(
     config: SessionConfig,
     threads: int,
     compile: bool = False,
+    image: np.ndarray | None = None,
 ) -> dict:
     """All measurements as one JSON-ready dict; `models` are names in `registry`."""
     with denormals_flushed():  # as the pipeline does (XNNPACK does the same for TFLite)
-        return _run_bench(registry, devices, sizes, batches, models, runs, config, threads, compile)
+        return _run_bench(registry, devices, sizes, batches, models, runs, config, threads, compile, image)
 
 
 def _run_bench(
@@ -143,6 +154,7 @@ def _run_bench(
     config: SessionConfig,
     threads: int,
     compile: bool,
+    image: np.ndarray | None,
 ) -> dict:
     report: dict = {  # "tflite": every paired measurement of the reference, ms per frame
         "torch": torch.__version__,
@@ -151,6 +163,7 @@ def _run_bench(
         "config": config.model_dump(),
         "runs": runs,
         "compile": compile,
+        "frames": "noise" if image is None else "image",
         "tflite": {},
         "model": [],
         "pipeline": [],
@@ -189,7 +202,7 @@ def _run_bench(
                     )
             for size in sizes:
                 for batch in batches:
-                    stages = pipeline_stages(pipeline, SIZES[size], batch, runs, config)
+                    stages = pipeline_stages(pipeline, SIZES[size], batch, runs, config, image)
                     report["pipeline"].append(
                         {"device": device, "dtype": dtype, "size": size, "batch": batch, **stages}
                     )
