@@ -121,6 +121,8 @@ class Session:
             "connection_state": self.pc.connectionState,
             "age_s": round(time.monotonic() - self.created, 1),
             "returns_video": self.returns_video,
+            "whep": f"/sessions/{self.id}/whep",
+            "view": f"/view/{self.id}",
             "players": len(self.players),
             "stats": stats,
         }

@@ -48,6 +48,8 @@ class SessionDescription(BaseModel):
     connection_state: str
     age_s: float
     returns_video: bool = Field(description="false for a sendonly (ingest) session: watch it through WHEP")
+    whep: str = Field(description="the session's WHEP endpoint: players POST recvonly offers there")
+    view: str = Field(description="the viewer page of the session's processed video")
     players: int = Field(description="WHEP players watching")
     stats: Stats
 
