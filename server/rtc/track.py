@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -17,6 +18,11 @@ from ..pipeline.workers import PipelineWorkers
 from .stats import StreamStats, Totals
 
 log = logging.getLogger(__name__)
+
+
+# Two threads for every session's conversions (a few hundred microseconds each): a pool that does not grow
+# with the sessions (asyncio's default executor grows to cores + 4 and keeps its threads).
+_CONVERTER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="yuv420p")
 
 
 def _encoder_frame(pixels: np.ndarray) -> VideoFrame:
@@ -81,7 +87,7 @@ class BackgroundReplacementTrack(MediaStreamTrack):
             submitted = Frame(frame.to_ndarray(format="rgb24"), self._state, self._config())
             processed = await asyncio.wrap_future(self._workers.submit(submitted))
             self._state = processed.state
-            out = await asyncio.to_thread(_encoder_frame, processed.pixels)
+            out = await asyncio.get_running_loop().run_in_executor(_CONVERTER, _encoder_frame, processed.pixels)
         except asyncio.CancelledError:
             raise
         except Exception:
