@@ -137,6 +137,7 @@ def segment_regions(
     canvases = [canvas_size(f) for f in frames]
     plans = [models.registry.plan(n) for n in names]
     aspects = [input_size(models, p.region)[1] / input_size(models, p.region)[0] for p in plans]
+    squares = [models.registry.is_detector(p.finder) for p in plans]  # the pose segmenter wants its square
     regions = [s.region for s in states]
     since = [s.since_detect + 1 for s in states]
     masks: list[torch.Tensor | None] = [None] * len(pixels)
@@ -145,10 +146,10 @@ def segment_regions(
     if detect:
         boxes, found = _find(models, [pixels[i] for i in detect], [plans[i].finder for i in detect])
         for i, box, mask in zip(detect, boxes, found, strict=True):
-            target = None if box is None else region_around(box, frames[i], aspects[i])
+            target = None if box is None else region_around(box, frames[i], aspects[i], squares[i])
             previous = regions[i]
             if previous is not None and target is not None:  # while tracking: cover a newcomer too
-                target = _union(previous, target, frames[i])
+                target = _union(previous, target, frames[i], squares[i])
             regions[i], since[i] = target, 0
             if target is None and mask is not None and plans[i].whole_frame == plans[i].finder:
                 masks[i] = F.interpolate(mask.float(), size=canvases[i], mode="bilinear", align_corners=False)
@@ -167,7 +168,7 @@ def segment_regions(
             region = _region(regions[i])
             masks[i] = paste(probabilities, region, frames[i], canvases[i])
             box = person_box(masks[i])  # type: ignore[arg-type]
-            target = None if box is None else region_around(box, frames[i], aspects[i])
+            target = None if box is None else region_around(box, frames[i], aspects[i], squares[i])
             regions[i] = follow(region, target, touches_edge(probabilities, region, frames[i]))
     states = [replace(s, region=r, since_detect=n) for s, r, n in zip(states, regions, since, strict=True)]
     return [m for m in masks if m is not None], states
@@ -205,7 +206,7 @@ def _region(region: Region | None) -> Region:
     return region
 
 
-def _union(a: Region, b: Region, frame: tuple[int, int]) -> Region | None:
+def _union(a: Region, b: Region, frame: tuple[int, int], square: bool) -> Region | None:
     """The region covering both, or None if that is most of the frame."""
     boxes = [r.box() for r in (a, b)]
     top, bottom = min(x[0] for x in boxes), max(x[1] for x in boxes)
@@ -215,4 +216,4 @@ def _union(a: Region, b: Region, frame: tuple[int, int]) -> Region | None:
     cy, cx = (top + bottom) / 2, (left + right) / 2
     h, w = frame
     box = ((cy - inner_h / 2) / h, (cy + inner_h / 2) / h, (cx - inner_w / 2) / w, (cx + inner_w / 2) / w)
-    return region_around(box, frame, a.aspect)
+    return region_around(box, frame, a.aspect, square)
