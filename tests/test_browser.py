@@ -101,6 +101,7 @@ def processed_frame(page: Page, video: str = "remote") -> np.ndarray:
     data = page.evaluate(
         """(id) => {
             const video = document.getElementById(id);
+            if (!video.videoWidth) return {w: 0, h: 0, px: []};  // nothing decoded yet
             const canvas = document.createElement('canvas');
             canvas.width = video.videoWidth; canvas.height = video.videoHeight;
             const ctx = canvas.getContext('2d');
