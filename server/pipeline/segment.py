@@ -80,16 +80,23 @@ class ModelCache:
         return self.get(plan.region)
 
 
+_flushing = threading.local()
+
+
 @contextmanager
 def denormals_flushed() -> Iterator[None]:
     """Denormal floats (saturated sigmoids, far-from-person activations) take a slow path on x86 that made
     the model 1.6x slower. The flag is per thread and is put back after, so that a caller's own thread
     (a tool, a test) keeps IEEE arithmetic."""
+    depth = getattr(_flushing, "depth", 0)
+    _flushing.depth = depth + 1
     torch.set_flush_denormal(True)
     try:
         yield
     finally:
-        torch.set_flush_denormal(False)
+        _flushing.depth = depth
+        if depth == 0:  # nested uses (a benchmark around the pipeline) keep it on until the outermost ends
+            torch.set_flush_denormal(False)
 
 
 def infer(models: ModelCache, inputs: list[torch.Tensor], names: list[str]) -> list[torch.Tensor]:

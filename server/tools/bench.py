@@ -127,6 +127,7 @@ def pipeline_stages(
     return {**stages, "total_ms": total, "per_frame_ms": total / batch, "frames_per_s": 1000.0 * batch / total}
 
 
+@denormals_flushed()  # as the pipeline does (XNNPACK does the same for TFLite)
 def run_bench(
     registry: ModelRegistry,
     devices: list[str],
@@ -140,22 +141,6 @@ def run_bench(
     image: np.ndarray | None = None,
 ) -> dict:
     """All measurements as one JSON-ready dict; `models` are names in `registry`."""
-    with denormals_flushed():  # as the pipeline does (XNNPACK does the same for TFLite)
-        return _run_bench(registry, devices, sizes, batches, models, runs, config, threads, compile, image)
-
-
-def _run_bench(
-    registry: ModelRegistry,
-    devices: list[str],
-    sizes: list[str],
-    batches: list[int],
-    models: list[str],
-    runs: int,
-    config: SessionConfig,
-    threads: int,
-    compile: bool,
-    image: np.ndarray | None,
-) -> dict:
     report: dict = {  # "tflite": every paired measurement of the reference, ms per frame
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
