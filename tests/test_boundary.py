@@ -115,17 +115,34 @@ def requests(offer: str, session: str) -> st.SearchStrategy[tuple[str, str, byte
     offers = st.builds(
         build,
         st.just("POST"),
-        query.map(lambda q: "/offer" + q),
+        query.map(lambda q: "/offer" + q) | query.map(lambda q: "/whip" + q),
         st.one_of(json_bodies, mutated_sdp(offer), st.binary(max_size=256)),
         st.sampled_from(["application/json", "application/sdp", ""]),
         st.just({}),
+    )
+    fragments = st.sampled_from(
+        [
+            b"a=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\n",
+            b"a=ice-ufrag:x\r\na=ice-pwd:y\r\na=candidate:1 1 udp 1 127.0.0.1 9 typ host\r\n",
+            b"m=video 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\na=end-of-candidates\r\n",
+            b"a=candidate:junk\r\n",
+            b"v=0\r\n",
+        ]
     )
     patches = st.builds(
         build,
         st.just("PATCH"),
         st.just(f"/sessions/{session}"),
-        st.one_of(json_bodies, st.binary(max_size=256)),
-        st.sampled_from(["application/json", "text/plain", ""]),
+        st.one_of(json_bodies, st.binary(max_size=256), fragments),
+        st.sampled_from(["application/json", "text/plain", "application/trickle-ice-sdpfrag", ""]),
+        st.sampled_from([{}, {"If-Match": "*"}, {"If-Match": '"stale"'}, {"If-Match": ""}]),
+    )
+    players = st.builds(
+        build,
+        st.just("POST"),
+        st.one_of(st.just(f"/sessions/{session}/whep"), ids.map(lambda i: f"/sessions/{i}/whep")),
+        st.one_of(mutated_sdp(offer), st.binary(max_size=256)),
+        st.sampled_from(["application/sdp", "application/json", ""]),
         st.just({}),
     )
     multipart = st.builds(
@@ -155,6 +172,8 @@ def requests(offer: str, session: str) -> st.SearchStrategy[tuple[str, str, byte
         st.sampled_from(["GET", "DELETE"]),
         st.one_of(
             ids.map(lambda i: f"/sessions/{i}"),
+            ids.map(lambda i: f"/sessions/{session}/whep/{i}"),
+            ids.map(lambda i: f"/view/{i}"),
             ids.map(lambda i: f"/backgrounds/{i}"),
             st.sampled_from(["/sessions", "/backgrounds", "/models", "/config/defaults", "/healthz", "/metrics", "/"]),
             st.sampled_from(["/static/../../etc/passwd", "/static/%2e%2e/%2e%2e/etc/passwd", "/static/app.js", "//x"]),
@@ -166,12 +185,12 @@ def requests(offer: str, session: str) -> st.SearchStrategy[tuple[str, str, byte
     random_routes = st.builds(
         build,
         st.sampled_from(["GET", "POST", "PATCH", "DELETE", "PUT", "OPTIONS"]),
-        st.sampled_from(["/offer", "/sessions", "/backgrounds", "/models", "/healthz", "/nope"]),
+        st.sampled_from(["/offer", "/whip", "/sessions", "/backgrounds", "/models", "/healthz", "/nope"]),
         anything,
         types,
         auth,
     )
-    return st.one_of(offers, patches, uploads, reads, random_routes)
+    return st.one_of(offers, patches, players, uploads, reads, random_routes)
 
 
 def test_fuzzed_requests_never_cost_a_500(live: ServerThread, real_offer: str) -> None:
