@@ -54,22 +54,22 @@ def _session(request: web.Request) -> Session:
     return session
 
 
-def _is_operator(request: web.Request) -> bool:
-    """Whether the request carries the operator token (compared in constant time)."""
-    token = request.app[SETTINGS].operator_token
+def _bears(request: web.Request, tokens: list[str]) -> bool:
+    """Whether the request's `Authorization: Bearer` is one of `tokens` (compared in constant time)."""
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if token is None or scheme.lower() != "bearer":
-        return False
-    return hmac.compare_digest(given.encode(), token.get_secret_value().encode())
+    return scheme.lower() == "bearer" and any(hmac.compare_digest(given.encode(), t.encode()) for t in tokens)
+
+
+def _is_operator(request: web.Request) -> bool:
+    """Whether the request carries the operator token."""
+    token = request.app[SETTINGS].operator_token
+    return token is not None and _bears(request, [token.get_secret_value()])
 
 
 def _authorize(request: web.Request) -> None:
     """With --token set, creating, changing or ending a session needs one of the tokens (RFC 9725: bearer)."""
     tokens = request.app[SETTINGS].tokens
-    if not tokens:
-        return
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and any(hmac.compare_digest(given.encode(), t.encode()) for t in tokens):
+    if not tokens or _bears(request, tokens):
         return
     raise web.HTTPUnauthorized(
         reason="Unauthorized: this server needs a bearer token", headers={"WWW-Authenticate": 'Bearer realm="backdrop"'}
