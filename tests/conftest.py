@@ -46,6 +46,12 @@ def astronaut() -> np.ndarray:
     return skimage.data.astronaut()
 
 
+@pytest.fixture
+def frames(astronaut: np.ndarray) -> list[np.ndarray]:
+    """The astronaut as a hand-held camera sees it: 640x480 frames for a session's peer."""
+    return photo_frames(astronaut)
+
+
 @pytest.fixture(scope="session")
 def grace_hopper() -> np.ndarray:
     with cbook.get_sample_data("grace_hopper.jpg") as f:

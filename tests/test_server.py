@@ -25,11 +25,6 @@ OPERATOR = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
 
 
 @pytest.fixture
-def frames(astronaut: np.ndarray) -> list[np.ndarray]:
-    return photo_frames(astronaut)
-
-
-@pytest.fixture
 def make_client(aiohttp_client, pipeline):
     async def make(**settings):
         settings.setdefault("operator_token", OPERATOR_TOKEN)

@@ -5,21 +5,15 @@ from __future__ import annotations
 
 import asyncio
 
-import numpy as np
 import pytest
 from test_server import assert_background, assert_person_kept
 
-from server.tools.client import Peer, Player, photo_frames
+from server.tools.client import Peer, Player
 from server.web.app import create_app
 from server.web.settings import ServerSettings
 
 SDP = {"Content-Type": "application/sdp"}
 TRICKLE = "application/trickle-ice-sdpfrag"
-
-
-@pytest.fixture
-def frames(astronaut: np.ndarray) -> list[np.ndarray]:
-    return photo_frames(astronaut)
 
 
 @pytest.fixture
