@@ -504,7 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--models",
         nargs="+",
         default=["general", "landscape"],
-        help="models to time (names or .pt / .onnx files); the first one runs in the pipeline",
+        help="models to time (names or .pt / .onnx files), alone and in the pipeline; the first is the baseline",
     )
     bench.add_argument("--mode", default="blur", help="background mode timed in the pipeline (default: blur)")
     bench.add_argument(

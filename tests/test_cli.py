@@ -100,12 +100,18 @@ def test_evaluate_video_reports_flicker(tmp_path, astronaut) -> None:
 
 def test_bench_writes_json(tmp_path) -> None:
     out = tmp_path / "bench.json"
-    result = backdrop("bench", "--sizes", "640x480", "--batches", "1", "2", "--runs", "3", "--output", str(out))
+    result = backdrop(
+        "bench", "--sizes", "640x480", "--batches", "1", "2", "--runs", "3", "--models", "general", "fullbody",
+        "--output", str(out),
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
-    assert min(report["tflite"]["mediapipe-general"]) > 0
+    assert min(report["tflite"]["mediapipe-general"]) > 0 and min(report["tflite"]["mediapipe-pose"]) > 0
     rows = report["pipeline"]
-    assert {(r["size"], r["batch"]) for r in rows} == {("640x480", 1), ("640x480", 2)}
+    assert {(r["model_choice"], r["size"], r["batch"]) for r in rows} == {
+        (m, "640x480", b) for m in ("mediapipe-general", "mediapipe-pose") for b in (1, 2)
+    }
+    assert all(r["ratio_vs_first"] == 1.0 for r in rows if r["model_choice"] == "mediapipe-general")
     for row in rows:
         assert row["per_frame_ms"] > 0 and set(row) >= {
             "upload",

@@ -10,6 +10,8 @@ from PIL import Image
 
 from models import WeightsMissingError, load_model, model_info
 from models.weights import WEIGHTS, weights_path
+from models.wrappers.onnxruntime_model import OnnxSegmenter
+from models.zoo import BUILTINS
 
 TFLITE = {
     "general": "selfie_segmentation.tflite",
@@ -45,9 +47,15 @@ def _inputs(name: str, astronaut: np.ndarray, grace_hopper: np.ndarray) -> dict[
     }
 
 
-@pytest.mark.parametrize("name", ["general", "landscape", "fullbody"])
-def test_matches_tflite_reference(name: str, astronaut: np.ndarray, grace_hopper: np.ndarray) -> None:
-    model = load_model(name, "cpu")
+@pytest.mark.parametrize(
+    ("name", "runtime"),
+    [("general", "torch"), ("landscape", "torch"), ("fullbody", "onnxruntime"), ("fullbody", "torch")],
+)
+def test_matches_tflite_reference(name: str, runtime: str, astronaut: np.ndarray, grace_hopper: np.ndarray) -> None:
+    model = load_model(name, "cpu")  # what a CPU server runs
+    if runtime == "torch" and isinstance(model, OnnxSegmenter):
+        model = BUILTINS[model_info(name).name].build().eval()  # the PyTorch port, which CUDA runs
+    assert isinstance(model, OnnxSegmenter) == (runtime == "onnxruntime")
     for label, image in _inputs(name, astronaut, grace_hopper).items():
         expected = _reference(name, image)
         with torch.inference_mode():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +20,16 @@ class OnnxSegmenter(nn.Module):
     Tensors on other devices or dtypes are moved to float32 CPU and the result moved back.
     """
 
-    def __init__(self, path: Path, threads: int | None = None) -> None:
+    def __init__(self, source: Path | bytes, threads: int | None = None) -> None:
         super().__init__()
+        path = "<in memory>" if isinstance(source, bytes) else source
         options = ort.SessionOptions()
+        # One pool per session: the pipeline's workers each run frames on a thread of their own.
         options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            model = source if isinstance(source, bytes) else str(source)
+            self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ValueError(f"{path}: not a loadable ONNX model ({str(exc)[:200]})") from None
         inputs = self.session.get_inputs()
@@ -37,6 +43,27 @@ class OnnxSegmenter(nn.Module):
             for k, v in self.session.get_modelmeta().custom_metadata_map.items()
             if k.startswith(METADATA_PREFIX)
         }
+
+    @classmethod
+    def of(cls, module: nn.Module, input_size: tuple[int, int], threads: int | None = None) -> OnnxSegmenter:
+        """`module` (float32, CPU) exported to an in-memory ONNX graph with a free batch size and run by ONNX
+        Runtime: a few seconds at load, and e.g. 2x faster than eager PyTorch for MediaPipe Pose."""
+        example = torch.rand(2, 3, *input_size)  # not 1: the exporter would fix a dimension of size 1
+        graph = io.BytesIO()
+        with warnings.catch_warnings(), torch.inference_mode():
+            # The TorchScript exporter: the dynamo one fails on TFLiteGraph's table of op modules (torch 2.13).
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module.to("cpu", torch.float32).eval(),
+                (example,),
+                graph,
+                dynamo=False,
+                opset_version=18,
+                input_names=["image"],
+                output_names=["mask"],
+                dynamic_axes={"image": {0: "batch"}, "mask": {0: "batch"}},
+            )
+        return cls(graph.getvalue(), threads)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         array = x.detach().to("cpu", torch.float32).contiguous().numpy()

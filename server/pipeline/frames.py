@@ -26,6 +26,7 @@ class StreamState:
     background: torch.Tensor | None = None  # the cover-fitted background image, cached on the device
     region: Region | None = None  # where the person is, while config.region tracks them
     since_detect: int = 0  # frames since the last whole-frame pass
+    close_up: bool = False  # that pass found someone filling the frame: whole frames until the next one
     previous_grey: np.ndarray | None = None  # the last frame's luma at mask size, for the flow to the next
 
 

@@ -147,9 +147,11 @@ def segment_regions(
     squares = [models.registry.is_detector(p.finder) for p in plans]  # the pose segmenter wants its square
     regions = [s.region for s in states]
     since = [s.since_detect + 1 for s in states]
+    close = [s.close_up for s in states]
     masks: list[torch.Tensor | None] = [None] * len(pixels)
-    # Whole-frame passes: streams without a region, and, now and then, those with one (a newcomer).
-    detect = [i for i, r in enumerate(regions) if r is None or since[i] >= REDETECT_EVERY]
+    # Whole-frame passes that find people: streams with nobody yet, and, now and then, the others (a
+    # newcomer). A close-up is not looked for every frame: its whole-frame masks show when it steps back.
+    detect = [i for i, r in enumerate(regions) if (r is None and not close[i]) or since[i] >= REDETECT_EVERY]
     if detect:
         boxes, found = _find(models, [pixels[i] for i in detect], [plans[i].finder for i in detect])
         for i, box, mask in zip(detect, boxes, found, strict=True):
@@ -157,15 +159,19 @@ def segment_regions(
             previous = regions[i]
             if previous is not None and target is not None:  # while tracking: cover a newcomer too
                 target = _union(previous, target, frames[i], squares[i])
-            regions[i], since[i] = target, 0
+            regions[i], since[i], close[i] = target, 0, box is not None and target is None
             if target is None and mask is not None and plans[i].whole_frame == plans[i].finder:
                 masks[i] = F.interpolate(mask.float(), size=canvases[i], mode="bilinear", align_corners=False)
-        # No region (a close-up, nobody): the whole frame, by the network for that when the finder is another.
-        rest = [i for i in detect if regions[i] is None and masks[i] is None]
-        if rest:
-            wholes = _whole_frames(models, [pixels[i] for i in rest], [plans[i].whole_frame for i in rest])
-            for i, whole in zip(rest, wholes, strict=True):
-                masks[i] = F.interpolate(whole.float(), size=canvases[i], mode="bilinear", align_corners=False)
+    # No region (a close-up, nobody): the whole frame, by the network for that when the finder is another.
+    rest = [i for i in range(len(pixels)) if regions[i] is None and masks[i] is None]
+    if rest:
+        wholes = _whole_frames(models, [pixels[i] for i in rest], [plans[i].whole_frame for i in rest])
+        for i, whole in zip(rest, wholes, strict=True):
+            masks[i] = F.interpolate(whole.float(), size=canvases[i], mode="bilinear", align_corners=False)
+            if close[i] and i not in detect:  # someone who stepped back is tracked from here on
+                box = person_box(masks[i])  # type: ignore[arg-type]
+                regions[i] = None if box is None else region_around(box, frames[i], aspects[i], squares[i])
+                close[i] = box is not None and regions[i] is None  # nobody left: look for people again
     # Region passes.
     tracked = [i for i, r in enumerate(regions) if r is not None and masks[i] is None]
     if tracked:
@@ -177,7 +183,10 @@ def segment_regions(
             box = person_box(masks[i])  # type: ignore[arg-type]
             target = None if box is None else region_around(box, frames[i], aspects[i], squares[i])
             regions[i] = follow(region, target, touches_edge(probabilities, region, frames[i]))
-    states = [replace(s, region=r, since_detect=n) for s, r, n in zip(states, regions, since, strict=True)]
+    states = [
+        replace(s, region=r, since_detect=n, close_up=c)
+        for s, r, n, c in zip(states, regions, since, close, strict=True)
+    ]
     return [m for m in masks if m is not None], states
 
 

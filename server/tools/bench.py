@@ -187,10 +187,24 @@ def run_bench(
                     )
             for size in sizes:
                 for batch in batches:
-                    stages = pipeline_stages(pipeline, SIZES[size], batch, runs, config, image)
-                    report["pipeline"].append(
-                        {"device": device, "dtype": dtype, "size": size, "batch": batch, **stages}
-                    )
+                    first: float | None = None  # the first model's ms per frame: the others' baseline
+                    for model in models:
+                        name = registry.resolve(model)
+                        stages = pipeline_stages(
+                            pipeline, SIZES[size], batch, runs, config.model_copy(update={"model": name}), image
+                        )
+                        first = first or stages["per_frame_ms"]
+                        report["pipeline"].append(
+                            {
+                                "device": device,
+                                "dtype": dtype,
+                                "model_choice": name,  # "model" is the model stage's ms
+                                "size": size,
+                                "batch": batch,
+                                **stages,
+                                "ratio_vs_first": stages["per_frame_ms"] / first,
+                            }
+                        )
     return report
 
 
@@ -207,11 +221,15 @@ def format_report(report: dict) -> str:
         lines.append(
             f"{row['model']:<31}{row['device']:<8}{row['dtype']:<6}{row['batch']:>5}{row['ms_per_frame']:>10.2f}{ratio:>10}"
         )
-    lines.append("pipeline   device  dtype batch " + " ".join(f"{s:>9}" for s in STAGES) + "  ms/frame    fps")
+    lines.append(
+        f"{'pipeline':<20}size       device  dtype batch "
+        + " ".join(f"{s:>9}" for s in STAGES)
+        + "  ms/frame    fps  x first"
+    )
     for row in report["pipeline"]:
         stages = " ".join(f"{row[s]:>9.2f}" for s in STAGES)
         lines.append(
-            f"{row['size']:<11}{row['device']:<8}{row['dtype']:<6}{row['batch']:>5} {stages}"
-            f"{row['per_frame_ms']:>10.2f}{row['frames_per_s']:>7.0f}"
+            f"{row['model_choice']:<20}{row['size']:<11}{row['device']:<8}{row['dtype']:<6}{row['batch']:>5} {stages}"
+            f"{row['per_frame_ms']:>10.2f}{row['frames_per_s']:>7.0f}{row['ratio_vs_first']:>9.2f}"
         )
     return "\n".join(lines)
