@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import io
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -49,8 +49,8 @@ class OnnxSegmenter(nn.Module):
         """`module` (float32, CPU) exported to an in-memory ONNX graph with a free batch size and run by ONNX
         Runtime: a few seconds at load, and e.g. 2x faster than eager PyTorch for MediaPipe Pose."""
         example = torch.rand(2, 3, *input_size)  # not 1: the exporter would fix a dimension of size 1
-        graph = io.BytesIO()
-        with warnings.catch_warnings(), torch.inference_mode():
+        with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings(), torch.inference_mode():
+            graph = Path(folder) / "model.onnx"
             # The TorchScript exporter: the dynamo one fails on TFLiteGraph's table of op modules (torch 2.13).
             warnings.simplefilter("ignore")
             torch.onnx.export(
@@ -63,7 +63,7 @@ class OnnxSegmenter(nn.Module):
                 output_names=["mask"],
                 dynamic_axes={"image": {0: "batch"}, "mask": {0: "batch"}},
             )
-        return cls(graph.getvalue(), threads)
+            return cls(graph.read_bytes(), threads)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         array = x.detach().to("cpu", torch.float32).contiguous().numpy()
