@@ -101,6 +101,21 @@ def test_smoothing_reduces_flicker_and_follows_motion() -> None:
     assert ((followed >= 0.5) == (moved >= 0.5)).float().mean() > 0.99
 
 
+def test_smoothing_holds_flicker_where_the_flow_checks_out() -> None:
+    """A confident change of a pixel whose motion the flow explains is more likely the model flickering:
+    it is damped more than the same change where the flow failed its check (an occlusion, a new limb)."""
+    previous = torch.full((1, 1, 8, 8), 0.6)
+    current = torch.full((1, 1, 8, 8), 0.02)
+    tracked = torch.zeros(1, 1, 8, 8, dtype=torch.bool)
+    tracked[..., :4] = True
+    change = (previous - smooth_mask(previous, current, 0.9, tracked)).abs()
+    assert change[..., :4].max() < 0.75 * change[..., 4:].min()
+    # Nothing known about the flow: every pixel as an untracked one.
+    torch.testing.assert_close(
+        smooth_mask(previous, current, 0.9), smooth_mask(previous, current, 0.9, tracked & False)
+    )
+
+
 def test_smoothing_restarts_on_resolution_change(pipeline: Pipeline, astronaut: np.ndarray) -> None:
     state, config = StreamState(), SessionConfig(mode="mask", smoothing=1.0)
     small = photo_frames(astronaut, size=(240, 320), count=1)[0]

@@ -19,7 +19,7 @@ from .backgrounds import BackgroundStore
 from .composite import compose
 from .config import SessionConfig
 from .frames import Frame, Masked, Processed, StreamState, download, upload
-from .motion import flow, grey, warp
+from .motion import consistent, flow, grey, warp
 from .refine import upsample_mask
 from .segment import ModelCache, denormals_flushed, segment, segment_regions
 from .smoothing import smooth_mask
@@ -74,10 +74,13 @@ def _smooth(pipeline: Pipeline, work: list[_Work]) -> None:
             else None
         )
         before = w.state.previous_grey
+        tracked = None
         if previous is not None and now is not None and before is not None and before.shape == now.shape:
             # The previous mask moved to where the person is now: the blend no longer leans on where they were.
-            previous = warp(previous, flow(now, before))
-        w.mask = smooth_mask(previous, current, config.smoothing)
+            backward = flow(now, before)
+            previous = warp(previous, backward)
+            tracked = torch.from_numpy(consistent(backward, flow(before, now))).to(previous.device)[None, None]
+        w.mask = smooth_mask(previous, current, config.smoothing, tracked)
         w.state = replace(w.state, previous_mask=w.mask, mask_key=key, previous_grey=now)
 
 

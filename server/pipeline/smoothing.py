@@ -6,18 +6,26 @@ import torch
 
 # Changes smaller than about this are treated as noise rather than motion.
 _NOISE_LEVEL = 0.2
+# Where the previous mask was moved along a flow that checks out, a change is noise up to this much: it is
+# the model flickering, not the person moving (that the warp took care of).
+_NOISE_LEVEL_TRACKED = 0.8
 
 
-def smooth_mask(previous: torch.Tensor | None, current: torch.Tensor, strength: float) -> torch.Tensor:
+def smooth_mask(
+    previous: torch.Tensor | None, current: torch.Tensor, strength: float, tracked: torch.Tensor | None = None
+) -> torch.Tensor:
     """Blend `current` with `previous`, leaning on the past only where the new value is doubtful.
 
     A pixel is doubtful when the model is uncertain (p near 0.5) or when it
     barely changed (a small change is noise, motion moves a pixel a long way).
     A confident pixel that changed a lot follows the new frame at once, so the
     mask does not trail behind motion. `strength` 0 turns smoothing off.
+    `tracked`: (1,1,h,w) bool, where `previous` was warped along a flow that passed the
+    forward-backward check; there a large change is more likely the model's flicker.
     """
     if previous is None or strength <= 0.0 or previous.shape != current.shape:
         return current
     uncertainty = 1.0 - (2.0 * current - 1.0).abs()
-    stillness = torch.exp(-(current - previous).abs() / _NOISE_LEVEL)
+    noise = _NOISE_LEVEL if tracked is None else torch.where(tracked, _NOISE_LEVEL_TRACKED, _NOISE_LEVEL)
+    stillness = torch.exp(-(current - previous).abs() / noise)
     return torch.lerp(current, previous, strength * torch.maximum(uncertainty.sqrt(), stillness))
