@@ -22,6 +22,7 @@ from ..pipeline.config import SessionConfig
 from ..pipeline.workers import PipelineWorkers
 from .dtls import peer_connection
 from .inputs import RequestError, invalid
+from .jitter import complete_frames_on_marker
 from .messages import (
     MESSAGE_BURST,
     MESSAGE_RATE,
@@ -176,6 +177,7 @@ class SessionManager:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             if session.track is None:
                 raise ValueError("the offer has no video track to process")
+            complete_frames_on_marker(pc)  # a frame sooner to the pipeline (see jitter.py)
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception:
             self._reserved -= 1
