@@ -302,6 +302,10 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
             f"{run['sessions']} session(s) at {report['size']}: fps each {run['fps_each']} "
             f"(>= 25 for all: {run['all_at_least_25fps']}); server processing ms p50 {p50}, p95 {p95}"
         )
+        print(
+            f"  glass-to-glass ms p50 {run['latency_ms_p50_each']}, p95 {run['latency_ms_p95_each']} "
+            f"({run['latency_frames_unreadable']} frame(s) without a readable counter)"
+        )
         if "server_cpu_ms_per_frame" in run:
             print(
                 f"  server CPU {run['server_cpu_ms_per_frame']} ms/frame ({run['server_cpu_cores_busy']} of "

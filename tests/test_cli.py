@@ -162,6 +162,10 @@ def test_loadtest_reports_fps_per_session(tmp_path) -> None:
     # The started server's own CPU time per frame: positive, and no more than all cores for the whole run.
     assert 0 < run["server_cpu_ms_per_frame"] <= run["cores"] * 2000.0 / sum(run["fps_each"])
     assert run["sessions_at_25fps_estimate"] >= 0
+    # Glass-to-glass, from the counter drawn into the sent frames: readable on most returned frames.
+    p50, p95 = run["latency_ms_p50_each"][0], run["latency_ms_p95_each"][0]
+    assert 0 < p50 <= p95 < 2000
+    assert run["latency_frames_unreadable"] <= 0.2 * run["fps_each"][0] * 2
 
 
 def test_loadtest_pins_the_server_apart_from_the_clients(tmp_path) -> None:

@@ -255,3 +255,19 @@ def test_smoothing_follows_a_moving_person(pipeline: Pipeline, grace_hopper: np.
     (blended_error, blended_iou), (moved_error, moved_iou) = run(False), run(True)
     assert moved_error < 0.8 * blended_error, (blended_error, moved_error)
     assert moved_iou > blended_iou, (blended_iou, moved_iou)
+
+
+def test_the_latency_counter_survives_the_pipeline(pipeline: Pipeline, astronaut: np.ndarray) -> None:
+    """The loadtest's frame counter, drawn on the person, reads back from the processed frames in every mode."""
+    from server.tools.client import photo_frames
+    from server.tools.latency import read_stamp, stamp
+
+    frames = photo_frames(astronaut, count=6)
+    assert read_stamp(frames[0]) is None  # nothing drawn: nothing read
+    for mode in ("color", "blur", "image"):
+        state = StreamState()
+        for i, frame in enumerate(frames):
+            code = (37 * i + 200) % 256
+            result = pipeline.process_one(stamp(frame, code), state, SessionConfig(mode=mode))
+            state = result.state
+            assert read_stamp(result.pixels) == code, mode

@@ -13,6 +13,8 @@ from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription, V
 from av import VideoFrame
 from PIL import Image
 
+from .latency import LatencyProbe
+
 
 def photo_frames(
     photo: np.ndarray, size: tuple[int, int] = (480, 640), count: int = 64, seed: int = 0
@@ -36,16 +38,20 @@ def photo_frames(
 
 
 class FramesTrack(VideoStreamTrack):
-    """Plays `frames` in a loop at 30 fps."""
+    """Plays `frames` in a loop at 30 fps; with a `probe`, each stamped with a counter as it leaves."""
 
-    def __init__(self, frames: list[np.ndarray]) -> None:
+    def __init__(self, frames: list[np.ndarray], probe: LatencyProbe | None = None) -> None:
         super().__init__()
         self.frames = frames
         self.index = 0
+        self.probe = probe
 
     async def recv(self) -> VideoFrame:
         pts, time_base = await self.next_timestamp()
-        frame = VideoFrame.from_ndarray(self.frames[self.index % len(self.frames)], format="rgb24")
+        pixels = self.frames[self.index % len(self.frames)]
+        if self.probe is not None:
+            pixels = self.probe.sent(pixels)
+        frame = VideoFrame.from_ndarray(pixels, format="rgb24")
         frame.pts, frame.time_base = pts, time_base
         self.index += 1
         return frame
@@ -95,9 +101,12 @@ class Peer(Receiver):
     """Client side of one session: sendrecv (the processed video comes back), or sendonly (WHIP ingest; watch
     it with a `Player`)."""
 
-    def __init__(self, frames: list[np.ndarray], audio: bool = False, direction: str = "sendrecv") -> None:
+    def __init__(
+        self, frames: list[np.ndarray], audio: bool = False, direction: str = "sendrecv", latency: bool = False
+    ) -> None:
         super().__init__()
-        self.source = FramesTrack(frames)
+        self.probe = LatencyProbe() if latency else None  # glass-to-glass delays, when asked
+        self.source = FramesTrack(frames, self.probe)
         self.pc.addTransceiver(self.source, direction=direction)
         if audio:
             from aiortc.mediastreams import AudioStreamTrack
@@ -129,12 +138,15 @@ class Peer(Receiver):
 
 
 async def count_frames(peer: Peer, seconds: float) -> int:
-    """Processed frames received during `seconds` (after the first one arrives)."""
+    """Processed frames received during `seconds` (after the first one arrives); with the peer's latency
+    probe, each one's delay is recorded there."""
     track = await asyncio.wait_for(peer.remote, 30.0)
     await asyncio.wait_for(track.recv(), 30.0)
     loop = asyncio.get_running_loop()
     end, count = loop.time() + seconds, 0
     while loop.time() < end:
-        await asyncio.wait_for(track.recv(), 30.0)
+        frame = await asyncio.wait_for(track.recv(), 30.0)
+        if peer.probe is not None:
+            peer.probe.received(frame.to_ndarray(format="gray"))  # the code is read from luma alone
         count += 1
     return count

@@ -76,14 +76,16 @@ async def measure(
     server_pid: int | None = None,
     cores: int | None = None,
 ) -> dict:
-    """Open `sessions` sessions at once and count the frames each receives over `seconds`.
+    """Open `sessions` sessions at once and count the frames each receives over `seconds`, and measure each
+    frame's glass-to-glass latency (see latency.py: from leaving the client's camera track to arriving
+    decoded from the server).
 
     With the server's pid, also its CPU time per delivered frame (decode + pipeline + encode + the rest),
     and from it how many sessions at 25 fps the server's `cores` (default: this machine's) could serve if the
     clients ran elsewhere.
     """
     frames = photo_frames(_photo(), size=size, count=48)
-    peers = [Peer(frames) for _ in range(sessions)]
+    peers = [Peer(frames, latency=True) for _ in range(sessions)]
     ids: list[str] = []
     async with aiohttp.ClientSession() as http:
         try:
@@ -105,6 +107,12 @@ async def measure(
         finally:
             await asyncio.gather(*(p.close() for p in peers))
     fps = [c / seconds for c in counts]
+    delays = [p.probe.samples_ms if p.probe is not None else [] for p in peers]
+    latency = {
+        "latency_ms_p50_each": [round(float(np.percentile(d, 50)), 1) if d else None for d in delays],
+        "latency_ms_p95_each": [round(float(np.percentile(d, 95)), 1) if d else None for d in delays],
+        "latency_frames_unreadable": sum(p.probe.unreadable for p in peers if p.probe is not None),
+    }
     server_cpu: dict = {}
     if cpu_before is not None and cpu_after is not None and sum(counts) > 0:
         ms_per_frame = (cpu_after - cpu_before) * 1000.0 / sum(counts)
@@ -121,6 +129,7 @@ async def measure(
         "fps_min": round(min(fps), 1),
         "fps_median": round(statistics.median(fps), 1),
         "all_at_least_25fps": min(fps) >= 25.0,
+        **latency,
         **server_cpu,
         "server": [s["stats"] for s in described],
     }
