@@ -52,6 +52,8 @@ SERVER_FLAGS = [
     ("--operator-token", "operator_token"),
     ("--token", "tokens"),
     ("--max-players", "max_players"),
+    ("--codec", "codec"),
+    ("--max-bitrate", "max_bitrate"),
 ]
 
 

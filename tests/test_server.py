@@ -379,3 +379,46 @@ async def test_defaults_and_whip_query_strings_take_the_servers_types(make_clien
         assert_background((await peer.frames(10))[-1], (255, 0, 0))
     finally:
         await peer.close()
+
+
+def _video_codecs(sdp: str) -> list[str]:
+    """The video codecs of an SDP, in its order of preference."""
+    lines = sdp.splitlines()
+    video = next(line for line in lines if line.startswith("m=video"))
+    names = dict(line[len("a=rtpmap:") :].split(" ", 1) for line in lines if line.startswith("a=rtpmap:"))
+    return [names[pt].split("/")[0] for pt in video.split()[3:]]
+
+
+async def _received_kbps(client, frames: list[np.ndarray], config: dict) -> tuple[float, list[str], np.ndarray]:
+    """(kb/s of processed video received over 2 s after a second to settle, the answer's codecs, a frame)."""
+    peer = Peer(frames)
+    response = await client.post("/offer", json={"sdp": await peer.offer(), "type": "offer", "config": config})
+    assert response.status == 200, await response.text()
+    answer = (await response.json())["sdp"]
+    await peer.accept(answer)
+    try:
+        await peer.frames(30)
+
+        async def received_bytes() -> int:  # what the client's transport received: the processed video, mostly
+            stats = await peer.pc.getStats()
+            return sum(s.bytesReceived for s in stats.values() if s.type == "transport")
+
+        before, start = await received_bytes(), asyncio.get_running_loop().time()
+        last = (await peer.frames(60))[-1]
+        elapsed = asyncio.get_running_loop().time() - start
+        return (await received_bytes() - before) * 8 / 1000 / elapsed, _video_codecs(answer), last
+    finally:
+        await peer.close()
+
+
+@pytest.mark.parametrize("codec", ["vp8", "h264"])
+async def test_the_servers_codec_and_bitrate_ceiling(make_client, frames, codec: str) -> None:
+    """Answers put the server's codec first and the processed video comes in it; the bitrate ceiling bounds
+    what is sent (aiortc alone keeps VP8 at 500 kb/s)."""
+    config = {"mode": "color", "color": "#ff00ff"}
+    low, codecs, frame = await _received_kbps(await make_client(codec=codec, max_bitrate=300), frames, config)
+    assert codecs[0] == codec.upper()
+    assert_background(frame, (255, 0, 255))
+    high, _, frame = await _received_kbps(await make_client(codec=codec, max_bitrate=4000), frames, config)
+    assert_background(frame, (255, 0, 255))
+    assert low < 450 and high > 2 * low, (low, high)

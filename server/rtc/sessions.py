@@ -21,6 +21,7 @@ from ..pipeline.backgrounds import BackgroundStore
 from ..pipeline.config import SessionConfig
 from ..pipeline.workers import PipelineWorkers
 from .dtls import peer_connection
+from .encoders import EncoderSettings, fit_senders, prefer_codec
 from .inputs import RequestError, invalid
 from .jitter import complete_frames_on_marker
 from .messages import (
@@ -66,6 +67,7 @@ class SessionPolicy:
     ice_credential: str | None = None
     default_model: str = "general"
     max_players: int = 8  # WHEP players per session
+    encoders: EncoderSettings = field(default_factory=EncoderSettings)  # answers' codec, bitrate ceiling
 
 
 def validate_config(
@@ -178,7 +180,9 @@ class SessionManager:
             if session.track is None:
                 raise ValueError("the offer has no video track to process")
             complete_frames_on_marker(pc)  # a frame sooner to the pipeline (see jitter.py)
+            prefer_codec(pc, self.policy.encoders)
             await pc.setLocalDescription(await pc.createAnswer())
+            fit_senders(pc, self.policy.encoders)
         except Exception:
             self._reserved -= 1
             await self._teardown(session)
@@ -274,7 +278,9 @@ class SessionManager:
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             pc.addTrack(session.relay.subscribe(session.track, buffered=False))
+            prefer_codec(pc, self.policy.encoders)
             await pc.setLocalDescription(await pc.createAnswer())
+            fit_senders(pc, self.policy.encoders)
         except Exception:
             await pc.close()
             raise

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from ..pipeline.pipeline import Pipeline
 from ..pipeline.workers import PipelineWorkers, worker_layout
+from ..rtc.encoders import EncoderSettings
 from ..rtc.sessions import SessionManager, SessionPolicy
 from .cors import cors
 from .errors import json_errors
@@ -103,6 +104,7 @@ async def _sessions(app: web.Application) -> AsyncIterator[None]:
         ice_credential=settings.ice_credential,
         default_model=settings.default_model,
         max_players=settings.max_players,
+        encoders=EncoderSettings(settings.codec, settings.max_bitrate * 1000),
     )
     manager = SessionManager(policy, app[WORKERS], app[METRICS].totals)
     manager.start()

@@ -6,7 +6,7 @@ Order of precedence: a flag given on the command line, then the environment vari
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -76,6 +76,16 @@ class ServerSettings(DeviceSettings):
         "comma-separated); none: anyone may",
     )
     max_players: int = Field(8, ge=1, description="WHEP players per session; more are refused with 503")
+    codec: Literal["vp8", "h264"] = Field(
+        "vp8",
+        description="video codec the answers put first (a peer that offers only the other gets that): vp8 or h264",
+    )
+    max_bitrate: int = Field(
+        2000,
+        ge=100,
+        le=50_000,
+        description="kb/s: each video sent back starts here and follows the receiver's estimate below it",
+    )
     max_batch: int = Field(16, ge=1, description="most frames segmented in one batch across sessions")
     workers: int = Field(
         0, ge=0, description="pipeline threads; 0: one per core on a CPU (torch single-threaded in each), one on CUDA"

@@ -1,0 +1,106 @@
+"""What the server sends: the codec its answers prefer and the bitrate its video encoders may reach.
+
+aiortc starts VP8 at 500 kb/s and never goes above 1.5 Mb/s (H.264: 1 and 3 Mb/s), visibly softer than a
+camera at 640x480. Here each sender gets an encoder that starts at the operator's ceiling and follows the
+receiver's estimate (REMB) below it. aiortc creates its encoder on the first frame unless one is there;
+`fit_senders` puts one there. Nothing in site-packages is edited.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from aiortc import RTCPeerConnection, RTCRtpCodecParameters
+from aiortc.codecs import h264, vpx
+from aiortc.codecs.base import Encoder
+
+Codec = Literal["vp8", "h264"]
+MIME = {"vp8": "video/vp8", "h264": "video/h264"}
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    """The codec answers put first (the peer may offer only the other) and the bitrate ceiling, bits/s."""
+
+    codec: Codec = "vp8"
+    max_bitrate: int = 2_000_000
+
+
+class _Ceiling:
+    """A target bitrate that starts at `ceiling` and follows the receiver's estimates below it."""
+
+    _stored: str  # the base class's private attribute its encode() reads
+    _floor: int  # aiortc's own minimum for the codec
+    ceiling: int
+
+    @property
+    def target_bitrate(self) -> int:
+        return int(getattr(self, self._stored))
+
+    @target_bitrate.setter
+    def target_bitrate(self, bitrate: int) -> None:
+        setattr(self, self._stored, max(min(self._floor, self.ceiling), min(int(bitrate), self.ceiling)))
+
+
+class Vp8Encoder(_Ceiling, vpx.Vp8Encoder):
+    _stored = "_Vp8Encoder__target_bitrate"
+    _floor = vpx.MIN_BITRATE
+
+    def __init__(self, ceiling: int) -> None:
+        vpx.Vp8Encoder.__init__(self)
+        self.ceiling = ceiling
+        self.target_bitrate = ceiling
+
+
+class H264Encoder(_Ceiling, h264.H264Encoder):
+    _stored = "_H264Encoder__target_bitrate"
+    _floor = h264.MIN_BITRATE
+
+    def __init__(self, ceiling: int) -> None:
+        h264.H264Encoder.__init__(self)
+        self.ceiling = ceiling
+        self.target_bitrate = ceiling
+
+
+def encoder_for(codec: RTCRtpCodecParameters, settings: EncoderSettings) -> Encoder | None:
+    """Our encoder for a negotiated video codec, or None for a codec aiortc should handle itself."""
+    mime = codec.mimeType.lower()
+    if mime == MIME["vp8"]:
+        return Vp8Encoder(settings.max_bitrate)
+    if mime == MIME["h264"]:
+        return H264Encoder(settings.max_bitrate)
+    return None
+
+
+def prefer_codec(pc: RTCPeerConnection, settings: EncoderSettings) -> None:
+    """Put the preferred codec (and its retransmission format) first among what each video transceiver
+    negotiated from the offer (call between setRemoteDescription and createAnswer); the answer's first codec
+    is the one both sides send."""
+    wanted = MIME[settings.codec]
+    for transceiver in pc.getTransceivers():
+        if transceiver.kind != "video":
+            continue
+        codecs: list[RTCRtpCodecParameters] = transceiver._codecs
+        preferred = {c.payloadType for c in codecs if c.mimeType.lower() == wanted}
+
+        def rank(codec: RTCRtpCodecParameters, preferred: set[int | None] = preferred) -> int:
+            base = codec.parameters.get("apt") if codec.mimeType.lower() == "video/rtx" else codec.payloadType
+            return 0 if base in preferred else 1
+
+        transceiver._codecs = sorted(codecs, key=rank)  # stable: the offer's order within each rank
+
+
+def fit_senders(pc: RTCPeerConnection, settings: EncoderSettings) -> int:
+    """Give each video sender of `pc` our encoder for its negotiated codec (call after setLocalDescription,
+    before media flows); returns how many it fitted."""
+    fitted = 0
+    for transceiver in pc.getTransceivers():
+        codecs: list[RTCRtpCodecParameters] = getattr(transceiver, "_codecs", [])
+        if transceiver.kind != "video" or transceiver.sender.track is None or not codecs:
+            continue
+        encoder = encoder_for(codecs[0], settings)
+        if encoder is not None:
+            transceiver.sender._RTCRtpSender__encoder = encoder  # type: ignore[attr-defined]
+            fitted += 1
+    return fitted
