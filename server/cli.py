@@ -54,6 +54,7 @@ SERVER_FLAGS = [
     ("--max-players", "max_players"),
     ("--codec", "codec"),
     ("--max-bitrate", "max_bitrate"),
+    ("--drain-timeout", "drain_timeout"),
 ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import secrets
@@ -144,6 +145,8 @@ class SessionManager:
         self._reserved = 0
         self._collect: asyncio.TimerHandle | None = None
         self._sweeper: asyncio.Task | None = None
+        self.draining = False  # no new sessions; the live ones run on (see `drain`)
+        self._emptied = asyncio.Event()
 
     def start(self) -> None:
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
@@ -161,6 +164,8 @@ class SessionManager:
 
     async def create(self, sdp: str, changes: object) -> tuple[Session, str]:
         """Answer an offer; returns the session and the answer SDP."""
+        if self.draining:
+            raise SessionLimitError("the server is draining (shutting down): offer to another server")
         base = SessionConfig(model=self.policy.default_model)
         config = validate_config(base, {} if changes is None else changes, self.backgrounds, self.registry)
         direction = video_direction(sdp)
@@ -313,6 +318,8 @@ class SessionManager:
             return False
         log.info("session %s closed: %s", session_id, reason)
         await self._teardown(session)
+        if not self.sessions:
+            self._emptied.set()
         return True
 
     async def _teardown(self, session: Session) -> None:
@@ -343,6 +350,16 @@ class SessionManager:
     def _run_collect(self) -> None:
         self._collect = None
         gc.collect()
+
+    async def drain(self, wait_s: float) -> int:
+        """Take no new sessions and wait up to `wait_s` seconds for the live ones to end; returns how many
+        are still live (the caller closes them)."""
+        self.draining = True
+        if self.sessions:
+            self._emptied.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._emptied.wait(), wait_s)
+        return len(self.sessions)
 
     async def close_all(self) -> None:
         if self._sweeper is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import signal
 import ssl
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -133,8 +134,16 @@ def create_app(settings: ServerSettings | None = None, pipeline: Pipeline | None
 
 
 def run_server(settings: ServerSettings) -> None:
-    """Serve until interrupted; start-up errors (a bad --model, missing weights) propagate to the caller."""
+    """Serve until SIGINT, or SIGTERM and a drain (see `serve`); start-up errors (a bad --model, missing
+    weights) propagate to the caller."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(serve(settings))
+
+
+async def serve(settings: ServerSettings) -> None:
+    """Listen until SIGINT (stop at once) or SIGTERM: then drain, i.e. answer new offers and /healthz with
+    503 while the live sessions run on, until they end or --drain-timeout passes; then close what is left and
+    return. A second SIGTERM stops at once."""
     context = None
     if settings.cert and settings.key:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -148,9 +157,39 @@ def run_server(settings: ServerSettings) -> None:
             flush=True,
         )
     app = create_app(settings, pipeline)
-
-    async def announce(app: web.Application) -> None:  # runs after the resources (and compiles) are ready
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()  # the resources (and compiles) are ready when this returns
+    try:
+        await web.TCPSite(runner, settings.host, settings.port, ssl_context=context).start()
         print(f"Backdrop on {address} (device {pipeline.device})", flush=True)
+        await _until_stopped(app[SESSIONS], settings.drain_timeout)
+    finally:
+        await runner.cleanup()  # closes the sessions left, the workers, the pipeline's resources
 
-    app.on_startup.append(announce)
-    web.run_app(app, host=settings.host, port=settings.port, ssl_context=context, print=None)
+
+async def _until_stopped(sessions: SessionManager, drain_timeout: float) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    drain: asyncio.Task | None = None
+
+    def on_term() -> None:
+        nonlocal drain
+        if drain is not None:  # the second SIGTERM
+            log.info("second SIGTERM: stopping now")
+            stop.set()
+            return
+        log.info("SIGTERM: draining (%d live session(s), up to %g s)", len(sessions.sessions), drain_timeout)
+        drain = loop.create_task(sessions.drain(drain_timeout))
+        drain.add_done_callback(lambda _: stop.set())
+
+    loop.add_signal_handler(signal.SIGTERM, on_term)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+        loop.remove_signal_handler(signal.SIGINT)
+        if drain is not None and not drain.done():
+            drain.cancel()
+        if drain is not None and drain.done() and not drain.cancelled():
+            log.info("drained; %d session(s) left to close", drain.result())

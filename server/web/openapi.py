@@ -196,7 +196,14 @@ def document() -> dict[str, Any]:
         },
         "/models": {"get": {"responses": {"200": _json(ModelList, "what config.model may name")}}},
         "/config/defaults": {"get": {"responses": {"200": _json(Defaults, "the config of a new session")}}},
-        "/healthz": {"get": {"responses": {"200": _json(Health, "serving")}}},
+        "/healthz": {
+            "get": {
+                "responses": {
+                    "200": _json(Health, "serving"),
+                    "503": _json(Health, "draining: send new offers elsewhere"),
+                }
+            }
+        },
         "/metrics": {
             "get": {
                 "responses": {

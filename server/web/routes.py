@@ -292,17 +292,19 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    pipeline = request.app[PIPELINE]
+    """200 while serving; 503 while draining, so that proxies and Kubernetes send new offers elsewhere."""
+    pipeline, draining = request.app[PIPELINE], request.app[SESSIONS].draining
     return web.json_response(
         {
-            "status": "ok",
+            "status": "draining" if draining else "ok",
             "device": str(pipeline.device),
             "fp16": pipeline.half,
             "sessions": len(request.app[SESSIONS].sessions),
             "max_sessions": request.app[SETTINGS].max_sessions,
             "workers": request.app[WORKERS].workers,
             "torch_threads": request.app[TORCH_THREADS],
-        }
+        },
+        status=503 if draining else 200,
     )
 
 

@@ -86,7 +86,7 @@ class Defaults(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok"]
+    status: Literal["ok", "draining"]
     device: str
     fp16: bool
     sessions: int

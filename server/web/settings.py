@@ -86,6 +86,12 @@ class ServerSettings(DeviceSettings):
         le=50_000,
         description="kb/s: each video sent back starts here and follows the receiver's estimate below it",
     )
+    drain_timeout: float = Field(
+        30.0,
+        ge=0,
+        description="seconds a SIGTERM waits for live sessions to end (new offers get 503) before closing them; "
+        "a second SIGTERM stops at once",
+    )
     max_batch: int = Field(16, ge=1, description="most frames segmented in one batch across sessions")
     workers: int = Field(
         0, ge=0, description="pipeline threads; 0: one per core on a CPU (torch single-threaded in each), one on CUDA"
