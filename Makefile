@@ -6,7 +6,7 @@ SHELL  := /bin/bash
 
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: serve test lint install install-test weights browser gstreamer bench clean
+.PHONY: serve test lint install install-test weights browser gstreamer proxy bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ browser:
 gstreamer:
 	@/usr/bin/python3 -c "import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstWebRTC', '1.0'); from gi.repository import Gst; Gst.init(None); assert all(Gst.ElementFactory.find(e) for e in ('webrtcbin', 'nicesrc', 'vp8enc', 'pngdec'))" 2>/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-nice python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-bad-1.0; }
 
+# Debian's HAProxy: the proxy in front of `backdrop serve --processes N` (`backdrop proxy-config`).
+proxy:
+	@command -v haproxy >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq haproxy; }
+
 serve: weights
 	$(BIN)/backdrop serve
 
@@ -39,7 +43,7 @@ lint: install-test
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: install-test weights browser gstreamer lint
+test: install-test weights browser gstreamer proxy lint
 	$(BIN)/python -m pytest
 
 bench: weights

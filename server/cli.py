@@ -55,6 +55,9 @@ SERVER_FLAGS = [
     ("--codec", "codec"),
     ("--max-bitrate", "max_bitrate"),
     ("--drain-timeout", "drain_timeout"),
+    ("--processes", "processes"),
+    ("--route-prefix", "route_prefix"),
+    ("--agent-port", "agent_port"),
 ]
 
 
@@ -158,9 +161,36 @@ def _pipeline(args: argparse.Namespace, registry: ModelRegistry) -> Pipeline:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    processes = settings.processes
+    if processes != 1:
+        import torch
+
+        from .pipeline.workers import cpu_cores
+        from .tools.supervisor import default_processes, supervise
+
+        cuda = (settings.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
+        processes = processes or default_processes(cuda, cpu_cores())
+        if processes > 1:
+            # On a CPU the processes share the cores: each gets its share of pipeline workers.
+            workers = None if cuda or settings.workers else max(1, cpu_cores() // processes)
+            return supervise(args.argv, processes, settings.port, workers)
     from .web.app import run_server
 
-    run_server(settings_from_args(args))
+    run_server(settings)
+    return 0
+
+
+def cmd_proxy_config(args: argparse.Namespace) -> int:
+    from .tools.proxy import haproxy_config
+
+    if not 1 <= args.processes <= 64:
+        raise CommandError(f"--processes {args.processes}: from 1 to 64")
+    text = haproxy_config(args.processes, args.port, args.host)
+    if args.output:
+        args.output.write_text(text)
+    else:
+        print(text, end="")
     return 0
 
 
@@ -447,6 +477,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_server_options(serve)
     serve.set_defaults(func=cmd_serve)
 
+    proxy = sub.add_parser(
+        "proxy-config",
+        help="the HAProxy configuration in front of `serve --processes N` (one origin, sessions routed to their "
+        "process, new offers to the one with most room)",
+    )
+    proxy.add_argument("--processes", type=int, required=True, help="the processes `serve --processes` runs")
+    proxy.add_argument(
+        "--port", type=int, default=8080, help="the port HAProxy listens on: serve's --port (default: 8080)"
+    )
+    proxy.add_argument("--host", default="0.0.0.0", help="the address HAProxy listens on (default: 0.0.0.0)")
+    proxy.add_argument("--output", type=Path, default=None, help="write it to this file (default: print it)")
+    proxy.set_defaults(func=cmd_proxy_config)
     fetch = sub.add_parser("fetch-weights", help="download, verify (sha256) and cache the pinned model weights")
     fetch.add_argument("--force", action="store_true", help="fetch again even if cached copies are valid")
     fetch.add_argument(
@@ -693,6 +735,7 @@ def _message(exc: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `serve --processes` starts copies of itself
     try:
         code: int = args.func(args)
     except KeyboardInterrupt:

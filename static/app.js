@@ -5,6 +5,7 @@ const $ = (id) => document.getElementById(id);
 const controls = Array.from(document.querySelectorAll("[data-key]"));
 let pc = null;
 let channel = null;
+let sessionResource = null;
 let sessionId = null;
 let localStream = null;
 let statsTimer = null;
@@ -159,6 +160,7 @@ async function start() {
     }
     const answer = await response.json();
     sessionId = answer.session_id;
+    sessionResource = answer.resource;  // behind a proxy, it names the process holding the session
     $("session").textContent = `session ${sessionId}`;
     const viewer = new URL(answer.view, location.href).href;
     $("viewer").href = viewer;
@@ -185,12 +187,12 @@ function iceGatheringComplete(peer) {
 
 async function stop(hangUp = true) {
   clearInterval(statsTimer);
-  if (hangUp && sessionId) {
-    try { await fetch(`/sessions/${sessionId}`, { method: "DELETE", headers: authHeaders() }); } catch { /* the server may be gone */ }
+  if (hangUp && sessionResource) {
+    try { await fetch(sessionResource, { method: "DELETE", headers: authHeaders() }); } catch { /* the server may be gone */ }
   }
   if (pc) pc.close();
   if (localStream) localStream.getTracks().forEach((t) => t.stop());
-  pc = channel = localStream = sessionId = null;
+  pc = channel = localStream = sessionId = sessionResource = null;
   $("local").srcObject = null;
   $("remote").srcObject = null;
   $("session").textContent = "";
@@ -239,7 +241,7 @@ for (const el of controls) {
 $("start").addEventListener("click", start);
 $("stop").addEventListener("click", () => stop(true));
 $("upload").addEventListener("change", (event) => { if (event.target.files[0]) upload(event.target.files[0]); });
-window.addEventListener("beforeunload", () => { if (sessionId) navigator.sendBeacon && fetch(`/sessions/${sessionId}`, { method: "DELETE", headers: authHeaders(), keepalive: true }); });
+window.addEventListener("beforeunload", () => { if (sessionResource) navigator.sendBeacon && fetch(sessionResource, { method: "DELETE", headers: authHeaders(), keepalive: true }); });
 Promise.all([loadBackgrounds(), loadModels()])
   .then(loadDefaults)
   .catch(() => showMessage("Cannot reach the server."));

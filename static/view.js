@@ -32,7 +32,8 @@ async function play() {
   });
   await pc.setLocalDescription(await pc.createOffer());
   await gathered(pc);
-  const response = await fetch(`/sessions/${encodeURIComponent(sessionId)}/whep`, {
+  // Relative: behind a proxy this page is /w/N/view/ID and the session lives at /w/N/sessions/ID.
+  const response = await fetch(new URL(`../sessions/${encodeURIComponent(sessionId)}/whep`, location.href), {
     method: "POST",
     headers: { "Content-Type": "application/sdp" },
     body: pc.localDescription.sdp,

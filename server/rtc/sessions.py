@@ -117,7 +117,8 @@ class Session:
     tasks: list[asyncio.Task] = field(default_factory=list)
     messages: TokenBucket = field(default_factory=lambda: TokenBucket(MESSAGE_RATE, MESSAGE_BURST))
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self, prefix: str = "") -> dict[str, Any]:
+        """The session as its owner sees it; `prefix`: the route to the process that holds it (see --route-prefix)."""
         stats = (self.track.stats if self.track else StreamStats()).snapshot()
         return {
             "id": self.id,
@@ -125,8 +126,9 @@ class Session:
             "connection_state": self.pc.connectionState,
             "age_s": round(time.monotonic() - self.created, 1),
             "returns_video": self.returns_video,
-            "whep": f"/sessions/{self.id}/whep",
-            "view": f"/view/{self.id}",
+            "resource": f"{prefix}/sessions/{self.id}",
+            "whep": f"{prefix}/sessions/{self.id}/whep",
+            "view": f"{prefix}/view/{self.id}",
             "players": len(self.players),
             "stats": stats,
         }

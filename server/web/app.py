@@ -21,6 +21,7 @@ from ..pipeline.pipeline import Pipeline
 from ..pipeline.workers import PipelineWorkers, worker_layout
 from ..rtc.encoders import EncoderSettings
 from ..rtc.sessions import SessionManager, SessionPolicy
+from .agent import agent
 from .cors import cors
 from .errors import json_errors
 from .keys import IMAGES, METRICS, PIPELINE, SESSIONS, SETTINGS, TORCH_THREADS, WORKERS
@@ -128,7 +129,9 @@ def create_app(settings: ServerSettings | None = None, pipeline: Pipeline | None
         middlewares=[cors, json_errors], client_max_size=max(settings.max_upload_bytes, settings.max_offer_bytes)
     )
     app[SETTINGS] = settings
-    app.cleanup_ctx.extend([_pipeline(pipeline), _images, _torch_threads, _models, _metrics, _workers, _sessions])
+    app.cleanup_ctx.extend(
+        [_pipeline(pipeline), _images, _torch_threads, _models, _metrics, _workers, _sessions, agent]
+    )
     app.add_routes(ROUTES)
     return app
 

@@ -118,12 +118,14 @@ async def offer(request: web.Request) -> web.Response:
     except Exception as exc:  # aiortc raises ValueError and friends on SDP it cannot use
         log.info("rejected offer: %s", exc)
         raise RequestError(400, f"unusable SDP offer: {str(exc)[:200]}", "sdp") from None
-    resource, player = f"/sessions/{session.id}", f"/sessions/{session.id}/whep"
+    prefix = request.app[SETTINGS].route_prefix  # this process's route behind a proxy (see --route-prefix)
+    resource, player = f"{prefix}/sessions/{session.id}", f"{prefix}/sessions/{session.id}/whep"
+    viewer = f"{prefix}/view/{session.id}"
     if whip:
         response = web.Response(status=201, text=answer, content_type="application/sdp")
         response.headers["Location"] = resource
         response.headers["ETag"] = session.etag
-        for link in [*_ice_links(request), f'<{player}>; rel="whep"', f'</view/{session.id}>; rel="alternate"']:
+        for link in [*_ice_links(request), f'<{player}>; rel="whep"', f'<{viewer}>; rel="alternate"']:
             response.headers.add("Link", link)
         return response
     return web.json_response(
@@ -131,8 +133,9 @@ async def offer(request: web.Request) -> web.Response:
             "sdp": answer,
             "type": "answer",
             "session_id": session.id,
+            "resource": resource,
             "whep": player,
-            "view": f"/view/{session.id}",
+            "view": viewer,
             "etag": session.etag,
         }
     )
@@ -148,11 +151,13 @@ async def whip(request: web.Request) -> web.Response:
 async def list_sessions(request: web.Request) -> web.Response:
     """Operators only (the bearer token): every session, ids included."""
     _operator(request)
-    return web.json_response({"sessions": [s.describe() for s in request.app[SESSIONS].sessions.values()]})
+    return web.json_response(
+        {"sessions": [s.describe(request.app[SETTINGS].route_prefix) for s in request.app[SESSIONS].sessions.values()]}
+    )
 
 
 async def get_session(request: web.Request) -> web.Response:
-    return web.json_response(_session(request).describe())
+    return web.json_response(_session(request).describe(request.app[SETTINGS].route_prefix))
 
 
 async def patch_session(request: web.Request) -> web.Response:
@@ -164,7 +169,7 @@ async def patch_session(request: web.Request) -> web.Response:
     data = await _body(request, MAX_MESSAGE_BYTES, "config change")
     change = validated(ConfigChange, parse_json(data))
     request.app[SESSIONS].update(session, change.changes())
-    return web.json_response(session.describe())
+    return web.json_response(session.describe(request.app[SETTINGS].route_prefix))
 
 
 async def _trickle(request: web.Request, session: Session) -> web.Response:
@@ -193,7 +198,7 @@ async def whep_play(request: web.Request) -> web.Response:
     except Exception as exc:  # aiortc raises ValueError and friends on SDP it cannot use
         raise RequestError(400, f"unusable SDP offer: {str(exc)[:200]}", "sdp") from None
     response = web.Response(status=201, text=answer, content_type="application/sdp")
-    response.headers["Location"] = f"/sessions/{session.id}/whep/{player.id}"
+    response.headers["Location"] = f"{request.app[SETTINGS].route_prefix}/sessions/{session.id}/whep/{player.id}"
     for link in _ice_links(request):
         response.headers.add("Link", link)
     return response

@@ -24,6 +24,7 @@ class Answer(BaseModel):
     sdp: str
     type: Literal["answer"]
     session_id: str = Field(description="the session's capability: keep it, nobody else is told")
+    resource: str = Field(description="the session's URL (GET, PATCH, DELETE); behind a proxy it names the process")
     whep: str = Field(description="the session's WHEP endpoint: players POST recvonly offers there")
     view: str = Field(description="the viewer page of the session's processed video")
     etag: str = Field(description="the ICE session's entity tag, for If-Match of trickle-ICE PATCHes")
@@ -48,6 +49,7 @@ class SessionDescription(BaseModel):
     connection_state: str
     age_s: float
     returns_video: bool = Field(description="false for a sendonly (ingest) session: watch it through WHEP")
+    resource: str = Field(description="the session's URL (GET, PATCH, DELETE); behind a proxy it names the process")
     whep: str = Field(description="the session's WHEP endpoint: players POST recvonly offers there")
     view: str = Field(description="the viewer page of the session's processed video")
     players: int = Field(description="WHEP players watching")

@@ -86,6 +86,26 @@ class ServerSettings(DeviceSettings):
         le=50_000,
         description="kb/s: each video sent back starts here and follows the receiver's estimate below it",
     )
+    route_prefix: str = Field(
+        "",
+        pattern=r"^(/[A-Za-z0-9._~-]+)*$",
+        description="path before /sessions and /view in the URLs this process hands out (e.g. /w/2), for a proxy "
+        "that routes a session's requests to the process holding it and strips it; set by --processes",
+    )
+    agent_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="TCP port answering HAProxy's agent-check with this process's free capacity (weight %%, "
+        "'drain' while draining); set by --processes",
+    )
+    processes: int = Field(
+        1,
+        ge=0,
+        le=64,
+        description="server processes on this machine behind HAProxy (`backdrop proxy-config`); 0: one per 4 cores "
+        "on a CPU, one per 2 cores on CUDA",
+    )
     drain_timeout: float = Field(
         30.0,
         ge=0,
