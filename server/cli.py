@@ -56,6 +56,7 @@ SERVER_FLAGS = [
     ("--max-bitrate", "max_bitrate"),
     ("--drain-timeout", "drain_timeout"),
     ("--processes", "processes"),
+    ("--proxy", "proxy"),
     ("--route-prefix", "route_prefix"),
     ("--agent-port", "agent_port"),
 ]
@@ -174,7 +175,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if processes > 1:
             # On a CPU the processes share the cores: each gets its share of pipeline workers.
             workers = None if cuda or settings.workers else max(1, cpu_cores() // processes)
-            return supervise(args.argv, processes, settings.port, workers)
+            proxy = (settings.host, settings.port) if settings.proxy == "haproxy" else None
+            return supervise(args.argv, processes, settings.port, workers, settings.route_prefix, proxy)
     from .web.app import run_server
 
     run_server(settings)

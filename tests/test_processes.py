@@ -4,6 +4,7 @@ processes, each session's requests reaching its process, a killed process restar
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -65,19 +66,12 @@ async def _shows(peer: Peer, rgb: tuple[int, int, int], wait_s: float = 15.0) ->
 
 async def test_two_processes_behind_haproxy(tmp_path: Path, frames: list[np.ndarray]) -> None:
     port = _free_block(4)
+    # The supervisor runs the HAProxy that `backdrop proxy-config` configures (as in the container).
     supervisor = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "server", "serve", "--processes", "2", "--port", str(port), "--no-compile",
-        "--host", "127.0.0.1", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        "--host", "127.0.0.1", "--proxy", "haproxy", stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
-    config = tmp_path / "haproxy.cfg"
-    made = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "server", "proxy-config", "--processes", "2", "--port", str(port), "--host",
-        "127.0.0.1", "--output", str(config),
-    )  # fmt: skip
-    assert await asyncio.wait_for(made.wait(), 60) == 0
-    haproxy = await asyncio.create_subprocess_exec(
-        "haproxy", "-db", "-f", str(config), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
-    )
     pids: dict[int, list[int]] = {1: [], 2: []}
 
     async def read_pids() -> None:
@@ -159,6 +153,20 @@ async def test_two_processes_behind_haproxy(tmp_path: Path, frames: list[np.ndar
             supervisor.send_signal(signal.SIGTERM)  # the second: stop at once
         code = await asyncio.wait_for(supervisor.wait(), 60)
         reader.cancel()
-        haproxy.terminate()
-        await asyncio.wait_for(haproxy.wait(), 30)
     assert code == 0  # every process, the restarted one too, stopped cleanly
+    with contextlib.suppress(OSError):  # the supervisor stopped its HAProxy with it
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        pytest.fail("HAProxy still listens after the supervisor stopped")
+
+
+async def test_proxy_config_is_valid_haproxy(tmp_path: Path) -> None:
+    config = tmp_path / "haproxy.cfg"
+    made = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "server", "proxy-config", "--processes", "3", "--port", "8080", "--output", str(config)
+    )
+    assert await asyncio.wait_for(made.wait(), 60) == 0
+    text = config.read_text()
+    assert "bind 0.0.0.0:8080" in text and "use_backend process_3 if { path_beg /w/3/ }" in text
+    check = await asyncio.create_subprocess_exec("haproxy", "-c", "-f", str(config), stdout=asyncio.subprocess.PIPE)
+    output, _ = await check.communicate()
+    assert check.returncode == 0 and b"valid" in output

@@ -3,7 +3,8 @@ together.
 
 Each process has its own event loop, peer connections, pipeline and workers (on the one GPU where there
 is one), listens on 127.0.0.1 (ports from `proxy.process_ports`) and hands out session URLs under its own
-route, /w/{n}; HAProxy (`backdrop proxy-config`) gives the browser one origin. A process that dies is
+route, /w/{n}; HAProxy gives the browser one origin: the operator's (`backdrop proxy-config`), or one this
+supervisor runs itself (`--proxy haproxy`, e.g. in a container). A process that dies is
 started again (its sessions end; the others are untouched). SIGTERM drains every process (each exits
 when its sessions have ended or its --drain-timeout passed); a second SIGTERM stops them at once.
 """
@@ -13,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
-import os
+import shutil
 import signal
 import sys
+import tempfile
+from pathlib import Path
 
-from .proxy import process_ports
+from .proxy import haproxy_config, process_ports
 
 log = logging.getLogger(__name__)
 RESTART_DELAY_S = 1.0
@@ -43,17 +46,28 @@ def default_processes(cuda: bool, cores: int) -> int:
 class Supervisor:
     """Runs `processes` copies of `backdrop serve ARGS` with the routing flags of each."""
 
-    def __init__(self, args: list[str], processes: int, port: int, workers: int | None) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        processes: int,
+        port: int,
+        workers: int | None,
+        prefix: str = "",
+        proxy: tuple[str, int] | None = None,
+    ) -> None:
         self.args = args  # the serve command line as given (flags given again below win)
         self.ports = process_ports(port, processes)
         self.workers = workers  # pipeline threads per process; None: each process's own default
+        self.prefix = prefix  # this machine's own route (a pod's, behind an Ingress), before each process's
+        self.proxy = proxy  # (host, port) of an HAProxy this supervisor runs itself; None: the operator's
         self.children: dict[int, asyncio.subprocess.Process] = {}
         self.stopping = False
 
     def command(self, n: int) -> list[str]:
         http, agent = self.ports[n - 1]
-        command = [sys.executable, "-m", "server", *self.args, "--processes", "1", "--host", "127.0.0.1"]
-        command += ["--port", str(http), "--route-prefix", f"/w/{n}", "--agent-port", str(agent)]
+        command = [sys.executable, "-m", "server", *self.args, "--processes", "1", "--proxy", "none"]
+        command += ["--host", "127.0.0.1", "--port", str(http), "--agent-port", str(agent)]
+        command += ["--route-prefix", f"{self.prefix}/w/{n}"]
         return command + ([] if self.workers is None else ["--workers", str(self.workers)])
 
     async def _run(self, n: int) -> None:
@@ -80,13 +94,33 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.signal_all, signum)
-        print(f"Backdrop: {len(self.ports)} processes; put HAProxy in front (`backdrop proxy-config`)", flush=True)
-        await asyncio.gather(*(self._run(n) for n in range(1, len(self.ports) + 1)))
+        haproxy = None
+        with tempfile.TemporaryDirectory() as folder:
+            if self.proxy is not None:
+                # The proxy outlives the processes' drain: their sessions' requests still go through it.
+                config = Path(folder) / "haproxy.cfg"
+                config.write_text(haproxy_config(len(self.ports), self.proxy[1], self.proxy[0]))
+                haproxy = await asyncio.create_subprocess_exec("haproxy", "-db", "-f", str(config))
+                print(f"HAProxy (pid {haproxy.pid}) on {self.proxy[0]}:{self.proxy[1]}", flush=True)
+            else:
+                print(f"Backdrop: {len(self.ports)} processes; put HAProxy in front (`backdrop proxy-config`)", flush=True)
+            await asyncio.gather(*(self._run(n) for n in range(1, len(self.ports) + 1)))
+            if haproxy is not None and haproxy.returncode is None:
+                haproxy.terminate()
+                await haproxy.wait()
         codes = [c.returncode for c in self.children.values()]
         return 0 if all(c == 0 for c in codes) else 1
 
 
-def supervise(args: list[str], processes: int, port: int, workers: int | None) -> int:
+def supervise(
+    args: list[str],
+    processes: int,
+    port: int,
+    workers: int | None,
+    prefix: str = "",
+    proxy: tuple[str, int] | None = None,
+) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    os.environ.pop("BACKDROP_PROCESSES", None)  # the children are single processes
-    return asyncio.run(Supervisor(args, processes, port, workers).run())
+    if proxy is not None and shutil.which("haproxy") is None:
+        raise RuntimeError("--proxy haproxy: haproxy is not installed (Debian: apt-get install haproxy)")
+    return asyncio.run(Supervisor(args, processes, port, workers, prefix, proxy).run())

@@ -106,6 +106,11 @@ class ServerSettings(DeviceSettings):
         description="server processes on this machine behind HAProxy (`backdrop proxy-config`); 0: one per 4 cores "
         "on a CPU, one per 2 cores on CUDA",
     )
+    proxy: Literal["none", "haproxy"] = Field(
+        "none",
+        description="with --processes above 1: haproxy runs HAProxy in front of them on --host:--port (it must be "
+        "installed); none leaves that to you (`backdrop proxy-config`)",
+    )
     drain_timeout: float = Field(
         30.0,
         ge=0,
