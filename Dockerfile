@@ -8,8 +8,9 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PATH=/opt/backdrop/venv/bin:$PATH
 
 # g++ and the Python headers: torch.compile (--compile, on for serve) builds its CPU kernels with them.
+# HAProxy: `serve --processes N --proxy haproxy` runs it in front of the processes (deploy/kubernetes).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 python3-venv python3-pip python3-dev g++ ca-certificates \
+ && apt-get install -y --no-install-recommends python3 python3-venv python3-pip python3-dev g++ ca-certificates haproxy \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /opt/backdrop/src
