@@ -322,7 +322,15 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
         return _soak(args, (height, width), config, compile)
     report = asyncio.run(
         run_loadtest(
-            args.sessions, args.seconds, (height, width), config, args.url, args.device, compile, args.server_cores
+            args.sessions,
+            args.seconds,
+            (height, width),
+            config,
+            args.url,
+            args.device,
+            compile,
+            args.server_cores,
+            args.processes,
         )
     )
     if args.output:
@@ -598,6 +606,12 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--model", default="general", help="model name the sessions ask for (default: general)")
     load.add_argument("--url", default=None, help="server to test (default: start `backdrop serve` on a free port)")
     load.add_argument("--device", default=None, help="device for the started server")
+    load.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="server processes the started server runs, behind its own HAProxy above 1 (default: 1)",
+    )
     load.add_argument(
         "--server-cores",
         type=int,

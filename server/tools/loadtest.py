@@ -18,6 +18,7 @@ import numpy as np
 
 from ..pipeline.workers import cpu_cores
 from .client import Peer, count_frames, photo_frames
+from .proxy import process_ports
 from .soak import soak
 
 
@@ -36,13 +37,30 @@ def _photo() -> np.ndarray:
 
 
 def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of process `pid`, all its threads (Linux /proc); None elsewhere."""
+    """User + system CPU time of process `pid` and its live descendants (a supervisor's server processes
+    and proxy), all their threads (Linux /proc); None elsewhere."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
             fields = stat.read().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    return own + sum(cpu_seconds(child) or 0.0 for child in _children(pid))
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    children: list[int] = []
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as listed:
+                children += [int(c) for c in listed.read().split()]
+        except OSError:
+            continue
+    return children
 
 
 def free_port() -> int:
@@ -148,10 +166,11 @@ def split_cores(server_cores: int) -> tuple[list[int], list[int]]:
 
 @contextlib.asynccontextmanager
 async def serving(
-    url: str | None, max_sessions: int, device: str | None, compile: bool, server_cores: int
+    url: str | None, max_sessions: int, device: str | None, compile: bool, server_cores: int, processes: int = 1
 ) -> AsyncIterator[tuple[str, int | None, dict, int]]:
     """(url, server pid, pinning, cores): `backdrop serve` started in a subprocess unless `url` is given,
-    on `server_cores` cores with this process's client peers on the others when asked (Linux)."""
+    on `server_cores` cores with this process's client peers on the others when asked (Linux); with
+    `processes` above 1, that many server processes behind the HAProxy the server runs."""
     if url is not None:
         if server_cores:
             raise ValueError("--server-cores pins the server loadtest starts; it cannot pin one given by --url")
@@ -161,6 +180,7 @@ async def serving(
     cmd = [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--max-sessions", str(max_sessions), "--compile" if compile else "--no-compile"]
     cmd += ["--device", device] if device else []
+    cmd += ["--processes", str(processes), "--proxy", "haproxy"] if processes > 1 else []
     affinity, pinned, cores = None, {}, cpu_cores()
     if server_cores:
         server_cpus, client_cpus = split_cores(server_cores)
@@ -171,6 +191,10 @@ async def serving(
         *cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy(), preexec_fn=affinity
     )
     try:
+        if processes > 1:  # every process ready and seen by the proxy (it checks each second)
+            for http, _ in process_ports(port, processes):
+                await _wait_healthy(f"http://127.0.0.1:{http}")
+            await asyncio.sleep(2.5)
         yield f"http://127.0.0.1:{port}", server.pid, pinned, cores
     finally:
         server.terminate()
@@ -186,19 +210,27 @@ async def run_loadtest(
     device: str | None,
     compile: bool = False,
     server_cores: int = 0,
+    processes: int = 1,
 ) -> dict:
     """Measure each session count in turn; starts `backdrop serve` in a subprocess unless `url` is given.
 
     With `server_cores`, the started server runs on that many cores and the client peers on the others,
     so the figures are the server's alone (Linux).
     """
-    async with serving(url, max(sessions), device, compile, server_cores) as (url, pid, pinned, cores):
+    async with serving(url, max(sessions), device, compile, server_cores, processes) as (url, pid, pinned, cores):
         health = await _wait_healthy(url)
         results = []
         for n in sessions:
             results.append(await measure(url, n, seconds, size, config, pid, cores))
             await asyncio.sleep(1.0)  # let the server close the previous sessions
-        report = {"url": url, "size": f"{size[1]}x{size[0]}", "seconds": seconds, "config": config, "health": health}
+        report = {
+            "url": url,
+            "processes": processes,
+            "size": f"{size[1]}x{size[0]}",
+            "seconds": seconds,
+            "config": config,
+            "health": health,
+        }
         return {**report, **pinned, "runs": results}
 
 

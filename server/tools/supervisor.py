@@ -103,7 +103,9 @@ class Supervisor:
                 haproxy = await asyncio.create_subprocess_exec("haproxy", "-db", "-f", str(config))
                 print(f"HAProxy (pid {haproxy.pid}) on {self.proxy[0]}:{self.proxy[1]}", flush=True)
             else:
-                print(f"Backdrop: {len(self.ports)} processes; put HAProxy in front (`backdrop proxy-config`)", flush=True)
+                print(
+                    f"Backdrop: {len(self.ports)} processes; put HAProxy in front (`backdrop proxy-config`)", flush=True
+                )
             await asyncio.gather(*(self._run(n) for n in range(1, len(self.ports) + 1)))
             if haproxy is not None and haproxy.returncode is None:
                 haproxy.terminate()
