@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -20,8 +21,9 @@ from .stats import StreamStats, Totals
 log = logging.getLogger(__name__)
 
 
-# Two threads for every session's conversions (a few hundred microseconds each): a pool that does not grow
-# with the sessions (asyncio's default executor grows to cores + 4 and keeps its threads).
+# Two threads for every session's frame conversions, YUV to RGB on the way in and back on the way out (a
+# millisecond or so each at 640x480, which the event loop's RTP and SRTP cannot wait for): a pool that does
+# not grow with the sessions (asyncio's default executor grows to cores + 4 and keeps its threads).
 _CONVERTER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="yuv420p")
 
 
@@ -84,10 +86,12 @@ class BackgroundReplacementTrack(MediaStreamTrack):
             raise MediaStreamError
         start = time.perf_counter()
         try:
-            submitted = Frame(frame.to_ndarray(format="rgb24"), self._state, self._config())
+            loop = asyncio.get_running_loop()
+            pixels = await loop.run_in_executor(_CONVERTER, partial(frame.to_ndarray, format="rgb24"))
+            submitted = Frame(pixels, self._state, self._config())
             processed = await asyncio.wrap_future(self._workers.submit(submitted))
             self._state = processed.state
-            out = await asyncio.get_running_loop().run_in_executor(_CONVERTER, _encoder_frame, processed.pixels)
+            out = await loop.run_in_executor(_CONVERTER, _encoder_frame, processed.pixels)
         except asyncio.CancelledError:
             raise
         except Exception:
