@@ -104,7 +104,7 @@ async def measure(
     """
     frames = photo_frames(_photo(), size=size, count=48)
     peers = [Peer(frames, latency=True) for _ in range(sessions)]
-    ids: list[str] = []
+    resources: list[str] = []  # each session's URL, which names its process behind a proxy
     async with aiohttp.ClientSession() as http:
         try:
             for peer in peers:
@@ -114,13 +114,13 @@ async def measure(
                     if response.status != 200:
                         raise RuntimeError(f"offer refused: {answer}")
                 await peer.accept(answer["sdp"])
-                ids.append(answer["session_id"])
+                resources.append(answer["resource"])
             cpu_before = cpu_seconds(server_pid) if server_pid else None
             counts: list[int] = await asyncio.gather(*(count_frames(p, seconds) for p in peers))
             cpu_after = cpu_seconds(server_pid) if server_pid else None
             described = []
-            for session_id in ids:  # each session's own resource: the ids are the client's capabilities
-                async with http.get(f"{url}/sessions/{session_id}") as response:
+            for resource in resources:  # each session's own resource: the ids are the client's capabilities
+                async with http.get(f"{url}{resource}") as response:
                     described.append(await response.json())
         finally:
             await asyncio.gather(*(p.close() for p in peers))

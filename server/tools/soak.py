@@ -41,7 +41,7 @@ async def _one_session(http: aiohttp.ClientSession, url: str, frames: list, conf
         await peer.accept(answer["sdp"])
         await count_frames(peer, rng.uniform(3.0, 15.0))
         if rng.random() < 0.5:
-            async with http.delete(f"{url}/sessions/{answer['session_id']}"):
+            async with http.delete(f"{url}{answer['resource']}"):
                 pass
             return "delete"
         return "hang up"
