@@ -271,3 +271,23 @@ def test_the_latency_counter_survives_the_pipeline(pipeline: Pipeline, astronaut
             result = pipeline.process_one(stamp(frame, code), state, SessionConfig(mode=mode))
             state = result.state
             assert read_stamp(result.pixels) == code, mode
+
+
+def test_opencv_and_torch_kernels_agree(astronaut: np.ndarray) -> None:
+    """The CPU's OpenCV kernels and torch's (what CUDA runs) give the same filters, resizes and refined mask."""
+    from server.pipeline.filters import box_blur, gaussian_blur, resize_bilinear
+    from server.pipeline.refine import upsample_mask
+
+    rng = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 61, 83, generator=rng)
+    for radius in (1, 2, 7):
+        torch.testing.assert_close(box_blur(x, radius), box_blur(x, radius, opencv=False), atol=1e-5, rtol=0)
+    torch.testing.assert_close(gaussian_blur(x, 4.0), gaussian_blur(x, 4.0, opencv=False), atol=1e-5, rtol=0)
+    for size in ((122, 166), (240, 320), (50, 70), (61, 83)):
+        torch.testing.assert_close(resize_bilinear(x, size), resize_bilinear(x, size, opencv=False), atol=1e-5, rtol=0)
+    pixels = torch.from_numpy(np.asarray(Image.fromarray(astronaut).resize((640, 480)))).permute(2, 0, 1)[None]
+    frame = pixels.float() / 255.0
+    mask = torch.rand(1, 1, 256, 256, generator=rng)
+    refined = upsample_mask(mask, pixels, frame, refine=True)
+    torch.testing.assert_close(refined, upsample_mask(mask, pixels, frame, True, opencv=False), atol=1e-4, rtol=0)
+    assert refined.shape == (1, 1, 480, 640)
