@@ -291,3 +291,11 @@ def test_opencv_and_torch_kernels_agree(astronaut: np.ndarray) -> None:
     refined = upsample_mask(mask, pixels, frame, refine=True)
     torch.testing.assert_close(refined, upsample_mask(mask, pixels, frame, True, opencv=False), atol=1e-4, rtol=0)
     assert refined.shape == (1, 1, 480, 640)
+    # Warping along a flow (smoothing): OpenCV's remap interpolates at 1/32 px, grid_sample exactly.
+    from server.pipeline.motion import flow, grey, warp
+
+    frames = photo_frames(astronaut, size=(240, 320), count=8)
+    along = flow(grey(frames[-1], (240, 320)), grey(frames[0], (240, 320)))
+    assert np.abs(along).max() > 2  # a real displacement, not the identity
+    image = torch.rand(1, 2, 240, 320, generator=rng)
+    torch.testing.assert_close(warp(image, along), warp(image, along, opencv=False), atol=1e-4, rtol=0)
