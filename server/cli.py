@@ -168,7 +168,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         import torch
 
         from .pipeline.workers import cpu_cores
-        from .tools.supervisor import default_processes, supervise
+        from .tools.supervisor import Supervisor, default_processes, supervise
 
         cuda = (settings.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
         processes = processes or default_processes(cuda, cpu_cores())
@@ -176,7 +176,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             # On a CPU the processes share the cores: each gets its share of pipeline workers.
             workers = None if cuda or settings.workers else max(1, cpu_cores() // processes)
             proxy = (settings.host, settings.port) if settings.proxy == "haproxy" else None
-            return supervise(args.argv, processes, settings.port, workers, settings.route_prefix, proxy)
+            return supervise(Supervisor(args.argv, processes, settings.port, workers, settings.route_prefix, proxy))
     from .web.app import run_server
 
     run_server(settings)

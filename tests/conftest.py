@@ -141,3 +141,16 @@ async def _connect(peer: Peer, url: str) -> str:
             answer = await response.json()
     await peer.accept(answer["sdp"])
     return str(answer["session_id"])
+
+
+async def open_session(
+    http: aiohttp.ClientSession, url: str, frames: list[np.ndarray], config: dict
+) -> tuple[Peer, dict]:
+    """A session opened over HTTP (`POST /offer`, JSON) by a new client peer: the peer and the answer."""
+    peer = Peer(frames)
+    body = {"sdp": await peer.offer(), "type": "offer", "config": config}
+    async with http.post(f"{url}/offer", json=body) as response:
+        answer = await response.json()
+        assert response.status == 200, answer
+    await peer.accept(answer["sdp"])
+    return peer, answer

@@ -15,6 +15,8 @@ import numpy as np
 from server.tools.client import Peer
 from server.tools.loadtest import free_port
 
+from conftest import open_session
+
 
 @asynccontextmanager
 async def serving(*flags: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
@@ -43,26 +45,22 @@ async def serving(*flags: str) -> AsyncIterator[tuple[asyncio.subprocess.Process
             await server.wait()
 
 
-async def offer(http: aiohttp.ClientSession, url: str, peer: Peer) -> tuple[int, dict]:
-    body = {"sdp": await peer.offer(), "type": "offer", "config": {"mode": "color", "color": "#0000ff"}}
-    async with http.post(f"{url}/offer", json=body) as response:
-        return response.status, await response.json()
+BLUE = {"mode": "color", "color": "#0000ff"}
 
 
 async def test_sigterm_drains_then_exits_cleanly(frames: list[np.ndarray]) -> None:
     async with serving("--drain-timeout", "60") as (server, url), aiohttp.ClientSession() as http:
-        live = Peer(frames)
-        status, answer = await offer(http, url, live)
-        assert status == 200, answer
-        await live.accept(answer["sdp"])
+        live, answer = await open_session(http, url, frames, BLUE)
         await live.frames(5)
         server.send_signal(signal.SIGTERM)
         await asyncio.sleep(0.5)
         async with http.get(f"{url}/healthz") as response:
             assert response.status == 503 and (await response.json())["status"] == "draining"
         late = Peer(frames)
-        status, refused = await offer(http, url, late)
-        assert status == 503 and "draining" in refused["error"], refused
+        body = {"sdp": await late.offer(), "type": "offer", "config": BLUE}
+        async with http.post(f"{url}/offer", json=body) as response:
+            refused = await response.json()
+            assert response.status == 503 and "draining" in refused["error"], refused
         await late.close()
         # The live session keeps its video: fresh frames with the session's blue background.
         for frame in await live.frames(15):
@@ -77,10 +75,7 @@ async def test_the_drain_timeout_closes_what_is_left_and_a_second_sigterm_stops_
     frames: list[np.ndarray],
 ) -> None:
     async with serving("--drain-timeout", "2") as (server, url), aiohttp.ClientSession() as http:
-        peer = Peer(frames)
-        status, answer = await offer(http, url, peer)
-        assert status == 200, answer
-        await peer.accept(answer["sdp"])
+        peer, _ = await open_session(http, url, frames, BLUE)
         await peer.frames(3)
         start = time.monotonic()
         server.send_signal(signal.SIGTERM)
@@ -88,10 +83,7 @@ async def test_the_drain_timeout_closes_what_is_left_and_a_second_sigterm_stops_
         assert 1.5 < time.monotonic() - start < 20
         await peer.close()
     async with serving("--drain-timeout", "600") as (server, url), aiohttp.ClientSession() as http:
-        peer = Peer(frames)
-        status, answer = await offer(http, url, peer)
-        assert status == 200, answer
-        await peer.accept(answer["sdp"])
+        peer, _ = await open_session(http, url, frames, BLUE)
         await peer.frames(3)
         server.send_signal(signal.SIGTERM)
         await asyncio.sleep(0.5)

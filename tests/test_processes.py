@@ -18,6 +18,9 @@ import numpy as np
 import pytest
 
 from server.tools.client import Peer
+from server.tools.loadtest import wait_healthy
+
+from conftest import open_session
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the supervisor's tests use Linux signals")
 
@@ -38,19 +41,6 @@ def _free_block(size: int) -> int:
         except OSError:
             continue
     raise RuntimeError("no free block of ports")
-
-
-async def _healthy(http: aiohttp.ClientSession, url: str, wait_s: float = 120.0) -> dict:
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            async with http.get(f"{url}/healthz") as response:
-                if response.status == 200:
-                    return await response.json()
-        except aiohttp.ClientError:
-            pass
-        assert time.monotonic() < deadline, f"{url} did not become healthy"
-        await asyncio.sleep(0.3)
 
 
 async def _shows(peer: Peer, rgb: tuple[int, int, int], wait_s: float = 15.0) -> bool:
@@ -87,19 +77,14 @@ async def test_two_processes_behind_haproxy(tmp_path: Path, frames: list[np.ndar
     try:
         async with aiohttp.ClientSession() as http:
             for n in (1, 2):  # both processes up, and the proxy seeing them
-                await _healthy(http, f"http://127.0.0.1:{port + 2 * n - 1}")
+                await wait_healthy(f"http://127.0.0.1:{port + 2 * n - 1}")
             await asyncio.sleep(2.5)  # the proxy's checks run every second
-            await _healthy(http, url)
+            await wait_healthy(url)
 
             # Four sessions through the one origin land on both processes.
             resources: list[str] = []
             for _ in range(4):
-                peer = Peer(frames)
-                body = {"sdp": await peer.offer(), "type": "offer", "config": {"mode": "color", "color": "#0000ff"}}
-                async with http.post(f"{url}/offer", json=body) as response:
-                    answer = await response.json()
-                    assert response.status == 200, answer
-                await peer.accept(answer["sdp"])
+                peer, answer = await open_session(http, url, frames, {"mode": "color", "color": "#0000ff"})
                 peers.append(peer)
                 resources.append(answer["resource"])
             routes = [re.match(r"^/w/(\d)/sessions/[\w-]+$", r) for r in resources]
@@ -130,19 +115,14 @@ async def test_two_processes_behind_haproxy(tmp_path: Path, frames: list[np.ndar
             while len(pids[1]) < 2 or pids[1][-1] == killed:
                 assert time.monotonic() < deadline, "process 1 was not started again"
                 await asyncio.sleep(0.3)
-            await _healthy(http, f"http://127.0.0.1:{port + 1}")
+            await wait_healthy(f"http://127.0.0.1:{port + 1}")
             await asyncio.sleep(2.5)
             for resource in resources:
                 if resource.startswith("/w/1/"):  # ended with its process
                     async with http.get(f"{url}{resource}") as response:
                         assert response.status == 404
             for _ in range(2):
-                peer = Peer(frames)
-                body = {"sdp": await peer.offer(), "type": "offer", "config": {"mode": "color", "color": "#00ff00"}}
-                async with http.post(f"{url}/offer", json=body) as response:
-                    answer = await response.json()
-                    assert response.status == 200, answer
-                await peer.accept(answer["sdp"])
+                peer, _ = await open_session(http, url, frames, {"mode": "color", "color": "#00ff00"})
                 peers.append(peer)
                 assert await _shows(peer, (0, 255, 0))
     finally:

@@ -69,7 +69,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def _wait_healthy(url: str, wait_s: float = 180.0) -> dict:  # --compile takes a while to start
+async def wait_healthy(url: str, wait_s: float = 180.0) -> dict:  # --compile takes a while to start
     """The server's /healthz once it answers (device, workers, torch threads)."""
     deadline = time.monotonic() + wait_s
     async with aiohttp.ClientSession() as http:
@@ -193,7 +193,7 @@ async def serving(
     try:
         if processes > 1:  # every process ready and seen by the proxy (it checks each second)
             for http, _ in process_ports(port, processes):
-                await _wait_healthy(f"http://127.0.0.1:{http}")
+                await wait_healthy(f"http://127.0.0.1:{http}")
             await asyncio.sleep(2.5)
         yield f"http://127.0.0.1:{port}", server.pid, pinned, cores
     finally:
@@ -218,7 +218,7 @@ async def run_loadtest(
     so the figures are the server's alone (Linux).
     """
     async with serving(url, max(sessions), device, compile, server_cores, processes) as (url, pid, pinned, cores):
-        health = await _wait_healthy(url)
+        health = await wait_healthy(url)
         results = []
         for n in sessions:
             results.append(await measure(url, n, seconds, size, config, pid, cores))
@@ -250,7 +250,7 @@ async def run_soak(
     if url is not None:
         raise ValueError("--soak samples the server it starts; leave out --url")
     async with serving(None, sessions + 1, device, compile, 0) as (url, pid, _, _):
-        health = await _wait_healthy(url)
+        health = await wait_healthy(url)
         assert pid is not None
         report = await soak(url, pid, minutes, sessions, size, config, _photo(), sample_every, progress)
         return {"url": url, "size": f"{size[1]}x{size[0]}", "config": config, "health": health, **report}

@@ -114,15 +114,9 @@ class Supervisor:
         return 0 if all(c == 0 for c in codes) else 1
 
 
-def supervise(
-    args: list[str],
-    processes: int,
-    port: int,
-    workers: int | None,
-    prefix: str = "",
-    proxy: tuple[str, int] | None = None,
-) -> int:
+def supervise(supervisor: Supervisor) -> int:
+    """Run `supervisor` until its processes have stopped (see `Supervisor.run`); its exit status."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if proxy is not None and shutil.which("haproxy") is None:
+    if supervisor.proxy is not None and shutil.which("haproxy") is None:
         raise RuntimeError("--proxy haproxy: haproxy is not installed (Debian: apt-get install haproxy)")
-    return asyncio.run(Supervisor(args, processes, port, workers, prefix, proxy).run())
+    return asyncio.run(supervisor.run())

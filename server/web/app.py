@@ -190,8 +190,10 @@ async def _until_stopped(sessions: SessionManager, drain_timeout: float) -> None
     try:
         await stop.wait()
     finally:
-        loop.remove_signal_handler(signal.SIGTERM)
-        loop.remove_signal_handler(signal.SIGINT)
+        # Stopping already: a late SIGTERM (a supervisor's second, a Kubernetes retry) must not kill the
+        # process half-way through closing its sessions with the default action.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, log.info, "signal %d: stopping already", signum)
         if drain is not None and not drain.done():
             drain.cancel()
         if drain is not None and drain.done() and not drain.cancelled():
