@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -115,9 +116,9 @@ async def measure(
                         raise RuntimeError(f"offer refused: {answer}")
                 await peer.accept(answer["sdp"])
                 resources.append(answer["resource"])
-            cpu_before = cpu_seconds(server_pid) if server_pid else None
+            cpu_before, start = cpu_seconds(server_pid) if server_pid else None, time.monotonic()
             counts: list[int] = await asyncio.gather(*(count_frames(p, seconds) for p in peers))
-            cpu_after = cpu_seconds(server_pid) if server_pid else None
+            cpu_after, elapsed = cpu_seconds(server_pid) if server_pid else None, time.monotonic() - start
             described = []
             for resource in resources:  # each session's own resource: the ids are the client's capabilities
                 async with http.get(f"{url}{resource}") as response:
@@ -137,7 +138,8 @@ async def measure(
         cores = cores or cpu_cores()
         server_cpu = {
             "server_cpu_ms_per_frame": round(ms_per_frame, 2),
-            "server_cpu_cores_busy": round((cpu_after - cpu_before) / seconds, 2),
+            # over the wall time measured: the clients wait for a first frame before their `seconds` start
+            "server_cpu_cores_busy": round((cpu_after - cpu_before) / elapsed, 2),
             "cores": cores,
             "sessions_at_25fps_estimate": int(cores * 1000.0 / ms_per_frame // 25),
         }
@@ -197,7 +199,7 @@ async def serving(
             await asyncio.sleep(2.5)
         yield f"http://127.0.0.1:{port}", server.pid, pinned, cores
     finally:
-        server.terminate()
+        server.send_signal(signal.SIGINT)  # at once: SIGTERM would drain sessions that are ending anyway
         await asyncio.wait_for(server.wait(), 30)
 
 
