@@ -44,6 +44,7 @@ SERVER_FLAGS = [
     ("--max-upload-pixels", "max_upload_pixels"),
     ("--max-batch", "max_batch"),
     ("--workers", "workers"),
+    ("--cores", "cores"),
     ("--preload", "preload"),
     ("--model", "models"),
     ("--default-model", "default_model"),
@@ -173,10 +174,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cuda = (settings.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
         processes = processes or default_processes(cuda, cpu_cores())
         if processes > 1:
-            # On a CPU the processes share the cores: each gets its share of pipeline workers.
-            workers = None if cuda or settings.workers else max(1, cpu_cores() // processes)
+            # On a CPU the processes share the cores: each gets its share for its workers and torch threads.
+            share = None if cuda or settings.cores else max(1, cpu_cores() // processes)
             proxy = (settings.host, settings.port) if settings.proxy == "haproxy" else None
-            return supervise(Supervisor(args.argv, processes, settings.port, workers, settings.route_prefix, proxy))
+            return supervise(Supervisor(args.argv, processes, settings.port, share, settings.route_prefix, proxy))
     from .web.app import run_server
 
     run_server(settings)

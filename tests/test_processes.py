@@ -76,8 +76,10 @@ async def test_two_processes_behind_haproxy(tmp_path: Path, frames: list[np.ndar
     peers: list[Peer] = []
     try:
         async with aiohttp.ClientSession() as http:
-            for n in (1, 2):  # both processes up, and the proxy seeing them
-                await wait_healthy(f"http://127.0.0.1:{port + 2 * n - 1}")
+            share = max(1, len(os.sched_getaffinity(0)) // 2)
+            for n in (1, 2):  # both processes up, each using its share of the cores, and the proxy seeing them
+                health = await wait_healthy(f"http://127.0.0.1:{port + 2 * n - 1}")
+                assert health["workers"] * health["torch_threads"] <= share, health
             await asyncio.sleep(2.5)  # the proxy's checks run every second
             await wait_healthy(url)
 

@@ -28,8 +28,9 @@ def cpu_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def worker_layout(device: torch.device, workers: int = 0) -> tuple[int, int]:
-    """(worker threads, torch threads per worker) for a pipeline on `device`; `workers` 0 picks.
+def worker_layout(device: torch.device, workers: int = 0, cores: int = 0) -> tuple[int, int]:
+    """(worker threads, torch threads per worker) for a pipeline on `device`; `workers` 0 picks. `cores`:
+    how many cores this process's pipeline may use (0: all it may run on; less when processes share them).
 
     On CUDA one worker keeps the device's work ordered and batches sessions' frames together.
     On a CPU, batching gains nothing and one frame at a time leaves cores idle in the many small
@@ -39,7 +40,7 @@ def worker_layout(device: torch.device, workers: int = 0) -> tuple[int, int]:
     """
     if device.type != "cpu":
         return max(1, workers or 1), torch.get_num_threads()
-    cores = cpu_cores()
+    cores = min(cores, cpu_cores()) if cores else cpu_cores()
     workers = workers or cores
     return workers, max(1, cores // workers)
 

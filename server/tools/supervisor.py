@@ -51,13 +51,13 @@ class Supervisor:
         args: list[str],
         processes: int,
         port: int,
-        workers: int | None,
+        cores: int | None,
         prefix: str = "",
         proxy: tuple[str, int] | None = None,
     ) -> None:
         self.args = args  # the serve command line as given (flags given again below win)
         self.ports = process_ports(port, processes)
-        self.workers = workers  # pipeline threads per process; None: each process's own default
+        self.cores = cores  # each process's share of the cores on a CPU; None: each process's own default
         self.prefix = prefix  # this machine's own route (a pod's, behind an Ingress), before each process's
         self.proxy = proxy  # (host, port) of an HAProxy this supervisor runs itself; None: the operator's
         self.children: dict[int, asyncio.subprocess.Process] = {}
@@ -68,7 +68,7 @@ class Supervisor:
         command = [sys.executable, "-m", "server", *self.args, "--processes", "1", "--proxy", "none"]
         command += ["--host", "127.0.0.1", "--port", str(http), "--agent-port", str(agent)]
         command += ["--route-prefix", f"{self.prefix}/w/{n}"]
-        return command + ([] if self.workers is None else ["--workers", str(self.workers)])
+        return command + ([] if self.cores is None else ["--cores", str(self.cores)])
 
     async def _run(self, n: int) -> None:
         """Process n, started again whenever it dies, until the supervisor stops."""

@@ -59,7 +59,7 @@ async def _images(app: web.Application) -> AsyncIterator[None]:
 
 async def _torch_threads(app: web.Application) -> AsyncIterator[None]:
     """Torch's thread count for the workers' layout; process-wide, so put back when the app closes."""
-    _, threads = worker_layout(app[PIPELINE].device, app[SETTINGS].workers)
+    _, threads = worker_layout(app[PIPELINE].device, app[SETTINGS].workers, app[SETTINGS].cores)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     app[TORCH_THREADS] = threads
@@ -87,7 +87,7 @@ async def _metrics(app: web.Application) -> AsyncIterator[None]:
 
 async def _workers(app: web.Application) -> AsyncIterator[None]:
     settings, pipeline = app[SETTINGS], app[PIPELINE]
-    count, threads = worker_layout(pipeline.device, settings.workers)
+    count, threads = worker_layout(pipeline.device, settings.workers, settings.cores)
     workers = PipelineWorkers(pipeline, count, settings.max_batch, app[METRICS].observe_batch)
     log.info("pipeline: %d worker(s), %d torch thread(s) each, on %s", count, threads, pipeline.device)
     app[WORKERS] = workers

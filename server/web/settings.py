@@ -121,6 +121,12 @@ class ServerSettings(DeviceSettings):
     workers: int = Field(
         0, ge=0, description="pipeline threads; 0: one per core on a CPU (torch single-threaded in each), one on CUDA"
     )
+    cores: int = Field(
+        0,
+        ge=0,
+        description="cores this process's pipeline uses on a CPU (workers and torch threads); 0: every core it may "
+        "run on; --processes gives each process its share",
+    )
     preload: CommaList = Field(
         default_factory=lambda: ["general"], description="models loaded at start-up, repeatable (env: comma-separated)"
     )
