@@ -18,6 +18,8 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
+_TRACE_WAIT_S = 5.0  # how long an eager frame waits out the compiler's tracing before it fails
+
 
 class CompiledOnCPU(nn.Module):
     """`eager` until its compiled twin is ready (or failed to compile), then the twin, frame by frame."""
@@ -55,6 +57,22 @@ class CompiledOnCPU(nn.Module):
         finally:
             self._ready.set()
 
+    def _eager_while_compiling(self, x: torch.Tensor) -> torch.Tensor:
+        """The eager model, while the compiler may be tracing on its thread.
+
+        FX's symbolic tracing (the compiler uses it for some passes) patches `nn.Module.__call__` for the
+        whole process; a module called from another thread meanwhile fails with NameError before it
+        computes anything. Such a frame waits for the trace to end and runs again.
+        """
+        deadline = time.monotonic() + _TRACE_WAIT_S
+        while True:
+            try:
+                return self.eager(x)
+            except NameError:
+                if self._ready.is_set() or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.002)
+
     def wait(self, timeout: float | None = None) -> bool:
         """Block until compiling ends; True if the compiled model is in use."""
         self._ready.wait(timeout)
@@ -62,7 +80,9 @@ class CompiledOnCPU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         compiled = self._compiled
-        if compiled is None or not x.is_inference():  # the graph is for inference tensors (the pipeline's)
+        if compiled is None:
+            return self._eager_while_compiling(x)
+        if not x.is_inference():  # the graph is for inference tensors (the pipeline's)
             return self.eager(x)
         x = x.contiguous()  # the layout the graph was compiled for: another would recompile
         if x.shape[0] == 1:

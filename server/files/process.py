@@ -9,7 +9,8 @@ from tqdm import tqdm
 from ..pipeline.config import SessionConfig
 from ..pipeline.frames import StreamState
 from ..pipeline.pipeline import Pipeline
-from .media import VideoWriter, is_image, read_image, read_video, video_info, write_image
+from ..pipeline.yuv import Planes
+from .media import VideoWriter, is_image, read_image, read_video_frames, video_info, write_image
 
 
 def process_file(pipeline: Pipeline, source: Path, target: Path, config: SessionConfig, progress: bool = True) -> int:
@@ -24,10 +25,11 @@ def process_file(pipeline: Pipeline, source: Path, target: Path, config: Session
     frames = 0
     with VideoWriter(target, rate) as writer:
         for frame in tqdm(
-            read_video(source), total=count or None, desc=source.name, unit="frame", disable=not progress
+            read_video_frames(source), total=count or None, desc=source.name, unit="frame", disable=not progress
         ):
-            processed = pipeline.process_one(frame, state, config)
-            writer.write(processed.pixels)
+            # The decoder's planes through the pipeline and into the encoder, as a live session's frames go.
+            processed = pipeline.process_one(Planes.of_video_frame(frame), state, config)
+            writer.write(processed.planes.video_frame())
             state = processed.state
             frames += 1
     return frames

@@ -1,38 +1,48 @@
-"""Replacing the background: frame (1,3,H,W) + mask (1,1,H,W) -> composited frame, all in [0,1]."""
+"""Replacing the background, plane by plane: Y (1,1,H,W) and UV (1,2,h,w) uint8 + mask (1,1,H,W) in [0,1]
+-> the composited planes.
+
+Blending is linear and so is the conversion between RGB and YUV, so blending each plane with the mask at
+that plane's size gives the RGB composite, up to rounding and the chroma's coarser mask (which the
+encoder's 4:2:0 would bring anyway).
+"""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .backgrounds import BackgroundStore
 from .config import SessionConfig
-from .filters import box_blur, gaussian_blur
-from .frames import StreamState, cover_fit, planar, resize_frame
+from .filters import blend, box_blur, downscale, gaussian_blur, resize_bilinear
+from .frames import StreamState, cover_fit, rgb_to_yuv
+from .yuv import RGB_TO_YUV
+
+_NEUTRAL = 128  # U and V of a grey
 
 
-def blurred_background(pixels: torch.Tensor, image: torch.Tensor, mask: torch.Tensor, strength: float) -> torch.Tensor:
-    """The frame's background blurred with sigma = strength x H / 20, the person left out; (N,3,H,W) in [0,1].
+def blurred_background(
+    y: torch.Tensor, uv: torch.Tensor, mask: torch.Tensor, strength: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The frame's background blurred with sigma = strength x H / 20, the person left out, as Y and UV planes.
 
     A plain blur smears the person into the background and leaves a halo around
     them; a normalised blur (blur(frame x bg) / blur(bg)) averages background
     pixels only. It runs at a reduced resolution, where a large blur is cheap;
     there, pixels next to the person are left out too (their shrunk value mixes
-    in the person), and the normalisation fills them from their neighbours.
-    `pixels` is the uint8 frame (fast resizes on CPU), `image` the same in float.
+    in the person), and the normalisation fills them from their neighbours. The
+    three planes are blurred together at that size, then each is scaled back to its own.
     """
-    height, width = pixels.shape[-2:]
+    height, width = y.shape[-2:]
     sigma = strength * height / 20.0
     if sigma < 0.5:
-        return image
+        return y, uv
     factor = max(1, int(sigma / 1.5))  # keep about 1.5 px of sigma at the reduced size
     size = (max(1, -(-height // factor)), max(1, -(-width // factor)))
-    frame = resize_frame(pixels, size).float().div_(255.0) if factor > 1 else image
-    person = (
-        F.interpolate(mask, size=size, mode="bilinear", align_corners=False, antialias=True) if factor > 1 else mask
-    )
+    frame = torch.cat([downscale(y, size), downscale(uv, size)], dim=1).float()
+    person = downscale(mask, size)
     if factor > 1:
         person = F.max_pool2d(person, 3, stride=1, padding=1)
     background = 1.0 - person
@@ -40,62 +50,75 @@ def blurred_background(pixels: torch.Tensor, image: torch.Tensor, mask: torch.Te
     numerator, weight, plain = stacked[:, :3], stacked[:, 3:4], stacked[:, 4:]
     # Deep inside the person there is no background to average: fall back to the plain blur (hidden anyway).
     result = torch.where(weight > 1e-3, numerator / weight.clamp_min(1e-3), plain)
-    if factor == 1:
-        return result
-    if result.device.type == "cpu":
-        # uint8 channels-last bilinear upsampling is ~5x faster than float on CPU; the blur hides the rounding.
-        small = result.mul(255.0).round_().to(torch.uint8).contiguous(memory_format=torch.channels_last)
-        up = F.interpolate(small, size=(height, width), mode="bilinear", align_corners=False)
-        return planar(up).float().div_(255.0)
-    return F.interpolate(result, size=(height, width), mode="bilinear", align_corners=False)
+    # uint8 bilinear upsampling is several times faster than float's on the CPU; the blur hides the rounding.
+    small = result.round_().clamp_(0, 255).to(torch.uint8)
+    return resize_bilinear(small[:, :1], (height, width)), resize_bilinear(small[:, 1:], _size(uv))
 
 
-def light_wrap(frame: torch.Tensor, mask: torch.Tensor, background: torch.Tensor, amount: float) -> torch.Tensor:
-    """Let the background's light spill onto the person's edge, as a lens would."""
-    if amount <= 0.0:
-        return frame
-    height = frame.shape[-2]
-    radius = max(1, height // 60)
+def person_weight(mask: torch.Tensor, wrap: float) -> torch.Tensor:
+    """How much of the frame each pixel keeps: the mask, less the background's light spilling onto the
+    person's edge as a lens would (light wrap, `wrap` > 0)."""
+    if wrap <= 0.0:
+        return mask
+    radius = max(1, mask.shape[-2] // 60)
     soft = box_blur(mask, radius)
-    spill = amount * mask * (1.0 - soft).clamp_min(0.0) * 2.0
-    return torch.lerp(frame, background, spill.clamp(0.0, 1.0))
+    spill = (wrap * 2.0 * mask * (1.0 - soft).clamp_min(0.0)).clamp_(0.0, 1.0)
+    # lerp(background, lerp(frame, background, spill), mask) is lerp(background, frame, mask x (1 - spill)).
+    return mask * (1.0 - spill)
 
 
-def composite(frame: torch.Tensor, mask: torch.Tensor, background: torch.Tensor, wrap: float) -> torch.Tensor:
-    """Person over background, with optional light wrap."""
-    person = light_wrap(frame, mask, background, wrap)
-    return torch.lerp(background, person, mask)
+def composite(
+    y: torch.Tensor, uv: torch.Tensor, mask: torch.Tensor, background: tuple[torch.Tensor, torch.Tensor], wrap: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The person's planes over the background's, each blended with the weight at its own size."""
+    weight = person_weight(mask, wrap)
+    chroma_weight = downscale(weight, _size(uv))
+    return blend(background[0], y, weight), blend(background[1], uv, chroma_weight)
 
 
 def compose(
-    pixels: torch.Tensor,
-    image: torch.Tensor,
+    y: torch.Tensor,
+    uv: torch.Tensor,
     mask: torch.Tensor,
     state: StreamState,
     config: SessionConfig,
     backgrounds: BackgroundStore,
-) -> tuple[torch.Tensor, StreamState]:
-    """The frame as the session's mode shows it, and the stream's state with the background cache updated."""
+) -> tuple[tuple[torch.Tensor, torch.Tensor], StreamState]:
+    """The frame's planes as the session's mode shows it, and the stream's state with the background cache
+    updated."""
     if config.mode == "mask":
-        return mask.expand(-1, 3, -1, -1), state
+        grey = (mask * 219.0 + 16.0).round_().to(torch.uint8)  # white is Y 235 in limited range
+        return (grey, torch.full_like(uv, _NEUTRAL)), state
     if config.mode == "blur":
-        background = blurred_background(pixels, image, mask, config.blur)
+        background = blurred_background(y, uv, mask, config.blur)
     elif config.mode == "color":
-        background = torch.tensor(config.rgb(), device=image.device, dtype=image.dtype).view(1, 3, 1, 1) / 255.0
-        background = background.expand_as(image)
+        background = _color(config.rgb(), y.device)
     else:  # image
-        background, state = _background_image(config.image, image, state, backgrounds)
-    return composite(image, mask, background, config.light_wrap), state
+        background, state = _background_image(config.image, y, uv, state, backgrounds)
+    return composite(y, uv, mask, background, config.light_wrap), state
+
+
+def _color(rgb: tuple[int, int, int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A plain colour as (1,1,1,1) Y and (1,2,1,1) UV uint8 values."""
+    yuv = RGB_TO_YUV[:, :3] @ np.array(rgb, np.float32) + RGB_TO_YUV[:, 3]
+    values = torch.from_numpy(yuv).round_().clamp_(0, 255).to(torch.uint8).to(device)
+    return values[:1].view(1, 1, 1, 1), values[1:].view(1, 2, 1, 1)
 
 
 def _background_image(
-    name: str, image: torch.Tensor, state: StreamState, backgrounds: BackgroundStore
-) -> tuple[torch.Tensor, StreamState]:
-    """The named image cover-fitted to the frame; fitted once per stream, name and size, then cached."""
-    key = (name, tuple(image.shape[-2:]))
+    name: str, y: torch.Tensor, uv: torch.Tensor, state: StreamState, backgrounds: BackgroundStore
+) -> tuple[tuple[torch.Tensor, torch.Tensor], StreamState]:
+    """The named image cover-fitted to the frame as planes; made once per stream, name and size, then cached."""
+    key = (name, tuple(y.shape[-2:]), tuple(uv.shape[-2:]))
     if state.background_key == key and state.background is not None:
         return state.background, state
-    picture = torch.from_numpy(backgrounds.get(name)).to(image.device)
+    picture = torch.from_numpy(backgrounds.get(name)).to(y.device)
     picture = picture.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
-    fitted = cover_fit(picture, image.shape[-2], image.shape[-1]).contiguous()
+    yuv = rgb_to_yuv(cover_fit(picture, y.shape[-2], y.shape[-1]))
+    planes = yuv.round_().clamp_(0, 255).to(torch.uint8)
+    fitted = (planes[:, :1].contiguous(), downscale(planes[:, 1:].contiguous(), _size(uv)))
     return fitted, replace(state, background_key=key, background=fitted)
+
+
+def _size(plane: torch.Tensor) -> tuple[int, int]:
+    return plane.shape[-2], plane.shape[-1]

@@ -13,21 +13,21 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .frames import resize_frame
+from .frames import DeviceFrame
 
 SCORE = 0.5  # MediaPipe's threshold for a pose detection
 
 Box = tuple[float, float, float, float]  # (top, bottom, left, right) as fractions of the frame
 
 
-def letterbox(pixels: torch.Tensor, size: int) -> tuple[torch.Tensor, float, tuple[int, int]]:
-    """A (1,3,H,W) frame scaled to fit a size x size square and centred on black: the square as float in
-    [0,1], the scale, and the (top, left) padding."""
-    height, width = pixels.shape[-2:]
+def letterbox(frame: DeviceFrame, size: int) -> tuple[torch.Tensor, float, tuple[int, int]]:
+    """A frame scaled to fit a size x size square and centred on black: the square as (1,3,size,size) RGB
+    float in [0,1], the scale, and the (top, left) padding."""
+    height, width = frame.size
     scale = size / max(height, width)
     h, w = max(1, round(height * scale)), max(1, round(width * scale))
     top, left = (size - h) // 2, (size - w) // 2
-    fitted = resize_frame(pixels, (h, w)).float().div_(255.0)
+    fitted = frame.rgb_at((h, w)).float().div_(255.0)
     return F.pad(fitted, (left, size - w - left, top, size - h - top)), scale, (top, left)
 
 

@@ -1,4 +1,4 @@
-"""Frames in and out of the pipeline: typed frames, device upload/download, resizing and layouts."""
+"""Frames in and out of the pipeline: typed frames, planes on the device and back, RGB for the models, resizing."""
 
 from __future__ import annotations
 
@@ -6,11 +6,14 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .config import SessionConfig
+from .filters import downscale, opencv_on
+from .yuv import RGB_TO_YUV, YUV_TO_RGB, Planes
 
 if TYPE_CHECKING:
     from .region import Region
@@ -22,8 +25,8 @@ class StreamState:
 
     previous_mask: torch.Tensor | None = None  # the smoothed low-resolution mask
     mask_key: tuple | None = None  # (frame size, model): smoothing restarts when it changes
-    background_key: tuple | None = None  # (image name, frame size) of `background`
-    background: torch.Tensor | None = None  # the cover-fitted background image, cached on the device
+    background_key: tuple | None = None  # (image name, plane sizes) of `background`
+    background: tuple[torch.Tensor, torch.Tensor] | None = None  # the cover-fitted image's Y and UV, on the device
     region: Region | None = None  # where the person is, while config.region tracks them
     since_detect: int = 0  # frames since the last whole-frame pass
     close_up: bool = False  # that pass found someone filling the frame: whole frames until the next one
@@ -32,19 +35,29 @@ class StreamState:
 
 @dataclass(frozen=True)
 class Frame:
-    """One stream's frame on its way in: (H,W,3) RGB uint8 pixels, the stream's state and config."""
+    """One stream's frame on its way in: its planes (video) or (H,W,3) RGB uint8 pixels (files, tests; made
+    planes on the pipeline's worker), the stream's state and config."""
 
-    pixels: np.ndarray
+    pixels: Planes | np.ndarray
     state: StreamState
     config: SessionConfig
 
 
 @dataclass(frozen=True)
 class Processed:
-    """One stream's frame on its way out: (H,W,3) RGB uint8 pixels and the stream's next state."""
+    """One stream's frame on its way out, in the kind it came in (planes or RGB), and the stream's next state."""
 
-    pixels: np.ndarray
+    output: Planes | np.ndarray
     state: StreamState
+
+    @property
+    def planes(self) -> Planes:
+        return self.output if isinstance(self.output, Planes) else Planes.of_rgb(self.output)
+
+    @property
+    def pixels(self) -> np.ndarray:
+        """The frame as (H,W,3) uint8 RGB."""
+        return self.output if isinstance(self.output, np.ndarray) else self.output.rgb()
 
 
 @dataclass(frozen=True)
@@ -55,34 +68,90 @@ class Masked:
     state: StreamState
 
 
-def upload(pixels: np.ndarray, device: torch.device) -> torch.Tensor:
-    """(H,W,3) uint8 -> (1,3,H,W) uint8 on `device`, channels-last (the HWC memory, no copy on CPU)."""
-    if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
-        raise ValueError(f"expected an (H,W,3) uint8 RGB frame, got {pixels.shape} {pixels.dtype}")
+def planes_of(pixels: Planes | np.ndarray) -> Planes:
+    """A frame's planes (RGB pixels converted to 4:4:4)."""
+    return pixels if isinstance(pixels, Planes) else Planes.of_rgb(pixels)
+
+
+class DeviceFrame:
+    """A frame's planes on the pipeline's device: `y` (1,1,H,W) and `uv` (1,2,h,w) uint8, and RGB made from
+    them at the sizes the models want."""
+
+    def __init__(self, planes: Planes, device: torch.device) -> None:
+        self.planes = planes
+        self.y = _upload(planes.y, device)[None, None]
+        self.uv = torch.stack([_upload(planes.u, device), _upload(planes.v, device)])[None]
+        self._rgb: torch.Tensor | None = None
+        self._lumas: dict[tuple[int, int], torch.Tensor] = {}
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.planes.size
+
+    def rgb(self) -> torch.Tensor:
+        """The whole frame as (1,3,H,W) uint8 RGB, channels-last (made once, on first use)."""
+        if self._rgb is None:
+            self._rgb = self.rgb_at(self.size)
+        return self._rgb
+
+    def rgb_at(self, size: tuple[int, int]) -> torch.Tensor:
+        """The frame shrunk to `size` (h, w) as (1,3,h,w) uint8 RGB: the planes are scaled first, so only
+        the small picture is converted."""
+        if self._rgb is not None and size != self.size:
+            return resize_frame(self._rgb, size)
+        yuv = torch.cat([self._luma(size), downscale(self.uv, size)], dim=1)
+        return yuv_to_rgb(yuv)
+
+    def luma_at(self, size: tuple[int, int]) -> np.ndarray:
+        """The Y plane shrunk to `size` (h, w), contiguous on the CPU (for the optical flow); on the CPU, the
+        one the model's input was made from."""
+        if self.y.device.type != "cpu":
+            return cv2.resize(self.planes.y, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+        return np.ascontiguousarray(self._luma(size)[0, 0].numpy())
+
+    def _luma(self, size: tuple[int, int]) -> torch.Tensor:
+        if size not in self._lumas:
+            self._lumas[size] = downscale(self.y, size)
+        return self._lumas[size]
+
+
+def _upload(plane: np.ndarray, device: torch.device) -> torch.Tensor:
     with warnings.catch_warnings():
-        # Read-only arrays (PIL, PyAV) are fine: the tensor is only read, then copied by .float().
+        # Read-only arrays (a decoder's frame) are fine: the planes are only read.
         warnings.simplefilter("ignore", UserWarning)
-        tensor = torch.from_numpy(pixels)
+        tensor = torch.from_numpy(plane)
     if device.type == "cuda":
         tensor = tensor.pin_memory().to(device, non_blocking=True)
-    return tensor.permute(2, 0, 1).unsqueeze(0)
+    return tensor
 
 
-def download(image: torch.Tensor) -> np.ndarray:
-    """(1,3,H,W) float in [0,1] on any device -> (H,W,3) uint8 on the CPU."""
-    planes = image[0].mul(255.0).add_(0.5).clamp_(0, 255).to(torch.uint8).cpu()
-    return interleave(planes)
+def yuv_to_rgb(yuv: torch.Tensor) -> torch.Tensor:
+    """(1,3,H,W) uint8 YUV -> (1,3,H,W) uint8 RGB, channels-last (OpenCV on the CPU, a matrix product elsewhere)."""
+    if opencv_on(yuv):
+        array = cv2.transform(cv2.merge([p.numpy() for p in yuv[0]]), YUV_TO_RGB)
+        return torch.from_numpy(array).permute(2, 0, 1)[None]
+    matrix = torch.from_numpy(YUV_TO_RGB).to(yuv.device)
+    rgb = torch.einsum("rc,nchw->nrhw", matrix[:, :3], yuv.float()) + matrix[:, 3].view(1, 3, 1, 1)
+    return rgb.round_().clamp_(0, 255).to(torch.uint8).contiguous(memory_format=torch.channels_last)
 
 
-def interleave(planes: torch.Tensor) -> np.ndarray:
-    """(C,H,W) -> (H,W,C) array; stacking the planes is 3x faster on CPU than permute(1, 2, 0).contiguous()."""
-    return torch.stack(planes.unbind(0), dim=-1).numpy()
+def rgb_to_yuv(rgb: torch.Tensor) -> torch.Tensor:
+    """(N,3,H,W) float RGB in [0,1] -> (N,3,H,W) float YUV in [0,255] (BT.601, limited range)."""
+    matrix = torch.from_numpy(RGB_TO_YUV).to(rgb.device, rgb.dtype)
+    return torch.einsum("yc,nchw->nyhw", matrix[:, :3] * 255.0, rgb) + matrix[:, 3].view(1, 3, 1, 1)
 
 
-def planar(image: torch.Tensor) -> torch.Tensor:
-    """A (1,C,H,W) channels-last tensor copied to plain NCHW memory; on CPU, unbinding and stacking the
-    channels is ~4x faster than .contiguous(), whose strided copy is slow for small C."""
-    return torch.stack(image[0].unbind(0)).unsqueeze(0)
+def download(y: torch.Tensor, uv: torch.Tensor, size: tuple[int, int]) -> Planes:
+    """(1,1,H,W) and (1,2,h,w) uint8 planes on any device -> `Planes` on the CPU; 4:2:0 ones are written
+    into a new yuv420p `VideoFrame`, which the encoders take as it is."""
+    y_cpu, uv_cpu = y[0, 0].cpu().numpy(), uv[0].cpu().numpy()
+    if tuple(uv.shape[-2:]) == tuple(size):
+        return Planes(y_cpu, uv_cpu[0], uv_cpu[1])
+    out = Planes.allocate(size)
+    out.y[:] = y_cpu
+    out.u[:] = uv_cpu[0]
+    out.v[:] = uv_cpu[1]
+    return out
 
 
 def resize_frame(pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -8,11 +8,14 @@ would save. Warping is `grid_sample`, on the mask's own device.
 from __future__ import annotations
 
 import threading
+from functools import lru_cache
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .filters import opencv_on
 
 _local = threading.local()  # a DIS object keeps buffers between calls: one per thread
 
@@ -24,10 +27,9 @@ def _dis() -> cv2.DISOpticalFlow:
     return dis
 
 
-def grey(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """An (H,W,3) uint8 RGB frame as (h,w) uint8 luma at `size` (h, w)."""
-    small = cv2.resize(pixels, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-    return cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+def grey(luma: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A frame's (H,W) uint8 Y plane shrunk to `size` (h, w), as the flow wants it: contiguous."""
+    return cv2.resize(luma, (size[1], size[0]), interpolation=cv2.INTER_AREA)
 
 
 def flow(source: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -36,19 +38,15 @@ def flow(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     return np.asarray(_dis().calc(source, target, None))  # type: ignore[call-overload]  # stubs miss None
 
 
-def warp(image: torch.Tensor, towards: np.ndarray, opencv: bool = True) -> torch.Tensor:
+def warp(image: torch.Tensor, towards: np.ndarray, opencv: bool | None = None) -> torch.Tensor:
     """A (1,C,h,w) image resampled at each pixel's position plus `towards` (h,w,2) (bilinear, edges
     repeated): with the flow from frame t to frame t-1, frame t-1's image moved to where things are at t.
     float32 on the CPU: OpenCV's remap (a third of grid_sample's time); elsewhere, or with `opencv=False`,
     grid_sample on the image's device."""
     h, w = image.shape[-2:]
-    if opencv and image.device.type == "cpu" and image.dtype == torch.float32:
-        xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-        map_x, map_y = xs + towards[..., 0], ys + towards[..., 1]
-        planes = [
-            cv2.remap(plane.numpy(), map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            for plane in image.contiguous()[0]
-        ]
+    if opencv_on(image, opencv) and image.dtype == torch.float32:
+        where = _pixels(h, w) + towards
+        planes = [_remap(plane.numpy(), where, border=cv2.BORDER_REPLICATE) for plane in image.contiguous()[0]]
         return torch.from_numpy(np.stack(planes))[None]
     offsets = torch.from_numpy(towards).to(image.device, torch.float32)
     ys_t, xs_t = torch.meshgrid(
@@ -63,12 +61,25 @@ def warp(image: torch.Tensor, towards: np.ndarray, opencv: bool = True) -> torch
     return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
 
 
+def _remap(image: np.ndarray, where: np.ndarray, border: int = cv2.BORDER_CONSTANT) -> np.ndarray:
+    """`image` sampled bilinearly at `where` (h,w,2) x, y."""
+    return cv2.remap(image, where, None, cv2.INTER_LINEAR, borderMode=border)  # type: ignore[call-overload]  # stubs miss None
+
+
+@lru_cache(maxsize=16)
+def _pixels(h: int, w: int) -> np.ndarray:
+    """(h,w,2) float32 x, y of each pixel: a flow added to it is the map cv2.remap reads (one array for
+    both coordinates, which remap takes as it is)."""
+    xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    grid = np.stack([xs, ys], axis=-1)
+    grid.flags.writeable = False  # shared by every caller
+    return grid
+
+
 def consistent(backward: np.ndarray, forward: np.ndarray) -> np.ndarray:
     """(h,w) bool: pixels of frame t whose flow to t-1 (`backward`) the flow from t-1 to t (`forward`)
     brings back, the test for occlusions and flow errors of Sundaram et al. (ECCV 2010)."""
-    h, w = backward.shape[:2]
-    xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-    returned = cv2.remap(forward, xs + backward[..., 0], ys + backward[..., 1], cv2.INTER_LINEAR)
+    returned = _remap(forward, _pixels(*backward.shape[:2]) + backward)
 
     # Squared lengths by cv2.magnitude: numpy's sums over a 2-long last axis took 5x longer (7 ms at 320x240).
     def squared_length(v: np.ndarray) -> np.ndarray:

@@ -1,6 +1,7 @@
 """The pipeline: the steps a frame goes through, in order, for a batch of frames of many streams.
 
-upload -> model -> smoothing (along the motion) -> refine -> composite -> download. Each stream's state comes in with
+upload -> model -> smoothing (along the motion) -> refine -> composite -> download, on the frame's Y, U and V
+planes from end to end (RGB only at the models' input size). Each stream's state comes in with
 its frame and goes out with the result (nothing is kept here between frames), so one `Pipeline` per
 process serves every stream, from several worker threads at once.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -18,12 +20,15 @@ from models.zoo import ModelRegistry
 from .backgrounds import BackgroundStore
 from .composite import compose
 from .config import SessionConfig
-from .frames import Frame, Masked, Processed, StreamState, download, upload
-from .motion import consistent, flow, grey, warp
+from .frames import DeviceFrame, Frame, Masked, Processed, StreamState, download, planes_of
+from .motion import consistent, flow, warp
 from .refine import upsample_mask
 from .segment import ModelCache, denormals_flushed, segment, segment_regions
 from .smoothing import smooth_mask
 from .timing import StageClock, StageTimes
+from .yuv import Planes
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -32,11 +37,11 @@ class _Work:
 
     frame: Frame
     state: StreamState
-    pixels: torch.Tensor | None = None  # (1,3,H,W) uint8 on the device, channels-last
-    image: torch.Tensor | None = None  # the same as float in [0,1], plain NCHW
+    planes: Planes | None = None  # the frame's planes on the CPU
+    picture: DeviceFrame | None = None  # the same on the device
     mask: torch.Tensor | None = None  # (1,1,h,w) at the model's size, then (1,1,H,W) after `refine`
-    result: torch.Tensor | None = None  # (1,3,H,W) float: the frame as the session's mode shows it
-    output: np.ndarray | None = None  # (H,W,3) uint8 on the CPU
+    result: tuple[torch.Tensor, torch.Tensor] | None = None  # Y and UV: the frame as the session's mode shows it
+    output: Planes | None = None  # the result on the CPU
 
 
 Step = Callable[["Pipeline", list[_Work]], None]
@@ -44,19 +49,18 @@ Step = Callable[["Pipeline", list[_Work]], None]
 
 def _upload(pipeline: Pipeline, work: list[_Work]) -> None:
     for w in work:
-        w.pixels = upload(w.frame.pixels, pipeline.device)
-        # Full-size float frames in plain NCHW: mixing layouts in one op is several times slower on CPU.
-        w.image = w.pixels.contiguous().float().div_(255.0)
+        w.planes = planes_of(w.frame.pixels)
+        w.picture = DeviceFrame(w.planes, pipeline.device)
 
 
 def _segment(pipeline: Pipeline, work: list[_Work]) -> None:
     whole = [w for w in work if not w.frame.config.region]
-    masks = segment(pipeline.models, [_ready(w.pixels) for w in whole], [w.frame.config.model for w in whole])
+    masks = segment(pipeline.models, [_ready(w.picture) for w in whole], [w.frame.config.model for w in whole])
     for w, mask in zip(whole, masks, strict=True):
         w.mask = mask
     tracked = [w for w in work if w.frame.config.region]
     if tracked:
-        pixels, names = [_ready(w.pixels) for w in tracked], [w.frame.config.model for w in tracked]
+        pixels, names = [_ready(w.picture) for w in tracked], [w.frame.config.model for w in tracked]
         masks, states = segment_regions(pipeline.models, pixels, names, [w.state for w in tracked])
         for w, mask, state in zip(tracked, masks, states, strict=True):
             w.mask, w.state = mask, state
@@ -64,14 +68,12 @@ def _segment(pipeline: Pipeline, work: list[_Work]) -> None:
 
 def _smooth(pipeline: Pipeline, work: list[_Work]) -> None:
     for w in work:
-        config, image = w.frame.config, _ready(w.image)
-        key = (tuple(image.shape[-2:]), pipeline.registry.resolve(config.model))
+        config, picture = w.frame.config, _ready(w.picture)
+        key = (picture.size, pipeline.registry.resolve(config.model))
         previous = w.state.previous_mask if w.state.mask_key == key else None
         current = _ready(w.mask).float()
         now = (
-            grey(w.frame.pixels, (current.shape[-2], current.shape[-1]))
-            if config.motion and config.smoothing > 0
-            else None
+            picture.luma_at((current.shape[-2], current.shape[-1])) if config.motion and config.smoothing > 0 else None
         )
         before = w.state.previous_grey
         tracked = None
@@ -86,19 +88,21 @@ def _smooth(pipeline: Pipeline, work: list[_Work]) -> None:
 
 def _refine(pipeline: Pipeline, work: list[_Work]) -> None:
     for w in work:
-        w.mask = upsample_mask(_ready(w.mask), _ready(w.pixels), _ready(w.image), w.frame.config.refine)
+        w.mask = upsample_mask(_ready(w.mask), _ready(w.picture).y, w.frame.config.refine)
 
 
 def _composite(pipeline: Pipeline, work: list[_Work]) -> None:
     for w in work:
+        picture = _ready(w.picture)
         w.result, w.state = compose(
-            _ready(w.pixels), _ready(w.image), _ready(w.mask), w.state, w.frame.config, pipeline.backgrounds
+            picture.y, picture.uv, _ready(w.mask), w.state, w.frame.config, pipeline.backgrounds
         )
 
 
 def _download(pipeline: Pipeline, work: list[_Work]) -> None:
     for w in work:
-        w.output = download(_ready(w.result))
+        y, uv = _ready(w.result)
+        w.output = download(y, uv, _ready(w.planes).size)
 
 
 MASK_STEPS: tuple[tuple[str, Step], ...] = (
@@ -110,15 +114,15 @@ MASK_STEPS: tuple[tuple[str, Step], ...] = (
 STEPS: tuple[tuple[str, Step], ...] = (*MASK_STEPS, ("composite", _composite), ("download", _download))
 
 
-def _ready(tensor: torch.Tensor | None) -> torch.Tensor:
+def _ready(value: _T | None) -> _T:
     """What an earlier step wrote; a step running out of order is a bug, not bad input."""
-    if tensor is None:
+    if value is None:
         raise RuntimeError("pipeline steps ran out of order")
-    return tensor
+    return value
 
 
 class Pipeline:
-    """Segments and composites batches of RGB uint8 frames on one device."""
+    """Segments and composites batches of frames (planes, or RGB uint8) on one device."""
 
     def __init__(
         self,
@@ -159,7 +163,7 @@ class Pipeline:
         done = iter(work)
         return [Processed(f.pixels, f.state) if f.config.mode == "none" else _processed(next(done)) for f in frames]
 
-    def process_one(self, pixels: np.ndarray, state: StreamState, config: SessionConfig) -> Processed:
+    def process_one(self, pixels: Planes | np.ndarray, state: StreamState, config: SessionConfig) -> Processed:
         return self.process([Frame(pixels, state, config)])[0]
 
     @torch.inference_mode()
@@ -179,6 +183,6 @@ class Pipeline:
 
 
 def _processed(work: _Work) -> Processed:
-    if work.output is None:
-        raise RuntimeError("pipeline steps ran out of order")
-    return Processed(work.output, work.state)
+    """The result in the kind the frame came in: planes for video, RGB for RGB pixels."""
+    output = _ready(work.output)
+    return Processed(output if isinstance(work.frame.pixels, Planes) else output.rgb(), work.state)

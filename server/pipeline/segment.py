@@ -16,7 +16,7 @@ from models.wrappers import CompiledOnCPU
 from models.zoo import ModelRegistry, check_precision, default_device
 
 from .detect import Box, body_box, letterbox
-from .frames import StreamState, resize_frame
+from .frames import DeviceFrame, StreamState
 from .region import (
     MARGIN,
     REDETECT_EVERY,
@@ -120,9 +120,9 @@ def input_size(models: ModelCache, name: str) -> tuple[int, int]:
     return models.registry.info(name).input_size
 
 
-def segment(models: ModelCache, pixels: list[torch.Tensor], names: list[str]) -> list[torch.Tensor]:
-    """Low-resolution person probabilities (1,1,h,w) of uint8 frames (1,3,H,W) at each model's size, by the
-    network each model (or policy) runs on whole frames.
+def segment(models: ModelCache, pixels: list[DeviceFrame], names: list[str]) -> list[torch.Tensor]:
+    """Low-resolution person probabilities (1,1,h,w) of frames at each model's size, by the network each
+    model (or policy) runs on whole frames.
 
     The frames are stretched to the model's input size, as the models were trained.
     """
@@ -130,17 +130,17 @@ def segment(models: ModelCache, pixels: list[torch.Tensor], names: list[str]) ->
     return _whole_frames(models, pixels, networks)
 
 
-def _whole_frames(models: ModelCache, pixels: list[torch.Tensor], networks: list[str]) -> list[torch.Tensor]:
-    inputs = [resize_frame(p, input_size(models, n)) for p, n in zip(pixels, networks, strict=True)]
+def _whole_frames(models: ModelCache, pixels: list[DeviceFrame], networks: list[str]) -> list[torch.Tensor]:
+    inputs = [p.rgb_at(input_size(models, n)) for p, n in zip(pixels, networks, strict=True)]
     return infer(models, inputs, networks)
 
 
 def segment_regions(
-    models: ModelCache, pixels: list[torch.Tensor], names: list[str], states: list[StreamState]
+    models: ModelCache, pixels: list[DeviceFrame], names: list[str], states: list[StreamState]
 ) -> tuple[list[torch.Tensor], list[StreamState]]:
     """Person probabilities on a canvas of each frame (see region.canvas_size), segmented in the region
     each stream tracks, and the streams' states with their regions moved on."""
-    frames = [(p.shape[-2], p.shape[-1]) for p in pixels]
+    frames = [p.size for p in pixels]
     canvases = [canvas_size(f) for f in frames]
     plans = [models.registry.plan(n) for n in names]
     aspects = [input_size(models, p.region)[1] / input_size(models, p.region)[0] for p in plans]
@@ -152,6 +152,7 @@ def segment_regions(
     # Whole-frame passes that find people: streams with nobody yet, and, now and then, the others (a
     # newcomer). A close-up is not looked for every frame: its whole-frame masks show when it steps back.
     detect = [i for i, r in enumerate(regions) if (r is None and not close[i]) or since[i] >= REDETECT_EVERY]
+    detected = set(detect)
     if detect:
         boxes, found = _find(models, [pixels[i] for i in detect], [plans[i].finder for i in detect])
         for i, box, mask in zip(detect, boxes, found, strict=True):
@@ -168,14 +169,14 @@ def segment_regions(
         wholes = _whole_frames(models, [pixels[i] for i in rest], [plans[i].whole_frame for i in rest])
         for i, whole in zip(rest, wholes, strict=True):
             masks[i] = F.interpolate(whole.float(), size=canvases[i], mode="bilinear", align_corners=False)
-            if close[i] and i not in detect:  # someone who stepped back is tracked from here on
+            if close[i] and i not in detected:  # someone who stepped back is tracked from here on
                 box = person_box(masks[i])  # type: ignore[arg-type]
                 regions[i] = None if box is None else region_around(box, frames[i], aspects[i], squares[i])
                 close[i] = box is not None and regions[i] is None  # nobody left: look for people again
     # Region passes.
     tracked = [i for i, r in enumerate(regions) if r is not None and masks[i] is None]
     if tracked:
-        inputs = [crop(pixels[i], _region(regions[i]), input_size(models, plans[i].region)) for i in tracked]
+        inputs = [crop(pixels[i].rgb(), _region(regions[i]), input_size(models, plans[i].region)) for i in tracked]
         segmented = infer(models, inputs, [plans[i].region for i in tracked])
         for i, probabilities in zip(tracked, segmented, strict=True):
             region = _region(regions[i])
@@ -191,7 +192,7 @@ def segment_regions(
 
 
 def _find(
-    models: ModelCache, pixels: list[torch.Tensor], finders: list[str]
+    models: ModelCache, pixels: list[DeviceFrame], finders: list[str]
 ) -> tuple[list[Box | None], list[torch.Tensor | None]]:
     """Whole-frame passes: the box around the people in each frame, and the finder's mask where the finder
     is a segmenter (a detector gives none)."""
@@ -207,7 +208,7 @@ def _find(
             for i in indices:
                 square, scale, padding = letterbox(pixels[i], size)
                 scores, keypoints = detector(square.to(models.dtype))
-                frame = (pixels[i].shape[-2], pixels[i].shape[-1])
+                frame = pixels[i].size
                 boxes[i] = body_box(scores[0], keypoints[0], frame, size, scale, padding)
         else:
             found = _whole_frames(models, [pixels[i] for i in indices], [finder] * len(indices))

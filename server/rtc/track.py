@@ -6,32 +6,17 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 
-import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import VideoFrame
 
 from ..pipeline.config import SessionConfig
 from ..pipeline.frames import Frame, StreamState
 from ..pipeline.workers import PipelineWorkers
+from ..pipeline.yuv import Planes
 from .stats import StreamStats, Totals
 
 log = logging.getLogger(__name__)
-
-
-# Two threads for every session's frame conversions, YUV to RGB on the way in and back on the way out (a
-# millisecond or so each at 640x480, which the event loop's RTP and SRTP cannot wait for): a pool that does
-# not grow with the sessions (asyncio's default executor grows to cores + 4 and keeps its threads).
-_CONVERTER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="yuv420p")
-
-
-def _encoder_frame(pixels: np.ndarray) -> VideoFrame:
-    """The processed pixels as the encoders take them (yuv420p). Converted once here, off the event loop: an
-    encoder converts any other format itself, on the one frame object every consumer shares (the session's
-    sender and its WHEP players), and libswscale crashed when two encoder threads did that at once."""
-    return VideoFrame.from_ndarray(pixels, format="rgb24").reformat(format="yuv420p")
 
 
 class BackgroundReplacementTrack(MediaStreamTrack):
@@ -86,12 +71,13 @@ class BackgroundReplacementTrack(MediaStreamTrack):
             raise MediaStreamError
         start = time.perf_counter()
         try:
-            loop = asyncio.get_running_loop()
-            pixels = await loop.run_in_executor(_CONVERTER, partial(frame.to_ndarray, format="rgb24"))
-            submitted = Frame(pixels, self._state, self._config())
+            # The decoder's planes go to the pipeline as they are, and come back in a yuv420p frame that the
+            # encoders take without converting (an encoder converting another format would do it on the one
+            # frame every consumer shares: the sender and its WHEP players; libswscale crashed on that once).
+            submitted = Frame(Planes.of_video_frame(frame), self._state, self._config())
             processed = await asyncio.wrap_future(self._workers.submit(submitted))
             self._state = processed.state
-            out = await loop.run_in_executor(_CONVERTER, _encoder_frame, processed.pixels)
+            out = processed.planes.video_frame()
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -19,6 +19,7 @@ from ..pipeline.frames import Frame, StreamState
 from ..pipeline.pipeline import Pipeline
 from ..pipeline.segment import denormals_flushed
 from ..pipeline.timing import STAGES, StageTimes
+from ..pipeline.yuv import Planes
 
 SIZES = {"640x480": (480, 640), "1280x720": (720, 1280), "1920x1080": (1080, 1920)}
 TFLITE_FILES = {
@@ -107,12 +108,14 @@ def pipeline_stages(
     """Median per-stage ms for one batch of `batch` streams at `size` (H, W), and the total per frame.
 
     The frames are `image` stretched to `size`, or noise (nobody in it: region tracking then runs a
-    whole-frame pass every frame); the first 10 frames of each stream are not timed (a tracker settles)."""
+    whole-frame pass every frame), as yuv420p planes, as a decoder hands them to the server; the first 10
+    frames of each stream are not timed (a tracker settles)."""
     if image is None:
         pixels = np.random.default_rng(0).integers(0, 256, (size[0], size[1], 3), dtype=np.uint8)
     else:
         pixels = np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.Resampling.BILINEAR))
-    frames = [Frame(pixels, StreamState(), config) for _ in range(batch)]
+    planes = Planes.of_video_frame(Planes.of_rgb(pixels).video_frame())
+    frames = [Frame(planes, StreamState(), config) for _ in range(batch)]
     for _ in range(10):
         frames = [Frame(f.pixels, p.state, config) for f, p in zip(frames, pipeline.process(frames), strict=True)]
     samples = []

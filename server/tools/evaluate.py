@@ -7,6 +7,7 @@ import heapq
 from pathlib import Path
 from statistics import mean
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -37,7 +38,7 @@ class WarpingError:
     def add(self, image: np.ndarray, mask: torch.Tensor) -> None:
         """The next frame (H,W,3) uint8 and its final mask (H,W) in [0,1]; compared at 320 px at most."""
         size = canvas_size((image.shape[0], image.shape[1]))
-        now = grey(image, size)
+        now = grey(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), size)
         small = F.interpolate(mask.float().cpu()[None, None], size=size, mode="area")
         if self.previous is not None:
             before, previous = self.previous
