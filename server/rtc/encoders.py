@@ -34,6 +34,11 @@ class _Ceiling:
     _floor: int  # aiortc's own minimum for the codec
     ceiling: int
 
+    def __init__(self, ceiling: int) -> None:
+        super().__init__()  # the codec's aiortc encoder, next in the MRO
+        self.ceiling = ceiling
+        self.target_bitrate = ceiling
+
     @property
     def target_bitrate(self) -> int:
         return int(getattr(self, self._stored))
@@ -47,20 +52,10 @@ class Vp8Encoder(_Ceiling, vpx.Vp8Encoder):
     _stored = "_Vp8Encoder__target_bitrate"
     _floor = vpx.MIN_BITRATE
 
-    def __init__(self, ceiling: int) -> None:
-        vpx.Vp8Encoder.__init__(self)
-        self.ceiling = ceiling
-        self.target_bitrate = ceiling
-
 
 class H264Encoder(_Ceiling, h264.H264Encoder):
     _stored = "_H264Encoder__target_bitrate"
     _floor = h264.MIN_BITRATE
-
-    def __init__(self, ceiling: int) -> None:
-        h264.H264Encoder.__init__(self)
-        self.ceiling = ceiling
-        self.target_bitrate = ceiling
 
 
 def encoder_for(codec: RTCRtpCodecParameters, settings: EncoderSettings) -> Encoder | None:
