@@ -67,17 +67,12 @@ class BuiltinModel:
 
 
 BUILTINS: dict[str, BuiltinModel] = {
-    # The selfie models on one core, alternating in one process: ONNX Runtime took 0.55x (general) and
-    # 0.64x (landscape) the time of the torch.compile'd port, with the same outputs (within 1e-7).
     "mediapipe-general": BuiltinModel(
-        ModelInfo("mediapipe-general", (256, 256), "MediaPipe general, 256x256"),
-        "selfie_segmentation.tflite",
-        cpu_runtime="onnxruntime",
+        ModelInfo("mediapipe-general", (256, 256), "MediaPipe general, 256x256"), "selfie_segmentation.tflite"
     ),
     "mediapipe-landscape": BuiltinModel(
         ModelInfo("mediapipe-landscape", (144, 256), "MediaPipe landscape, 144x256"),
         "selfie_segmentation_landscape.tflite",
-        cpu_runtime="onnxruntime",
     ),
     "mediapipe-pose": BuiltinModel(
         ModelInfo(

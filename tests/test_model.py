@@ -49,7 +49,7 @@ def _inputs(name: str, astronaut: np.ndarray, grace_hopper: np.ndarray) -> dict[
 
 @pytest.mark.parametrize(
     ("name", "runtime"),
-    [(name, runtime) for name in ("general", "landscape", "fullbody") for runtime in ("onnxruntime", "torch")],
+    [("general", "torch"), ("landscape", "torch"), ("fullbody", "onnxruntime"), ("fullbody", "torch")],
 )
 def test_matches_tflite_reference(name: str, runtime: str, astronaut: np.ndarray, grace_hopper: np.ndarray) -> None:
     model = load_model(name, "cpu")  # what a CPU server runs

@@ -222,28 +222,15 @@ def test_cuda_fp16_pipeline_matches_cpu(pipeline: Pipeline, frame: np.ndarray) -
 
 
 def test_compiled_models_give_the_same_frames(
-    astronaut: np.ndarray, grace_hopper: np.ndarray, monkeypatch: pytest.MonkeyPatch, tmp_path
+    pipeline: Pipeline, astronaut: np.ndarray, grace_hopper: np.ndarray, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A model that runs in PyTorch on the CPU (a trained checkpoint; the built-ins run in ONNX Runtime)."""
-    from models.checkpoint import Checkpoint, save
-    from models.nets import build
-    from models.wrappers.normalised import Segmenter
-    from models.zoo import ModelRegistry
-
-    torch.manual_seed(0)
-    mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
-    network = Segmenter(build("unet"), mean, std)
-    save(Checkpoint("unet", (128, 128), mean, std, network.state_dict()), tmp_path / "net.pt")
-    registry = ModelRegistry()
-    name = registry.register_file(tmp_path / "net.pt")
-    pipeline = Pipeline(device="cpu", registry=registry)
-    compiled = Pipeline(device="cpu", compile=True, registry=registry)
+    compiled = Pipeline(device="cpu", compile=True)
     frames = [photo_frames(astronaut, count=1)[0], photo_frames(grace_hopper, count=1)[0]]
-    config = SessionConfig(mode="color", color="#ff00ff", smoothing=0.0, model=name)
+    config = SessionConfig(mode="color", color="#ff00ff", smoothing=0.0)
     # Frames keep flowing (through the eager model) while the compiler works on its thread.
-    while not compiled.models.get(name).wait(timeout=0.01):
+    while not compiled.models.get("general").wait(timeout=0.01):
         assert compiled.process_one(frames[0], StreamState(), config).pixels.shape == frames[0].shape
-    assert compiled.models.get(name).wait()  # it really compiled here
+    assert compiled.models.get("general").wait()  # it really compiled here
     # What was compiled in the background is what frames use: recompiling now would stall a video ~10 s.
     monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
     # A batch of two streams runs frame by frame through the compiled graph; both must match eager.

@@ -27,10 +27,9 @@ class DeviceSettings(BaseSettings):
     fp16: bool | None = Field(None, description="fp16 model inference (default: on for CUDA, off for CPU)")
     compile: bool | None = Field(
         None,
-        description="CPU only: torch.compile each model that runs in PyTorch (trained .pt files; the built-in "
-        "models run in ONNX Runtime on CPUs) as it loads (10-30 s, on a thread of its own; the server waits for "
-        "the --preload ones before it listens; needs a C++ compiler, else the model runs eager with a warning), "
-        "then run it 2x+ faster",
+        description="CPU only: torch.compile each model as it loads (10-30 s, on a thread of its own; the server "
+        "waits for the --preload ones before it listens; needs a C++ compiler, else the model runs eager with a "
+        "warning), then run it 2x+ faster",
     )
 
 
