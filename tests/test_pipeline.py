@@ -119,9 +119,14 @@ def test_blur_has_no_halo(pipeline: Pipeline) -> None:
 @pytest.mark.parametrize("size", [(120, 160), (257, 333), (1080, 1920)])
 def test_any_size_comes_back_the_same_size(pipeline: Pipeline, astronaut: np.ndarray, size: tuple[int, int]) -> None:
     frame = photo_frames(astronaut, size=size, count=1)[0]
-    for mode in ("blur", "color", "image"):
+    video = Planes.of_video_frame(Planes.of_rgb(frame).video_frame())  # 4:2:0, chroma rounded up when odd
+    for mode in ("blur", "color", "image", "mask"):
         out = pipeline.process_one(frame, StreamState(), SessionConfig(mode=mode)).pixels
         assert out.shape == frame.shape
+        planes = pipeline.process_one(video, StreamState(), SessionConfig(mode=mode)).planes
+        assert planes.size == size and planes.u.shape == video.u.shape
+        sent = planes.video_frame()
+        assert (sent.height, sent.width, sent.format.name) == (*size, "yuv420p")
 
 
 def test_smoothing_reduces_flicker_and_follows_motion() -> None:
