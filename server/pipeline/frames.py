@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from .config import SessionConfig
 from .filters import downscale, opencv_on
+from .motion import grey
 from .yuv import RGB_TO_YUV, YUV_TO_RGB, Planes
 
 if TYPE_CHECKING:
@@ -45,7 +46,8 @@ class Frame:
 
 @dataclass(frozen=True)
 class Processed:
-    """One stream's frame on its way out, in the kind it came in (planes or RGB), and the stream's next state."""
+    """One stream's frame on its way out (its planes; with mode "none", the frame as it came in) and the
+    stream's next state."""
 
     output: Planes | np.ndarray
     state: StreamState
@@ -97,8 +99,6 @@ class DeviceFrame:
     def rgb_at(self, size: tuple[int, int]) -> torch.Tensor:
         """The frame shrunk to `size` (h, w) as (1,3,h,w) uint8 RGB: the planes are scaled first, so only
         the small picture is converted."""
-        if self._rgb is not None and size != self.size:
-            return resize_frame(self._rgb, size)
         yuv = torch.cat([self._luma(size), downscale(self.uv, size)], dim=1)
         return yuv_to_rgb(yuv)
 
@@ -106,7 +106,7 @@ class DeviceFrame:
         """The Y plane shrunk to `size` (h, w), contiguous on the CPU (for the optical flow); on the CPU, the
         one the model's input was made from."""
         if self.y.device.type != "cpu":
-            return cv2.resize(self.planes.y, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+            return grey(self.planes.y, size)
         return np.ascontiguousarray(self._luma(size)[0, 0].numpy())
 
     def _luma(self, size: tuple[int, int]) -> torch.Tensor:
@@ -141,13 +141,13 @@ def rgb_to_yuv(rgb: torch.Tensor) -> torch.Tensor:
     return torch.einsum("yc,nchw->nyhw", matrix[:, :3] * 255.0, rgb) + matrix[:, 3].view(1, 3, 1, 1)
 
 
-def download(y: torch.Tensor, uv: torch.Tensor, size: tuple[int, int]) -> Planes:
+def download(y: torch.Tensor, uv: torch.Tensor) -> Planes:
     """(1,1,H,W) and (1,2,h,w) uint8 planes on any device -> `Planes` on the CPU; 4:2:0 ones are written
     into a new yuv420p `VideoFrame`, which the encoders take as it is."""
     y_cpu, uv_cpu = y[0, 0].cpu().numpy(), uv[0].cpu().numpy()
-    if tuple(uv.shape[-2:]) == tuple(size):
+    if uv.shape[-2:] == y.shape[-2:]:
         return Planes(y_cpu, uv_cpu[0], uv_cpu[1])
-    out = Planes.allocate(size)
+    out = Planes.allocate((y_cpu.shape[0], y_cpu.shape[1]))
     out.y[:] = y_cpu
     out.u[:] = uv_cpu[0]
     out.v[:] = uv_cpu[1]

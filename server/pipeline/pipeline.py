@@ -37,8 +37,7 @@ class _Work:
 
     frame: Frame
     state: StreamState
-    planes: Planes | None = None  # the frame's planes on the CPU
-    picture: DeviceFrame | None = None  # the same on the device
+    picture: DeviceFrame | None = None  # the frame's planes on the device
     mask: torch.Tensor | None = None  # (1,1,h,w) at the model's size, then (1,1,H,W) after `refine`
     result: tuple[torch.Tensor, torch.Tensor] | None = None  # Y and UV: the frame as the session's mode shows it
     output: Planes | None = None  # the result on the CPU
@@ -49,8 +48,7 @@ Step = Callable[["Pipeline", list[_Work]], None]
 
 def _upload(pipeline: Pipeline, work: list[_Work]) -> None:
     for w in work:
-        w.planes = planes_of(w.frame.pixels)
-        w.picture = DeviceFrame(w.planes, pipeline.device)
+        w.picture = DeviceFrame(planes_of(w.frame.pixels), pipeline.device)
 
 
 def _segment(pipeline: Pipeline, work: list[_Work]) -> None:
@@ -102,7 +100,7 @@ def _composite(pipeline: Pipeline, work: list[_Work]) -> None:
 def _download(pipeline: Pipeline, work: list[_Work]) -> None:
     for w in work:
         y, uv = _ready(w.result)
-        w.output = download(y, uv, _ready(w.planes).size)
+        w.output = download(y, uv)
 
 
 MASK_STEPS: tuple[tuple[str, Step], ...] = (
@@ -183,6 +181,4 @@ class Pipeline:
 
 
 def _processed(work: _Work) -> Processed:
-    """The result in the kind the frame came in: planes for video, RGB for RGB pixels."""
-    output = _ready(work.output)
-    return Processed(output if isinstance(work.frame.pixels, Planes) else output.rgb(), work.state)
+    return Processed(_ready(work.output), work.state)
