@@ -332,6 +332,7 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
             compile,
             args.server_cores,
             args.processes,
+            args.client_receive == "marker",
         )
     )
     if args.output:
@@ -619,6 +620,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="run the started server on this many cores and the client peers on the others, so the figures are "
         "the server's alone (default: 0, all share every core)",
+    )
+    load.add_argument(
+        "--client-receive",
+        choices=["marker", "timestamp"],
+        default="marker",
+        help="when the client peers decode a returned frame: on its last packet (RTP marker bit), as browsers do, "
+        "or on the next frame's first packet, as aiortc alone does, a frame interval later (default: marker)",
     )
     load.add_argument(
         "--compile",

@@ -13,6 +13,7 @@ from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription, V
 from av import VideoFrame
 from PIL import Image
 
+from ..rtc.jitter import complete_frames_on_marker
 from .latency import LatencyProbe
 
 
@@ -58,10 +59,14 @@ class FramesTrack(VideoStreamTrack):
 
 
 class Receiver:
-    """A peer connection that receives the processed video: offers, accepts the answer, collects frames."""
+    """A peer connection that receives the processed video: offers, accepts the answer, collects frames.
 
-    def __init__(self) -> None:
+    With `marker` (the default) its video is decoded as soon as a frame's last packet arrives, as browsers
+    do; without, on aiortc's rule, a frame interval later (see server/rtc/jitter.py)."""
+
+    def __init__(self, marker: bool = True) -> None:
         self.pc = RTCPeerConnection()
+        self.marker = marker
         self.remote: asyncio.Future = asyncio.get_event_loop().create_future()
         self.pc.on("track", self._on_track)
 
@@ -75,6 +80,8 @@ class Receiver:
 
     async def accept(self, answer_sdp: str) -> None:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
+        if self.marker:
+            complete_frames_on_marker(self.pc)
 
     async def frames(self, count: int, wait_s: float = 30.0) -> list[np.ndarray]:
         """The next `count` processed frames, as RGB arrays."""
@@ -92,8 +99,8 @@ class Receiver:
 class Player(Receiver):
     """A WHEP player: receives a session's processed video (recvonly), sends nothing."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, marker: bool = True) -> None:
+        super().__init__(marker)
         self.pc.addTransceiver("video", direction="recvonly")
 
 
@@ -102,9 +109,14 @@ class Peer(Receiver):
     it with a `Player`)."""
 
     def __init__(
-        self, frames: list[np.ndarray], audio: bool = False, direction: str = "sendrecv", latency: bool = False
+        self,
+        frames: list[np.ndarray],
+        audio: bool = False,
+        direction: str = "sendrecv",
+        latency: bool = False,
+        marker: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(marker)
         self.probe = LatencyProbe() if latency else None  # glass-to-glass delays, when asked
         self.source = FramesTrack(frames, self.probe)
         self.pc.addTransceiver(self.source, direction=direction)

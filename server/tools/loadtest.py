@@ -94,6 +94,7 @@ async def measure(
     config: dict,
     server_pid: int | None = None,
     cores: int | None = None,
+    client_marker: bool = True,
 ) -> dict:
     """Open `sessions` sessions at once and count the frames each receives over `seconds`, and measure each
     frame's glass-to-glass latency (see latency.py: from leaving the client's camera track to arriving
@@ -101,10 +102,11 @@ async def measure(
 
     With the server's pid, also its CPU time per delivered frame (decode + pipeline + encode + the rest),
     and from it how many sessions at 25 fps the server's `cores` (default: this machine's) could serve if the
-    clients ran elsewhere.
+    clients ran elsewhere. `client_marker`: the clients decode a frame on its last packet, as browsers do;
+    without, a frame interval later, as aiortc alone does.
     """
     frames = photo_frames(_photo(), size=size, count=48)
-    peers = [Peer(frames, latency=True) for _ in range(sessions)]
+    peers = [Peer(frames, latency=True, marker=client_marker) for _ in range(sessions)]
     resources: list[str] = []  # each session's URL, which names its process behind a proxy
     async with aiohttp.ClientSession() as http:
         try:
@@ -213,6 +215,7 @@ async def run_loadtest(
     compile: bool = False,
     server_cores: int = 0,
     processes: int = 1,
+    client_marker: bool = True,
 ) -> dict:
     """Measure each session count in turn; starts `backdrop serve` in a subprocess unless `url` is given.
 
@@ -223,7 +226,7 @@ async def run_loadtest(
         health = await wait_healthy(url)
         results = []
         for n in sessions:
-            results.append(await measure(url, n, seconds, size, config, pid, cores))
+            results.append(await measure(url, n, seconds, size, config, pid, cores, client_marker))
             await asyncio.sleep(1.0)  # let the server close the previous sessions
         report = {
             "url": url,
@@ -231,6 +234,7 @@ async def run_loadtest(
             "size": f"{size[1]}x{size[0]}",
             "seconds": seconds,
             "config": config,
+            "client_receive": "marker" if client_marker else "timestamp",
             "health": health,
         }
         return {**report, **pinned, "runs": results}
