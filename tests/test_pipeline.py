@@ -169,6 +169,19 @@ def test_smoothing_holds_flicker_where_the_flow_checks_out() -> None:
     )
 
 
+def test_the_flow_check_passes_what_moved_and_fails_what_appeared(astronaut: np.ndarray) -> None:
+    """The previous frame moved along the flow reproduces the next one where the motion is explained, not
+    where something new appeared in front (an occlusion): there smoothing must follow the new mask."""
+    from server.pipeline.motion import flow, grey, reproduces
+
+    before = grey(Planes.of_rgb(astronaut).y, (256, 256))
+    now = np.ascontiguousarray(np.roll(before, (3, 5), axis=(0, 1)))  # the camera moved 5 px right, 3 down
+    now[100:160, 100:160] = 255 - now[100:160, 100:160]  # and something new covers a square
+    passed = reproduces(now, before, flow(now, before))
+    assert passed[10:90, 10:90].mean() > 0.9  # moved, and explained by the flow
+    assert passed[110:150, 110:150].mean() < 0.1  # appeared: no flow from the previous frame explains it
+
+
 def test_smoothing_restarts_on_resolution_change(pipeline: Pipeline, astronaut: np.ndarray) -> None:
     state, config = StreamState(), SessionConfig(mode="mask", smoothing=1.0)
     small = photo_frames(astronaut, size=(240, 320), count=1)[0]

@@ -21,7 +21,7 @@ from .backgrounds import BackgroundStore
 from .composite import compose
 from .config import SessionConfig
 from .frames import DeviceFrame, Frame, Masked, Processed, StreamState, download, planes_of
-from .motion import consistent, flow, warp
+from .motion import flow, reproduces, warp
 from .refine import upsample_mask
 from .segment import ModelCache, denormals_flushed, segment, segment_regions
 from .smoothing import smooth_mask
@@ -79,7 +79,7 @@ def _smooth(pipeline: Pipeline, work: list[_Work]) -> None:
             # The previous mask moved to where the person is now: the blend no longer leans on where they were.
             backward = flow(now, before)
             previous = warp(previous, backward)
-            tracked = torch.from_numpy(consistent(backward, flow(before, now))).to(previous.device)[None, None]
+            tracked = torch.from_numpy(reproduces(now, before, backward)).to(previous.device)[None, None]
         w.mask = smooth_mask(previous, current, config.smoothing, tracked)
         w.state = replace(w.state, previous_mask=w.mask, mask_key=key, previous_grey=now)
 

@@ -21,7 +21,7 @@ def smooth_mask(
     A confident pixel that changed a lot follows the new frame at once, so the
     mask does not trail behind motion. `strength` 0 turns smoothing off.
     `tracked`: (1,1,h,w) bool, where `previous` was warped along a flow that passed the
-    forward-backward check; there a large change is more likely the model's flicker.
+    photometric check (`motion.reproduces`); there a large change is more likely the model's flicker.
     """
     if previous is None or strength <= 0.0 or previous.shape != current.shape:
         return current
