@@ -116,6 +116,28 @@ def test_blur_has_no_halo(pipeline: Pipeline) -> None:
     assert out.shape == frame.shape
 
 
+@pytest.mark.parametrize("box", [(100, 400, 200, 425), (-40, 300, 500, 760)])
+def test_a_region_of_the_planes_is_that_region_of_the_picture(astronaut: np.ndarray, box: tuple) -> None:
+    """What region tracking gives its model: the region of the picture the decoder's planes show, scaled
+    to the model's input; black where it reaches beyond the frame."""
+    import cv2
+
+    frame = photo_frames(astronaut, count=1)[0]  # 480x640
+    video = Planes.of_rgb(frame).video_frame()
+    picture = DeviceFrame(Planes.of_video_frame(video), torch.device("cpu"))
+    ours = picture.rgb_in(box, (256, 256))[0].permute(1, 2, 0).numpy().astype(int)
+    top, bottom, left, right = box
+    region = np.zeros((bottom - top, right - left, 3), np.uint8)
+    rows, cols = slice(max(top, 0), min(bottom, 480)), slice(max(left, 0), min(right, 640))
+    region[rows.start - top : rows.stop - top, cols.start - left : cols.stop - left] = video.to_ndarray(format="rgb24")[
+        rows, cols
+    ]
+    expected = cv2.resize(region, (256, 256), interpolation=cv2.INTER_AREA).astype(int)
+    assert np.abs(ours - expected).mean() < 3
+    if top < 0:  # beyond the frame: black, as the decoder's black would be
+        assert ours[:24].max() <= 2 and ours[:, -100:].max() <= 2
+
+
 @pytest.mark.parametrize("size", [(120, 160), (257, 333), (1080, 1920)])
 def test_any_size_comes_back_the_same_size(pipeline: Pipeline, astronaut: np.ndarray, size: tuple[int, int]) -> None:
     frame = photo_frames(astronaut, size=size, count=1)[0]

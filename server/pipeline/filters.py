@@ -94,8 +94,9 @@ def _resize_planes(x: torch.Tensor, size: tuple[int, int], interpolation: int) -
 
 
 def _interpolate(x: torch.Tensor, size: tuple[int, int], antialias: bool) -> torch.Tensor:
-    """F.interpolate for float tensors, and for uint8 ones through float (CUDA has no uint8 bilinear)."""
-    if x.dtype != torch.uint8:
+    """F.interpolate for float tensors and, on the CPU, uint8 ones (SIMD kernels for channels-last RGB);
+    elsewhere uint8 goes through float (CUDA has no uint8 bilinear)."""
+    if x.dtype != torch.uint8 or x.device.type == "cpu":
         return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=antialias)
     scaled = F.interpolate(x.float(), size=size, mode="bilinear", align_corners=False, antialias=antialias)
     return scaled.round_().clamp_(0, 255).to(torch.uint8)

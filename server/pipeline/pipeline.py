@@ -58,8 +58,8 @@ def _segment(pipeline: Pipeline, work: list[_Work]) -> None:
         w.mask = mask
     tracked = [w for w in work if w.frame.config.region]
     if tracked:
-        pixels, names = [_ready(w.picture) for w in tracked], [w.frame.config.model for w in tracked]
-        masks, states = segment_regions(pipeline.models, pixels, names, [w.state for w in tracked])
+        pictures, names = [_ready(w.picture) for w in tracked], [w.frame.config.model for w in tracked]
+        masks, states = segment_regions(pipeline.models, pictures, names, [w.state for w in tracked])
         for w, mask, state in zip(tracked, masks, states, strict=True):
             w.mask, w.state = mask, state
 

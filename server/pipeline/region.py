@@ -15,8 +15,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .frames import resize_frame
-
 MARGIN = (
     0.15  # added on each side of the person's box, as a fraction of its size (fullbody-dev: 0.823 vs 0.776 at 0.25)
 )
@@ -100,18 +98,6 @@ def follow(previous: Region, target: Region | None, touches_edge: bool) -> Regio
     if abs(height - previous.height) < DEADBAND * previous.height:
         height = previous.height
     return Region(previous.cx + FOLLOW * dx, previous.cy + FOLLOW * dy, height, previous.aspect)
-
-
-def crop(pixels: torch.Tensor, region: Region, size: tuple[int, int]) -> torch.Tensor:
-    """The region of a (1,3,H,W) uint8 frame resized to `size` (black where it reaches outside the frame),
-    as `resize_frame` gives it: uint8 on the CPU, float on CUDA."""
-    top, bottom, left, right = region.box()
-    height, width = pixels.shape[-2:]
-    inside = pixels[..., max(top, 0) : min(bottom, height), max(left, 0) : min(right, width)]
-    pad = (max(0, -left), max(0, right - width), max(0, -top), max(0, bottom - height))
-    if any(pad):
-        inside = F.pad(inside, pad)
-    return resize_frame(inside, size)
 
 
 def paste(probabilities: torch.Tensor, region: Region, frame: tuple[int, int], canvas: tuple[int, int]) -> torch.Tensor:

@@ -22,7 +22,6 @@ from .region import (
     REDETECT_EVERY,
     Region,
     canvas_size,
-    crop,
     follow,
     paste,
     person_box,
@@ -120,27 +119,27 @@ def input_size(models: ModelCache, name: str) -> tuple[int, int]:
     return models.registry.info(name).input_size
 
 
-def segment(models: ModelCache, pixels: list[DeviceFrame], names: list[str]) -> list[torch.Tensor]:
+def segment(models: ModelCache, pictures: list[DeviceFrame], names: list[str]) -> list[torch.Tensor]:
     """Low-resolution person probabilities (1,1,h,w) of frames at each model's size, by the network each
     model (or policy) runs on whole frames.
 
     The frames are stretched to the model's input size, as the models were trained.
     """
     networks = [models.registry.plan(n).whole_frame for n in names]
-    return _whole_frames(models, pixels, networks)
+    return _whole_frames(models, pictures, networks)
 
 
-def _whole_frames(models: ModelCache, pixels: list[DeviceFrame], networks: list[str]) -> list[torch.Tensor]:
-    inputs = [p.rgb_at(input_size(models, n)) for p, n in zip(pixels, networks, strict=True)]
+def _whole_frames(models: ModelCache, pictures: list[DeviceFrame], networks: list[str]) -> list[torch.Tensor]:
+    inputs = [p.rgb_at(input_size(models, n)) for p, n in zip(pictures, networks, strict=True)]
     return infer(models, inputs, networks)
 
 
 def segment_regions(
-    models: ModelCache, pixels: list[DeviceFrame], names: list[str], states: list[StreamState]
+    models: ModelCache, pictures: list[DeviceFrame], names: list[str], states: list[StreamState]
 ) -> tuple[list[torch.Tensor], list[StreamState]]:
     """Person probabilities on a canvas of each frame (see region.canvas_size), segmented in the region
     each stream tracks, and the streams' states with their regions moved on."""
-    frames = [p.size for p in pixels]
+    frames = [p.size for p in pictures]
     canvases = [canvas_size(f) for f in frames]
     plans = [models.registry.plan(n) for n in names]
     aspects = [input_size(models, p.region)[1] / input_size(models, p.region)[0] for p in plans]
@@ -148,13 +147,13 @@ def segment_regions(
     regions = [s.region for s in states]
     since = [s.since_detect + 1 for s in states]
     close = [s.close_up for s in states]
-    masks: list[torch.Tensor | None] = [None] * len(pixels)
+    masks: list[torch.Tensor | None] = [None] * len(pictures)
     # Whole-frame passes that find people: streams with nobody yet, and, now and then, the others (a
     # newcomer). A close-up is not looked for every frame: its whole-frame masks show when it steps back.
     detect = [i for i, r in enumerate(regions) if (r is None and not close[i]) or since[i] >= REDETECT_EVERY]
     detected = set(detect)
     if detect:
-        boxes, found = _find(models, [pixels[i] for i in detect], [plans[i].finder for i in detect])
+        boxes, found = _find(models, [pictures[i] for i in detect], [plans[i].finder for i in detect])
         for i, box, mask in zip(detect, boxes, found, strict=True):
             target = None if box is None else region_around(box, frames[i], aspects[i], squares[i])
             previous = regions[i]
@@ -164,9 +163,9 @@ def segment_regions(
             if target is None and mask is not None and plans[i].whole_frame == plans[i].finder:
                 masks[i] = F.interpolate(mask.float(), size=canvases[i], mode="bilinear", align_corners=False)
     # No region (a close-up, nobody): the whole frame, by the network for that when the finder is another.
-    rest = [i for i in range(len(pixels)) if regions[i] is None and masks[i] is None]
+    rest = [i for i in range(len(pictures)) if regions[i] is None and masks[i] is None]
     if rest:
-        wholes = _whole_frames(models, [pixels[i] for i in rest], [plans[i].whole_frame for i in rest])
+        wholes = _whole_frames(models, [pictures[i] for i in rest], [plans[i].whole_frame for i in rest])
         for i, whole in zip(rest, wholes, strict=True):
             masks[i] = F.interpolate(whole.float(), size=canvases[i], mode="bilinear", align_corners=False)
             if close[i] and i not in detected:  # someone who stepped back is tracked from here on
@@ -176,7 +175,7 @@ def segment_regions(
     # Region passes.
     tracked = [i for i, r in enumerate(regions) if r is not None and masks[i] is None]
     if tracked:
-        inputs = [crop(pixels[i].rgb(), _region(regions[i]), input_size(models, plans[i].region)) for i in tracked]
+        inputs = [pictures[i].rgb_in(_region(regions[i]).box(), input_size(models, plans[i].region)) for i in tracked]
         segmented = infer(models, inputs, [plans[i].region for i in tracked])
         for i, probabilities in zip(tracked, segmented, strict=True):
             region = _region(regions[i])
@@ -192,12 +191,12 @@ def segment_regions(
 
 
 def _find(
-    models: ModelCache, pixels: list[DeviceFrame], finders: list[str]
+    models: ModelCache, pictures: list[DeviceFrame], finders: list[str]
 ) -> tuple[list[Box | None], list[torch.Tensor | None]]:
     """Whole-frame passes: the box around the people in each frame, and the finder's mask where the finder
     is a segmenter (a detector gives none)."""
-    boxes: list[Box | None] = [None] * len(pixels)
-    masks: list[torch.Tensor | None] = [None] * len(pixels)
+    boxes: list[Box | None] = [None] * len(pictures)
+    masks: list[torch.Tensor | None] = [None] * len(pictures)
     by_finder: dict[str, list[int]] = {}
     for i, finder in enumerate(finders):
         by_finder.setdefault(finder, []).append(i)
@@ -206,12 +205,12 @@ def _find(
             detector = models.detector(finder)
             size = models.registry.detector_info(finder).input_size[0]
             for i in indices:
-                square, scale, padding = letterbox(pixels[i], size)
+                square, scale, padding = letterbox(pictures[i], size)
                 scores, keypoints = detector(square.to(models.dtype))
-                frame = pixels[i].size
+                frame = pictures[i].size
                 boxes[i] = body_box(scores[0], keypoints[0], frame, size, scale, padding)
         else:
-            found = _whole_frames(models, [pixels[i] for i in indices], [finder] * len(indices))
+            found = _whole_frames(models, [pictures[i] for i in indices], [finder] * len(indices))
             for i, mask in zip(indices, found, strict=True):
                 boxes[i], masks[i] = person_box(mask), mask
     return boxes, masks
