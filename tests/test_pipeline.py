@@ -363,7 +363,14 @@ def test_the_latency_counter_survives_the_pipeline(pipeline: Pipeline, astronaut
 
 def test_opencv_and_torch_kernels_agree(astronaut: np.ndarray) -> None:
     """The CPU's OpenCV kernels and torch's (what CUDA runs) give the same filters, resizes and refined mask."""
-    from server.pipeline.filters import blend, box_blur, downscale, gaussian_blur, resize_bilinear
+    from server.pipeline.filters import (
+        blend,
+        box_blur,
+        downscale,
+        downscale_antialiased,
+        gaussian_blur,
+        resize_bilinear,
+    )
 
     rng = torch.Generator().manual_seed(0)
     x = torch.rand(2, 3, 61, 83, generator=rng)
@@ -396,6 +403,14 @@ def test_opencv_and_torch_kernels_agree(astronaut: np.ndarray) -> None:
     for size in ((256, 256), (144, 256), (37, 50)):
         area, bilinear = downscale(y, size).float(), downscale(y, size, False).float()
         assert (area - bilinear).abs().mean() < 4, size
+    # Region crops: antialiased bilinear on RGB both ways, torch's uint8 kernels against the float route.
+    rgb = torch.from_numpy(np.asarray(Image.fromarray(astronaut).resize((360, 300)))).permute(2, 0, 1)[None]
+    for picture in (rgb, rgb.contiguous(memory_format=torch.channels_last)):
+        native, through_float = (
+            downscale_antialiased(picture, (256, 256)),
+            downscale_antialiased(picture, (256, 256), False),
+        )
+        assert (native.int() - through_float.int()).abs().max() <= 1
     # Warping along a flow (smoothing): OpenCV's remap interpolates at 1/32 px, grid_sample exactly.
     from server.pipeline.motion import flow, grey, warp
 

@@ -94,9 +94,8 @@ def _resize_planes(x: torch.Tensor, size: tuple[int, int], interpolation: int) -
 
 
 def _interpolate(x: torch.Tensor, size: tuple[int, int], antialias: bool) -> torch.Tensor:
-    """F.interpolate for float tensors and, on the CPU, uint8 ones (SIMD kernels for channels-last RGB);
-    elsewhere uint8 goes through float (CUDA has no uint8 bilinear)."""
-    if x.dtype != torch.uint8 or x.device.type == "cpu":
+    """F.interpolate for float tensors, and for uint8 ones through float (CUDA has no uint8 bilinear)."""
+    if x.dtype != torch.uint8:
         return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=antialias)
     scaled = F.interpolate(x.float(), size=size, mode="bilinear", align_corners=False, antialias=antialias)
     return scaled.round_().clamp_(0, 255).to(torch.uint8)
@@ -126,6 +125,18 @@ def downscale(x: torch.Tensor, size: tuple[int, int], opencv: bool | None = None
         if factor > 1:
             x = _resize_planes(x, (height // factor, width // factor), cv2.INTER_AREA)
         return resize_bilinear(x, size, opencv)
+    return _interpolate(x, size, antialias=True)
+
+
+def downscale_antialiased(x: torch.Tensor, size: tuple[int, int], opencv: bool | None = None) -> torch.Tensor:
+    """`x` (uint8) resized to `size` (H, W) by antialiased bilinear on every device, for shrinking by
+    1-2x, where `downscale`'s fast CPU path aliases: on the CPU torch's own uint8 kernels (SIMD for
+    channels-last RGB; "opencv" here names the CPU's fast path), elsewhere or with `opencv=False` through
+    float, as CUDA needs."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    if opencv_on(x, opencv):
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
     return _interpolate(x, size, antialias=True)
 
 
