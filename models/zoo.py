@@ -16,6 +16,7 @@ from .nets.pose_detector import pose_detector
 from .nets.selfie import SelfieSegmenter, load_tflite
 from .weights import weights_path
 from .wrappers.onnxruntime_model import OnnxSegmenter
+from .wrappers.tflite_model import TFLiteSegmenter
 
 MODEL_SUFFIXES = (".pt", ".pth", ".onnx")
 
@@ -59,7 +60,8 @@ class BuiltinModel:
     info: ModelInfo
     weights: str  # a file name of models.weights.WEIGHTS
     network: Callable[[tuple[int, int], Path], nn.Module] = _selfie
-    # What runs it in float32 on a CPU, by measurement (`backdrop bench`): "torch" or "onnxruntime".
+    # What runs it in float32 on a CPU, by measurement (`backdrop bench`): "torch", "onnxruntime" (the
+    # network exported at load) or "tflite" (the weights file itself, in Google's LiteRT interpreter).
     cpu_runtime: str = "torch"
 
     def build(self) -> nn.Module:
@@ -67,12 +69,16 @@ class BuiltinModel:
 
 
 BUILTINS: dict[str, BuiltinModel] = {
+    # In the pipeline on one core, LiteRT's model stage took 0.71x the compiled port's (general, 640x480).
     "mediapipe-general": BuiltinModel(
-        ModelInfo("mediapipe-general", (256, 256), "MediaPipe general, 256x256"), "selfie_segmentation.tflite"
+        ModelInfo("mediapipe-general", (256, 256), "MediaPipe general, 256x256"),
+        "selfie_segmentation.tflite",
+        cpu_runtime="tflite",
     ),
     "mediapipe-landscape": BuiltinModel(
         ModelInfo("mediapipe-landscape", (144, 256), "MediaPipe landscape, 144x256"),
         "selfie_segmentation_landscape.tflite",
+        cpu_runtime="tflite",
     ),
     "mediapipe-pose": BuiltinModel(
         ModelInfo(
@@ -194,15 +200,25 @@ class ModelRegistry:
         return self.resolve(value)
 
     def load(
-        self, name: str, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+        self,
+        name: str,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+        runtime: bool = True,
     ) -> nn.Module:
-        """A ready model in eval mode: (N,3,H,W) RGB in [0,1] at its input size -> (N,1,H,W) probabilities."""
+        """A ready model in eval mode: (N,3,H,W) RGB in [0,1] at its input size -> (N,1,H,W) probabilities.
+
+        On a CPU, a built-in model runs in its `cpu_runtime`; `runtime=False` gives its PyTorch network
+        there too (what export converts)."""
         device = torch.device(device) if device is not None else default_device()
         check_precision(device, dtype)
         canonical = self.plan(name).region
         builtin = BUILTINS.get(canonical)
+        served = builtin.cpu_runtime if builtin is not None and runtime and device.type == "cpu" else "torch"
+        if builtin is not None and served == "tflite":
+            return TFLiteSegmenter(weights_path(builtin.weights))
         model = builtin.build() if builtin is not None else self._files[canonical][1]()
-        if builtin is not None and builtin.cpu_runtime == "onnxruntime" and device.type == "cpu":
+        if builtin is not None and served == "onnxruntime":
             return OnnxSegmenter.of(model, builtin.info.input_size)
         # nn.Module.to takes memory_format; torch's type stubs miss it.
         return model.eval().to(device=device, dtype=dtype, memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -212,10 +228,12 @@ def _checkpoint_model(path: Path) -> nn.Module:
     return load_checkpoint(path).model()
 
 
-def load_model(name: str, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> nn.Module:
+def load_model(
+    name: str, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32, runtime: bool = True
+) -> nn.Module:
     """A built-in model by name or alias, or a checkpoint/ONNX file by path (see `ModelRegistry.load`)."""
     registry = ModelRegistry()
-    return registry.load(registry.resolve_arg(name), device, dtype)
+    return registry.load(registry.resolve_arg(name), device, dtype, runtime)
 
 
 def model_info(name: str) -> ModelInfo:

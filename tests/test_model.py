@@ -11,6 +11,7 @@ from PIL import Image
 from models import WeightsMissingError, load_model, model_info
 from models.weights import WEIGHTS, weights_path
 from models.wrappers.onnxruntime_model import OnnxSegmenter
+from models.wrappers.tflite_model import TFLiteSegmenter
 from models.zoo import BUILTINS
 
 TFLITE = {
@@ -49,13 +50,21 @@ def _inputs(name: str, astronaut: np.ndarray, grace_hopper: np.ndarray) -> dict[
 
 @pytest.mark.parametrize(
     ("name", "runtime"),
-    [("general", "torch"), ("landscape", "torch"), ("fullbody", "onnxruntime"), ("fullbody", "torch")],
+    [
+        ("general", "tflite"),
+        ("general", "torch"),
+        ("landscape", "tflite"),
+        ("landscape", "torch"),
+        ("fullbody", "onnxruntime"),
+        ("fullbody", "torch"),
+    ],
 )
 def test_matches_tflite_reference(name: str, runtime: str, astronaut: np.ndarray, grace_hopper: np.ndarray) -> None:
-    model = load_model(name, "cpu")  # what a CPU server runs
-    if runtime == "torch" and isinstance(model, OnnxSegmenter):
-        model = BUILTINS[model_info(name).name].build().eval()  # the PyTorch port, which CUDA runs
+    # What a CPU server runs, or the PyTorch port, which CUDA runs and export converts.
+    model = load_model(name, "cpu", runtime=runtime != "torch")
+    assert BUILTINS[model_info(name).name].cpu_runtime == runtime or runtime == "torch"
     assert isinstance(model, OnnxSegmenter) == (runtime == "onnxruntime")
+    assert isinstance(model, TFLiteSegmenter) == (runtime == "tflite")
     for label, image in _inputs(name, astronaut, grace_hopper).items():
         expected = _reference(name, image)
         with torch.inference_mode():

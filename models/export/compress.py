@@ -81,7 +81,7 @@ def quantize_model(registry: ModelRegistry, model: str, calibration: Path, count
     with tempfile.TemporaryDirectory() as tmp:
         source = info.path if info.path is not None and info.path.suffix == ".onnx" else None
         if source is None:
-            source = export(registry.load(model, "cpu"), info, "onnx", Path(tmp) / "fp32.onnx").path
+            source = export(registry.load(model, "cpu", runtime=False), info, "onnx", Path(tmp) / "fp32.onnx").path
         quantize_onnx(source, output, images)
     quantized = registry.load(registry.register_file(output), "cpu")
     reference = registry.load(model, "cpu")

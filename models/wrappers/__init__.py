@@ -3,5 +3,14 @@
 from .compiled import CompiledOnCPU
 from .normalised import IMAGENET_MEAN, IMAGENET_STD, Segmenter
 from .onnxruntime_model import METADATA_PREFIX, OnnxSegmenter
+from .tflite_model import TFLiteSegmenter
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "METADATA_PREFIX", "CompiledOnCPU", "OnnxSegmenter", "Segmenter"]
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "METADATA_PREFIX",
+    "CompiledOnCPU",
+    "OnnxSegmenter",
+    "Segmenter",
+    "TFLiteSegmenter",
+]

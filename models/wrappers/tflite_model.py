@@ -1,0 +1,48 @@
+"""A MediaPipe .tflite segmenter run by Google's own interpreter (LiteRT, XNNPACK) with the zoo's contract."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+from ai_edge_litert.interpreter import Interpreter
+from torch import nn
+
+
+class TFLiteSegmenter(nn.Module):
+    """(N,3,H,W) RGB in [0,1] -> (N,1,H,W) probabilities, computed on the CPU by the LiteRT interpreter.
+
+    An interpreter runs one call at a time: each thread that calls gets its own, with as many threads as
+    torch has on that thread (the server's pipeline workers run one each). Frames of a batch run one by one
+    (the files have a batch of 1).
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        self._local = threading.local()
+        inputs = self._interpreter().get_input_details()
+        if len(inputs) != 1 or len(inputs[0]["shape"]) != 4:
+            raise ValueError(f"{path}: expected one (1,H,W,3) input")
+        self.input_size: tuple[int, int] = (int(inputs[0]["shape"][1]), int(inputs[0]["shape"][2]))
+
+    def _interpreter(self) -> Interpreter:
+        interpreter = getattr(self._local, "interpreter", None)
+        if interpreter is None:
+            interpreter = Interpreter(model_path=str(self.path), num_threads=torch.get_num_threads())
+            interpreter.allocate_tensors()
+            self._local.interpreter = interpreter
+        return interpreter
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        interpreter = self._interpreter()
+        source, target = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
+        frames = x.detach().to("cpu", torch.float32).permute(0, 2, 3, 1).numpy()  # NHWC, as TFLite wants it
+        masks = []
+        for frame in frames:
+            interpreter.set_tensor(source, np.ascontiguousarray(frame[None]))
+            interpreter.invoke()
+            masks.append(interpreter.get_tensor(target)[..., 0])  # (1,h,w): a copy, the buffer is reused
+        return torch.from_numpy(np.concatenate(masks))[:, None].to(x.device, x.dtype)
