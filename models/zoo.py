@@ -60,9 +60,12 @@ class BuiltinModel:
     info: ModelInfo
     weights: str  # a file name of models.weights.WEIGHTS
     network: Callable[[tuple[int, int], Path], nn.Module] = _selfie
-    # What runs it in float32 on a CPU, by measurement (`backdrop bench`): "torch", "onnxruntime" (the
-    # network exported at load) or "tflite" (the weights file itself, in Google's LiteRT interpreter).
+    # What runs it in float32 on a CPU, by measurement (`backdrop bench`): "torch" (compiled with --compile)
+    # or "tflite" (the weights file itself, in Google's LiteRT interpreter; ONNX Runtime, tried too, was slower).
     cpu_runtime: str = "torch"
+    # For "tflite": the file's output that is the segmentation (default: its only one), and whether it is a logit.
+    tflite_output: str | None = None
+    tflite_logits: bool = False
 
     def build(self) -> nn.Module:
         return self.network(self.info.input_size, weights_path(self.weights))
@@ -89,8 +92,11 @@ BUILTINS: dict[str, BuiltinModel] = {
         ),
         "pose_landmark_full.tflite",
         pose_segmenter,
-        # 33-45 ms a frame on one core against 75-85 eager and 66-78 compiled (TFLite: 22-24).
-        cpu_runtime="onnxruntime",
+        # LiteRT 0.56x ONNX Runtime's time on one core (alternating in one process); ONNX Runtime had measured
+        # 33-45 ms a frame against 75-85 eager and 66-78 compiled.
+        cpu_runtime="tflite",
+        tflite_output="Identity_2",
+        tflite_logits=True,
     ),
 }
 # Networks that find people rather than segment them: a plan's finder may name one.
@@ -216,10 +222,8 @@ class ModelRegistry:
         builtin = BUILTINS.get(canonical)
         served = builtin.cpu_runtime if builtin is not None and runtime and device.type == "cpu" else "torch"
         if builtin is not None and served == "tflite":
-            return TFLiteSegmenter(weights_path(builtin.weights))
+            return TFLiteSegmenter(weights_path(builtin.weights), builtin.tflite_output, builtin.tflite_logits)
         model = builtin.build() if builtin is not None else self._files[canonical][1]()
-        if builtin is not None and served == "onnxruntime":
-            return OnnxSegmenter.of(model, builtin.info.input_size)
         # nn.Module.to takes memory_format; torch's type stubs miss it.
         return model.eval().to(device=device, dtype=dtype, memory_format=torch.channels_last)  # type: ignore[call-overload]
 

@@ -10,7 +10,6 @@ from PIL import Image
 
 from models import WeightsMissingError, load_model, model_info
 from models.weights import WEIGHTS, weights_path
-from models.wrappers.onnxruntime_model import OnnxSegmenter
 from models.wrappers.tflite_model import TFLiteSegmenter
 from models.zoo import BUILTINS
 
@@ -55,7 +54,7 @@ def _inputs(name: str, astronaut: np.ndarray, grace_hopper: np.ndarray) -> dict[
         ("general", "torch"),
         ("landscape", "tflite"),
         ("landscape", "torch"),
-        ("fullbody", "onnxruntime"),
+        ("fullbody", "tflite"),
         ("fullbody", "torch"),
     ],
 )
@@ -63,7 +62,6 @@ def test_matches_tflite_reference(name: str, runtime: str, astronaut: np.ndarray
     # What a CPU server runs, or the PyTorch port, which CUDA runs and export converts.
     model = load_model(name, "cpu", runtime=runtime != "torch")
     assert BUILTINS[model_info(name).name].cpu_runtime == runtime or runtime == "torch"
-    assert isinstance(model, OnnxSegmenter) == (runtime == "onnxruntime")
     assert isinstance(model, TFLiteSegmenter) == (runtime == "tflite")
     for label, image in _inputs(name, astronaut, grace_hopper).items():
         expected = _reference(name, image)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -43,27 +41,6 @@ class OnnxSegmenter(nn.Module):
             for k, v in self.session.get_modelmeta().custom_metadata_map.items()
             if k.startswith(METADATA_PREFIX)
         }
-
-    @classmethod
-    def of(cls, module: nn.Module, input_size: tuple[int, int], threads: int | None = None) -> OnnxSegmenter:
-        """`module` (float32, CPU) exported to an in-memory ONNX graph with a free batch size and run by ONNX
-        Runtime: a few seconds at load, and e.g. 2x faster than eager PyTorch for MediaPipe Pose."""
-        example = torch.rand(2, 3, *input_size)  # not 1: the exporter would fix a dimension of size 1
-        with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings(), torch.inference_mode():
-            graph = Path(folder) / "model.onnx"
-            # The TorchScript exporter: the dynamo one fails on TFLiteGraph's table of op modules (torch 2.13).
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                module.to("cpu", torch.float32).eval(),
-                (example,),
-                graph,
-                dynamo=False,
-                opset_version=18,
-                input_names=["image"],
-                output_names=["mask"],
-                dynamic_axes={"image": {0: "batch"}, "mask": {0: "batch"}},
-            )
-            return cls(graph.read_bytes(), threads)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         array = x.detach().to("cpu", torch.float32).contiguous().numpy()

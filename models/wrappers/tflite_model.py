@@ -19,13 +19,21 @@ class TFLiteSegmenter(nn.Module):
     (the files have a batch of 1).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, output: str | None = None, logits: bool = False) -> None:
+        """`output`: the name of the segmentation among the file's outputs (default: its only one);
+        `logits`: that output is a logit, made a probability here."""
         super().__init__()
         self.path = path
+        self.logits = logits
         self._local = threading.local()
-        inputs = self._interpreter().get_input_details()
+        interpreter = self._interpreter()
+        inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
         if len(inputs) != 1 or len(inputs[0]["shape"]) != 4:
             raise ValueError(f"{path}: expected one (1,H,W,3) input")
+        named = [o["index"] for o in outputs if output is None or o["name"] == output]
+        if len(named) != 1:
+            raise ValueError(f"{path}: no single output named {output!r}")
+        self.output: int = named[0]
         self.input_size: tuple[int, int] = (int(inputs[0]["shape"][1]), int(inputs[0]["shape"][2]))
 
     def _interpreter(self) -> Interpreter:
@@ -38,11 +46,12 @@ class TFLiteSegmenter(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         interpreter = self._interpreter()
-        source, target = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
+        source = interpreter.get_input_details()[0]["index"]
         frames = x.detach().to("cpu", torch.float32).permute(0, 2, 3, 1).numpy()  # NHWC, as TFLite wants it
         masks = []
         for frame in frames:
             interpreter.set_tensor(source, np.ascontiguousarray(frame[None]))
             interpreter.invoke()
-            masks.append(interpreter.get_tensor(target)[..., 0])  # (1,h,w): a copy, the buffer is reused
-        return torch.from_numpy(np.concatenate(masks))[:, None].to(x.device, x.dtype)
+            masks.append(interpreter.get_tensor(self.output)[..., 0])  # (1,h,w): a copy, the buffer is reused
+        out = torch.from_numpy(np.concatenate(masks))[:, None]
+        return (torch.sigmoid(out) if self.logits else out).to(x.device, x.dtype)

@@ -27,8 +27,8 @@ class DeviceSettings(BaseSettings):
     fp16: bool | None = Field(None, description="fp16 model inference (default: on for CUDA, off for CPU)")
     compile: bool | None = Field(
         None,
-        description="CPU only: torch.compile each PyTorch model (a trained checkpoint; the built-in ones run in "
-        "LiteRT and ONNX Runtime) as it loads (10-30 s, on a thread of its own; the server "
+        description="CPU only: torch.compile each PyTorch model (a trained checkpoint; the built-in segmenters run "
+        "in LiteRT) as it loads (10-30 s, on a thread of its own; the server "
         "waits for the --preload ones before it listens; needs a C++ compiler, else the model runs eager with a "
         "warning), then run it 2x+ faster",
     )
