@@ -33,6 +33,8 @@ class TFLiteSegmenter(nn.Module):
         named = [o["index"] for o in outputs if output is None or o["name"] == output]
         if len(named) != 1:
             raise ValueError(f"{path}: no single output named {output!r}")
+        # Tensor indices are the file's, the same in every thread's interpreter: looked up once, not per frame.
+        self.input: int = inputs[0]["index"]
         self.output: int = named[0]
         self.input_size: tuple[int, int] = (int(inputs[0]["shape"][1]), int(inputs[0]["shape"][2]))
 
@@ -46,11 +48,10 @@ class TFLiteSegmenter(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         interpreter = self._interpreter()
-        source = interpreter.get_input_details()[0]["index"]
         frames = x.detach().to("cpu", torch.float32).permute(0, 2, 3, 1).numpy()  # NHWC, as TFLite wants it
         masks = []
         for frame in frames:
-            interpreter.set_tensor(source, np.ascontiguousarray(frame[None]))
+            interpreter.set_tensor(self.input, np.ascontiguousarray(frame[None]))
             interpreter.invoke()
             masks.append(interpreter.get_tensor(self.output)[..., 0])  # (1,h,w): a copy, the buffer is reused
         out = torch.from_numpy(np.concatenate(masks))[:, None]
