@@ -19,6 +19,9 @@ class TFLiteSegmenter(nn.Module):
     (the files have a batch of 1).
     """
 
+    # The layout the interpreter reads (NHWC): a caller that passes it spares the copies into it.
+    input_layout = torch.channels_last
+
     def __init__(self, path: Path, output: str | None = None, logits: bool = False) -> None:
         """`output`: the name of the segmentation among the file's outputs (default: its only one);
         `logits`: that output is a logit, made a probability here."""
@@ -50,8 +53,8 @@ class TFLiteSegmenter(nn.Module):
         interpreter = self._interpreter()
         frames = x.detach().to("cpu", torch.float32).permute(0, 2, 3, 1).numpy()  # NHWC, as TFLite wants it
         masks = []
-        for frame in frames:
-            interpreter.set_tensor(self.input, np.ascontiguousarray(frame[None]))
+        for i in range(len(frames)):
+            interpreter.set_tensor(self.input, np.ascontiguousarray(frames[i : i + 1]))
             interpreter.invoke()
             masks.append(interpreter.get_tensor(self.output)[..., 0])  # (1,h,w): a copy, the buffer is reused
         out = torch.from_numpy(np.concatenate(masks))[:, None]

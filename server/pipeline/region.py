@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
+
+from .filters import resize_bilinear
 
 MARGIN = (
     0.15  # added on each side of the person's box, as a fraction of its size (fullbody-dev: 0.823 vs 0.776 at 0.25)
@@ -47,12 +48,14 @@ class Region:
 
 def person_box(mask: torch.Tensor, threshold: float = PERSON) -> tuple[float, float, float, float] | None:
     """(top, bottom, left, right) of the person pixels of a (1,1,h,w) mask, as fractions of its size."""
-    person = mask[0, 0] >= threshold
-    rows, cols = person.any(dim=1).nonzero(), person.any(dim=0).nonzero()
-    if len(rows) == 0:
+    # Each row's and column's maximum, then the threshold: 0.12 ms at 240x320 against 0.45 for thresholding
+    # every pixel and reducing the booleans (torch's bool reductions are slow on the CPU).
+    rows = (mask[0, 0].amax(dim=1) >= threshold).nonzero()[:, 0].tolist()
+    cols = (mask[0, 0].amax(dim=0) >= threshold).nonzero()[:, 0].tolist()
+    if not rows:
         return None
-    h, w = person.shape
-    return rows[0].item() / h, (rows[-1].item() + 1) / h, cols[0].item() / w, (cols[-1].item() + 1) / w
+    h, w = mask.shape[-2:]
+    return rows[0] / h, (rows[-1] + 1) / h, cols[0] / w, (cols[-1] + 1) / w
 
 
 def region_around(
@@ -107,9 +110,7 @@ def paste(probabilities: torch.Tensor, region: Region, frame: tuple[int, int], c
     top, bottom, left, right = region.box()
     ctop, cbottom = round(top * scale_y), max(round(bottom * scale_y), round(top * scale_y) + 1)
     cleft, cright = round(left * scale_x), max(round(right * scale_x), round(left * scale_x) + 1)
-    resized = F.interpolate(
-        probabilities.float(), size=(cbottom - ctop, cright - cleft), mode="bilinear", align_corners=False
-    )
+    resized = resize_bilinear(probabilities.float(), (cbottom - ctop, cright - cleft))
     out = torch.zeros(1, 1, *canvas, device=probabilities.device, dtype=torch.float32)
     y0, y1, x0, x1 = max(ctop, 0), min(cbottom, canvas[0]), max(cleft, 0), min(cright, canvas[1])
     if y0 < y1 and x0 < x1:
@@ -120,13 +121,14 @@ def paste(probabilities: torch.Tensor, region: Region, frame: tuple[int, int], c
 def touches_edge(probabilities: torch.Tensor, region: Region, frame: tuple[int, int]) -> bool:
     """Whether the person reaches a border of the crop that lies inside the frame (they go on beyond it)."""
     top, bottom, left, right = region.box()
-    p = probabilities[0, 0] >= PERSON
-    return bool(
-        (top > 0 and p[0].any())
-        or (bottom < frame[0] and p[-1].any())
-        or (left > 0 and p[:, 0].any())
-        or (right < frame[1] and p[:, -1].any())
+    p = probabilities[0, 0]
+    edges = (
+        (top > 0, p[0]),
+        (bottom < frame[0], p[-1]),
+        (left > 0, p[:, 0]),
+        (right < frame[1], p[:, -1]),
     )
+    return any(inside and bool(edge.max() >= PERSON) for inside, edge in edges)
 
 
 def canvas_size(frame: tuple[int, int], longest: int = 320) -> tuple[int, int]:

@@ -9,13 +9,13 @@ from contextlib import contextmanager
 from dataclasses import replace
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from models.wrappers import CompiledOnCPU
 from models.zoo import ModelRegistry, check_precision, default_device
 
 from .detect import Box, body_box, letterbox
+from .filters import resize_bilinear
 from .frames import DeviceFrame, StreamState
 from .region import (
     MARGIN,
@@ -106,10 +106,13 @@ def infer(models: ModelCache, inputs: list[torch.Tensor], names: list[str]) -> l
         by_model.setdefault(models.registry.plan(name).region, []).append(i)
     masks: list[torch.Tensor] = [torch.empty(0)] * len(inputs)
     for name, indices in by_model.items():
+        model = models.get(name)
         batch = torch.cat([inputs[i] for i in indices]).to(models.dtype).div_(255.0)
-        # Plain NCHW: the channels-last weights make the first convolution switch layout (fused into
-        # the first kernel of a compiled model).
-        probabilities = models.get(name)(batch.contiguous())
+        # The pictures come channels-last. PyTorch ports take plain NCHW (their channels-last weights make
+        # the first convolution switch layout, fused into the first kernel of a compiled model); a model
+        # that reads NHWC (LiteRT) says so, and is spared two copies (0.6 against 0.09 ms at 256x256).
+        layout = getattr(model, "input_layout", torch.contiguous_format)
+        probabilities = model(batch.contiguous(memory_format=layout))
         for j, i in enumerate(indices):
             masks[i] = probabilities[j : j + 1]
     return masks
@@ -161,13 +164,13 @@ def segment_regions(
                 target = _union(previous, target, frames[i], squares[i])
             regions[i], since[i], close[i] = target, 0, box is not None and target is None
             if target is None and mask is not None and plans[i].whole_frame == plans[i].finder:
-                masks[i] = F.interpolate(mask.float(), size=canvases[i], mode="bilinear", align_corners=False)
+                masks[i] = resize_bilinear(mask.float(), canvases[i])
     # No region (a close-up, nobody): the whole frame, by the network for that when the finder is another.
     rest = [i for i in range(len(pictures)) if regions[i] is None and masks[i] is None]
     if rest:
         wholes = _whole_frames(models, [pictures[i] for i in rest], [plans[i].whole_frame for i in rest])
         for i, whole in zip(rest, wholes, strict=True):
-            masks[i] = F.interpolate(whole.float(), size=canvases[i], mode="bilinear", align_corners=False)
+            masks[i] = resize_bilinear(whole.float(), canvases[i])
             if close[i] and i not in detected:  # someone who stepped back is tracked from here on
                 box = person_box(masks[i])  # type: ignore[arg-type]
                 regions[i] = None if box is None else region_around(box, frames[i], aspects[i], squares[i])
