@@ -375,6 +375,7 @@ def test_opencv_and_torch_kernels_agree(astronaut: np.ndarray) -> None:
         downscale,
         downscale_antialiased,
         gaussian_blur,
+        max_filter,
         resize_bilinear,
     )
 
@@ -383,6 +384,8 @@ def test_opencv_and_torch_kernels_agree(astronaut: np.ndarray) -> None:
     for radius in (1, 2, 7):
         torch.testing.assert_close(box_blur(x, radius), box_blur(x, radius, opencv=False), atol=1e-5, rtol=0)
     torch.testing.assert_close(gaussian_blur(x, 4.0), gaussian_blur(x, 4.0, opencv=False), atol=1e-5, rtol=0)
+    for radius in (1, 3):  # a maximum is exact, at the edges too
+        assert torch.equal(max_filter(x - 1.0, radius), max_filter(x - 1.0, radius, opencv=False))
     for size in ((122, 166), (240, 320), (50, 70), (61, 83)):
         torch.testing.assert_close(resize_bilinear(x, size), resize_bilinear(x, size, opencv=False), atol=1e-5, rtol=0)
     planes = Planes.of_rgb(np.asarray(Image.fromarray(astronaut).resize((640, 480))))

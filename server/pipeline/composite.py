@@ -12,11 +12,10 @@ from dataclasses import replace
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .backgrounds import BackgroundStore
 from .config import SessionConfig
-from .filters import blend, box_blur, downscale, gaussian_blur, resize_bilinear
+from .filters import blend, box_blur, downscale, gaussian_blur, max_filter, resize_bilinear
 from .frames import StreamState, cover_fit, rgb_to_yuv
 from .yuv import RGB_TO_YUV
 
@@ -44,7 +43,7 @@ def blurred_background(
     frame = torch.cat([downscale(y, size), downscale(uv, size)], dim=1).float()
     person = downscale(mask, size)
     if factor > 1:
-        person = F.max_pool2d(person, 3, stride=1, padding=1)
+        person = max_filter(person, 1)
     background = 1.0 - person
     stacked = gaussian_blur(torch.cat([frame * background, background, frame], dim=1), sigma / factor)
     numerator, weight, plain = stacked[:, :3], stacked[:, 3:4], stacked[:, 4:]

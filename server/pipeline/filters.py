@@ -172,6 +172,20 @@ def blend(
     return mixed.round_().clamp_(0, 255).to(torch.uint8)
 
 
+def max_filter(x: torch.Tensor, radius: int, opencv: bool | None = None) -> torch.Tensor:
+    """Maximum over a (2r+1)x(2r+1) window (a dilation), the frame's edge not counted (`opencv=False`:
+    torch's max pooling even on the CPU; OpenCV's dilation took 0.03 ms at 60x80 against 0.18)."""
+    if radius < 1:
+        return x
+    if _opencv(x, opencv):
+        x, out = _planes(x)
+        kernel = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
+        for plane, result in zip(x.flatten(0, 1), out.flatten(0, 1), strict=True):
+            cv2.dilate(plane.numpy(), kernel, dst=result.numpy())  # its default border ignores outside pixels
+        return out
+    return F.max_pool2d(x, 2 * radius + 1, stride=1, padding=radius)
+
+
 def gaussian_blur(x: torch.Tensor, sigma: float, opencv: bool | None = None) -> torch.Tensor:
     """Approximate Gaussian blur: three box passes of matching variance (central limit)."""
     radius = round((math.sqrt(4.0 * sigma * sigma + 1.0) - 1.0) / 2.0)

@@ -25,7 +25,11 @@ def smooth_mask(
     """
     if previous is None or strength <= 0.0 or previous.shape != current.shape:
         return current
-    uncertainty = 1.0 - (2.0 * current - 1.0).abs()
+    uncertainty = (2.0 * current - 1.0).abs_().neg_().add_(1.0)
+    # Saturated pixels have an uncertainty of exactly 0, and the CPU's vectorised sqrt of 0 is ~8x slower than
+    # of any other value (0.56 against 0.07 ms at 240x320): they are lifted to a value that cannot matter,
+    # as the blend takes the larger of the doubt and `stillness`, which is at least exp(-1 / _NOISE_LEVEL).
+    doubt = uncertainty.clamp_min_(1e-12).sqrt_()
     noise = _NOISE_LEVEL if tracked is None else torch.where(tracked, _NOISE_LEVEL_TRACKED, _NOISE_LEVEL)
-    stillness = torch.exp(-(current - previous).abs() / noise)
-    return torch.lerp(current, previous, strength * torch.maximum(uncertainty.sqrt(), stillness))
+    stillness = (current - previous).abs_().div_(noise).neg_().exp_()
+    return torch.lerp(current, previous, torch.maximum(doubt, stillness).mul_(strength))
