@@ -42,4 +42,5 @@ def upsample_mask(mask: torch.Tensor, y: torch.Tensor, refine: bool, opencv: boo
     # Fold luma's scale into the coefficients, so the full-size work is one multiply-add on the Y plane.
     coefficients = box_blur(torch.cat([a / _RANGE, b - a * (_BLACK / _RANGE)], dim=1), radius, opencv)
     coefficients = resize_bilinear(coefficients, (height, width), opencv)
-    return torch.addcmul(coefficients[:, 1:], coefficients[:, :1], y.float()).clamp_(0.0, 1.0)
+    # In place on the upsampled slope, the Y plane promoted as it is read: no float copy of the frame's luma.
+    return coefficients[:, :1].mul_(y).add_(coefficients[:, 1:]).clamp_(0.0, 1.0)
