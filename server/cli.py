@@ -55,6 +55,7 @@ SERVER_FLAGS = [
     ("--max-players", "max_players"),
     ("--codec", "codec"),
     ("--max-bitrate", "max_bitrate"),
+    ("--vp8-speed", "vp8_speed"),
     ("--drain-timeout", "drain_timeout"),
     ("--processes", "processes"),
     ("--proxy", "proxy"),

@@ -205,6 +205,8 @@ def test_command_errors_end_in_one_line(tmp_path, astronaut) -> None:
     result = subprocess.run(serve, capture_output=True, text=True, timeout=60, env={**os.environ, "BACKDROP_PORT": "x"})
     assert result.returncode == 2 and result.stderr.startswith("error: port: ") and "BACKDROP_PORT" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+    result = subprocess.run([*serve, "--vp8-speed", "17"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and result.stderr.startswith("error: vp8_speed: "), result.stderr
 
 
 def test_help_answers_without_loading_torch() -> None:

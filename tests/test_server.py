@@ -411,6 +411,17 @@ async def _received_kbps(client, frames: list[np.ndarray], config: dict) -> tupl
         await peer.close()
 
 
+@pytest.mark.parametrize("speed", [4, 16])
+async def test_vp8_at_either_end_of_its_speeds(make_client, frames, speed: int) -> None:
+    """--vp8-speed: the slowest and the fastest real-time speeds both send the processed video."""
+    config = {"mode": "color", "color": "#0000ff"}
+    client = await make_client(codec="vp8", vp8_speed=speed)
+    _, codecs, frame = await _received_kbps(client, frames, config)
+    assert codecs[0] == "VP8"
+    assert_background(frame, (0, 0, 255))
+    assert_person_kept(frame, frames[0])
+
+
 @pytest.mark.parametrize("codec", ["vp8", "h264"])
 async def test_the_servers_codec_and_bitrate_ceiling(make_client, frames, codec: str) -> None:
     """Answers put the server's codec first and the processed video comes in it; the bitrate ceiling bounds

@@ -32,10 +32,12 @@ MIME = {"vp8": "video/vp8", "h264": "video/h264"}
 
 @dataclass(frozen=True)
 class EncoderSettings:
-    """The codec answers put first (the peer may offer only the other) and the bitrate ceiling, bits/s."""
+    """The codec answers put first (the peer may offer only the other), the bitrate ceiling (bits/s) and VP8's
+    encoding speed."""
 
     codec: Codec = "vp8"
     max_bitrate: int = 2_000_000
+    vp8_speed: int = 6  # libvpx's real-time speed, 4 (best pictures) to 16 (least CPU); aiortc's is 6
 
 
 class _Ceiling:
@@ -62,8 +64,9 @@ class _Ceiling:
 # libvpx's real-time settings as aiortc chose them (a 1 s rate-control buffer, CBR, one token partition),
 # with `noise-sensitivity` 0 instead of 4: the temporal denoiser took 25% of an encode at 640x480 and lowered
 # the PSNR of what the viewer decodes by 0.3 dB at 2 Mb/s (150 frames of moving people, one thread).
+# "cpu-used" is set per encoder from EncoderSettings.vp8_speed: negative in real-time mode, a fixed speed
+# (a positive one would let libvpx pick its own from how long encodes take).
 VP8_OPTIONS = {
-    "cpu-used": "-6",
     "deadline": "realtime",
     "lag-in-frames": "0",
     "noise-sensitivity": "0",
@@ -79,6 +82,10 @@ class Vp8Encoder(_Ceiling, vpx.Vp8Encoder):
 
     _stored = "_Vp8Encoder__target_bitrate"
     _floor = vpx.MIN_BITRATE
+
+    def __init__(self, ceiling: int, speed: int = EncoderSettings.vp8_speed) -> None:
+        super().__init__(ceiling)
+        self.speed = speed
 
     def encode(self, frame: Frame, force_keyframe: bool = False) -> tuple[list[bytes], int]:
         assert isinstance(frame, VideoFrame)
@@ -107,7 +114,13 @@ class Vp8Encoder(_Ceiling, vpx.Vp8Encoder):
         codec.gop_size = 3000  # keyframes only when the receiver asks (PLI)
         codec.qmin, codec.qmax = 2, 56
         # minrate = maxrate = bit_rate is CBR; FFmpeg's rc buffer is bufsize * 1000 / bit_rate ms: 1 s.
-        codec.options = {**VP8_OPTIONS, "bufsize": str(bitrate), "minrate": str(bitrate), "maxrate": str(bitrate)}
+        codec.options = {
+            **VP8_OPTIONS,
+            "cpu-used": str(-self.speed),
+            "bufsize": str(bitrate),
+            "minrate": str(bitrate),
+            "maxrate": str(bitrate),
+        }
         codec.thread_count = vpx.number_of_threads(width * height, cpu_cores())  # aiortc's rule, on our cores
         return codec
 
@@ -121,7 +134,7 @@ def encoder_for(codec: RTCRtpCodecParameters, settings: EncoderSettings) -> Enco
     """Our encoder for a negotiated video codec, or None for a codec aiortc should handle itself."""
     mime = codec.mimeType.lower()
     if mime == MIME["vp8"]:
-        return Vp8Encoder(settings.max_bitrate)
+        return Vp8Encoder(settings.max_bitrate, settings.vp8_speed)
     if mime == MIME["h264"]:
         return H264Encoder(settings.max_bitrate)
     return None

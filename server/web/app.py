@@ -106,7 +106,7 @@ async def _sessions(app: web.Application) -> AsyncIterator[None]:
         ice_credential=settings.ice_credential,
         default_model=settings.default_model,
         max_players=settings.max_players,
-        encoders=EncoderSettings(settings.codec, settings.max_bitrate * 1000),
+        encoders=EncoderSettings(settings.codec, settings.max_bitrate * 1000, settings.vp8_speed),
     )
     manager = SessionManager(policy, app[WORKERS], app[METRICS].totals)
     manager.start()

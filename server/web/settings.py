@@ -87,6 +87,13 @@ class ServerSettings(DeviceSettings):
         le=50_000,
         description="kb/s: each video sent back starts here and follows the receiver's estimate below it",
     )
+    vp8_speed: int = Field(
+        6,
+        ge=4,
+        le=16,
+        description="libvpx's real-time encoding speed for VP8 sent back: 4 (best pictures) to 16 (least CPU); "
+        "aiortc's is 6",
+    )
     route_prefix: str = Field(
         "",
         pattern=r"^(/[A-Za-z0-9._~-]+)*$",
