@@ -121,14 +121,13 @@ def paste(probabilities: torch.Tensor, region: Region, frame: tuple[int, int], c
 def touches_edge(probabilities: torch.Tensor, region: Region, frame: tuple[int, int]) -> bool:
     """Whether the person reaches a border of the crop that lies inside the frame (they go on beyond it)."""
     top, bottom, left, right = region.box()
-    p = probabilities[0, 0]
-    edges = (
-        (top > 0, p[0]),
-        (bottom < frame[0], p[-1]),
-        (left > 0, p[:, 0]),
-        (right < frame[1], p[:, -1]),
+    p = probabilities[0, 0]  # only its borders are thresholded
+    return bool(
+        (top > 0 and p[0].max() >= PERSON)
+        or (bottom < frame[0] and p[-1].max() >= PERSON)
+        or (left > 0 and p[:, 0].max() >= PERSON)
+        or (right < frame[1] and p[:, -1].max() >= PERSON)
     )
-    return any(inside and bool(edge.max() >= PERSON) for inside, edge in edges)
 
 
 def canvas_size(frame: tuple[int, int], longest: int = 320) -> tuple[int, int]:
