@@ -5,7 +5,11 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from models.zoo import ModelRegistry
+
+from .backgrounds import BackgroundStore
 
 Mode = Literal["blur", "image", "color", "none", "mask"]
 _HEX_COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
@@ -49,3 +53,39 @@ class SessionConfig(BaseModel):
     def updated(self, changes: dict) -> SessionConfig:
         """A validated copy with `changes` applied; the other fields keep their values."""
         return SessionConfig.model_validate({**self.model_dump(), **changes})
+
+
+class ConfigError(ValueError):
+    """A config (change) that cannot be applied: `field` names the key at fault; `malformed` when the
+    change is not even a mapping of fields."""
+
+    def __init__(self, message: str, field: str | None = None, malformed: bool = False) -> None:
+        super().__init__(message)
+        self.message, self.field, self.malformed = message, field, malformed
+
+
+def first_error(exc: ValidationError, prefix: str) -> tuple[str, str | None]:
+    """The first field a pydantic model refused, as a message and its name under `prefix`."""
+    error = exc.errors()[0]
+    name = ".".join(str(p) for p in error["loc"])
+    field = f"{prefix}.{name}" if prefix and name else (name or prefix or None)
+    return f"{name or prefix or 'body'}: {error['msg']}", field
+
+
+def validate_config(
+    base: SessionConfig, changes: object, backgrounds: BackgroundStore, registry: ModelRegistry
+) -> SessionConfig:
+    """`base` updated with `changes`, or ConfigError naming the first bad field (as `config.<field>`)."""
+    if not isinstance(changes, dict):
+        raise ConfigError("config must be a JSON object", "config", malformed=True)
+    try:
+        config = base.updated(changes)
+    except ValidationError as exc:
+        raise ConfigError(*first_error(exc, "config")) from None
+    try:
+        registry.resolve(config.model)
+    except KeyError as exc:
+        raise ConfigError(f"model: {exc.args[0]}", "config.model") from None
+    if config.image not in backgrounds:
+        raise ConfigError(f"image: no background named {config.image!r}", "config.image")
+    return config

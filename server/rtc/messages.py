@@ -7,7 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .inputs import MAX_MESSAGE_BYTES, RequestError, parse_json
+from .errors import Malformed, WrongType
+from .inputs import MAX_MESSAGE_BYTES, parse_json
 
 
 class ConfigChange(BaseModel):
@@ -72,16 +73,16 @@ class TokenBucket:
 def parse_message(message: object) -> ConfigChange:
     """A peer's message as a typed request, or a RequestError (at most MAX_MESSAGE_BYTES of JSON text)."""
     if not isinstance(message, str):
-        raise RequestError(415, "messages must be JSON text, not binary", None)
+        raise WrongType("messages must be JSON text, not binary", None)
     data = parse_json(message, "message", MAX_MESSAGE_BYTES)
     if not isinstance(data, dict):
-        raise RequestError(400, "messages must be JSON objects", None)
+        raise Malformed("messages must be JSON objects", None)
     if data.get("type", "config") != "config":
-        raise RequestError(400, f"unknown message type {str(data.get('type'))[:40]!r}", "type")
+        raise Malformed(f"unknown message type {str(data.get('type'))[:40]!r}", "type")
     try:
         return ConfigChange.model_validate(data)
     except ValidationError:
-        raise RequestError(400, "config must be a JSON object", "config") from None
+        raise Malformed("config must be a JSON object", "config") from None
 
 
 def encode(reply: BaseModel) -> str:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from aiortc import RTCIceCandidate
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
-from .inputs import RequestError
+from .errors import Malformed
 
 
 def video_direction(sdp: str) -> str:
@@ -15,11 +15,11 @@ def video_direction(sdp: str) -> str:
     try:
         description = SessionDescription.parse(sdp)
     except Exception as exc:  # aiortc's parser raises ValueError, IndexError, KeyError on bad SDP
-        raise RequestError(400, f"unusable SDP offer: {str(exc)[:200]}", "sdp") from None
+        raise Malformed(f"unusable SDP offer: {str(exc)[:200]}", "sdp") from None
     for media in description.media:
         if media.kind == "video":
             return media.direction or "sendrecv"
-    raise RequestError(400, "the offer has no video", "sdp")
+    raise Malformed("the offer has no video", "sdp")
 
 
 def ice_credentials(sdp: str) -> tuple[str | None, str | None]:
@@ -42,7 +42,7 @@ class Fragment:
 
 
 def parse_fragment(text: str) -> Fragment:
-    """Parse a trickle-ICE SDP fragment; RequestError (400) on lines it cannot use."""
+    """Parse a trickle-ICE SDP fragment; Malformed on lines it cannot use."""
     ufrag = pwd = None
     mid: str | None = None
     index = -1
@@ -65,12 +65,12 @@ def parse_fragment(text: str) -> Fragment:
             try:
                 candidate = candidate_from_sdp(line[len("a=") :])
             except Exception:
-                raise RequestError(400, f"unusable candidate line: {line[:120]}", "candidate") from None
+                raise Malformed(f"unusable candidate line: {line[:120]}", "candidate") from None
             candidate.sdpMid = mid
             candidate.sdpMLineIndex = max(index, 0)
             candidates.append(candidate)
         elif line == "a=end-of-candidates":
             end = True
         elif line[:2] not in ("a=", "m=", "c="):
-            raise RequestError(400, f"not an SDP fragment line: {line[:120]}", "sdpfrag")
+            raise Malformed(f"not an SDP fragment line: {line[:120]}", "sdpfrag")
     return Fragment(ufrag, pwd, candidates, end)

@@ -20,7 +20,8 @@ from aiohttp import web
 from ..pipeline.pipeline import Pipeline
 from ..pipeline.workers import PipelineWorkers, worker_layout
 from ..rtc.encoders import EncoderSettings
-from ..rtc.sessions import SessionManager, SessionPolicy
+from ..rtc.policy import SessionPolicy
+from ..rtc.sessions import SessionManager
 from .agent import agent
 from .cors import cors
 from .errors import json_errors

@@ -1,5 +1,5 @@
-"""The middleware that renders every error as JSON: refused input with its status, aiohttp's own errors,
-and anything unexpected as a 500 with a request id (its traceback logged once)."""
+"""The middleware that renders every error as JSON: refused input with the status of its kind, aiohttp's own
+errors, and anything unexpected as a 500 with a request id (its traceback logged once)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,38 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from ..rtc.inputs import RequestError
+from ..rtc.errors import Invalid, Malformed, NoRoom, NotFound, RequestError, TooLarge, WrongType
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# The HTTP status of each kind of refusal the WebRTC layer raises.
+STATUSES: dict[type[RequestError], int] = {
+    Malformed: 400,
+    NotFound: 404,
+    TooLarge: 413,
+    WrongType: 415,
+    Invalid: 422,
+    NoRoom: 503,
+}
+
+
+class HTTPError(RequestError):
+    """A refusal only HTTP has words for (403, 412, 428, 500, 507): its status given where it is raised."""
+
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message, field)
+        self.status = status
+
+
+def status_of(error: RequestError) -> int:
+    """The HTTP status that answers `error`."""
+    if isinstance(error, HTTPError):
+        return error.status
+    for kind in type(error).__mro__:
+        if kind in STATUSES:
+            return STATUSES[kind]
+    return 400
 
 
 def error_response(status: int, message: str, field: str | None = None, **extra: str) -> web.Response:
@@ -27,7 +55,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     try:
         return await handler(request)
     except RequestError as exc:
-        return error_response(exc.status, exc.message, exc.field)
+        return error_response(status_of(exc), exc.message, exc.field)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

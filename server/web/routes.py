@@ -17,13 +17,17 @@ from models.weights import WeightsMissingError
 
 from ..pipeline.backgrounds import BackgroundsFull
 from ..pipeline.config import SessionConfig
-from ..rtc.inputs import MAX_MESSAGE_BYTES, RequestError, decode_text, parse_json, validated
+from ..rtc.errors import Invalid, Malformed, NotFound, RequestError, TooLarge, WrongType
+from ..rtc.inputs import MAX_MESSAGE_BYTES, decode_text, parse_json, validated
 from ..rtc.sdp import parse_fragment
 from ..rtc.sessions import Session
+from ..rtc.trickle import trickle
 from .cors import preflight
+from .errors import HTTPError
 from .keys import IMAGES, METRICS, PIPELINE, SESSIONS, SETTINGS, TORCH_THREADS, WORKERS
 from .openapi import document
 from .schemas import ConfigChange, OfferRequest
+from .urls import player_url, session_urls
 
 log = logging.getLogger(__name__)
 # The page ships inside the package (static/ at the top of the source tree, mapped to server.web.static).
@@ -33,16 +37,16 @@ OPENAPI = document()
 
 async def _body(request: web.Request, limit: int, what: str) -> bytes:
     if request.content_length is not None and request.content_length > limit:
-        raise RequestError(413, f"{what} larger than {limit} bytes")
+        raise TooLarge(f"{what} larger than {limit} bytes")
     data = await request.read()
     if len(data) > limit:
-        raise RequestError(413, f"{what} larger than {limit} bytes")
+        raise TooLarge(f"{what} larger than {limit} bytes")
     return data
 
 
 def _sdp(text: str) -> str:
     if not text.strip().startswith("v="):
-        raise RequestError(400, "sdp must be an SDP offer (starting with 'v=')", "sdp")
+        raise Malformed("sdp must be an SDP offer (starting with 'v=')", "sdp")
     return text
 
 
@@ -50,8 +54,13 @@ def _session(request: web.Request) -> Session:
     """The session the URL names: its id is the capability, known only to the client that made it."""
     session = request.app[SESSIONS].sessions.get(request.match_info["id"])
     if session is None:
-        raise RequestError(404, "no such session")
+        raise NotFound("no such session")
     return session
+
+
+def _describe(request: web.Request, session: Session) -> dict[str, Any]:
+    """The session as its owner sees it, with its URLs through this process's route."""
+    return {**session.describe(), **session_urls(request.app[SETTINGS].route_prefix, session.id)}
 
 
 def _bears(request: web.Request, tokens: list[str]) -> bool:
@@ -92,7 +101,7 @@ def _ice_links(request: web.Request) -> list[str]:
 def _operator(request: web.Request) -> None:
     """Refuses what is for operators only: 403 when the server has no token, 401 without the right one."""
     if request.app[SETTINGS].operator_token is None:
-        raise RequestError(403, "listings are off: start the server with --operator-token to use them")
+        raise HTTPError(403, "listings are off: start the server with --operator-token to use them")
     if not _is_operator(request):
         raise web.HTTPUnauthorized(headers={"WWW-Authenticate": 'Bearer realm="backdrop operators"'})
 
@@ -114,50 +123,37 @@ async def offer(request: web.Request) -> web.Response:
     except RequestError:
         raise
     except WeightsMissingError as exc:
-        raise RequestError(500, str(exc)) from None
+        raise HTTPError(500, str(exc)) from None
     except Exception as exc:  # aiortc raises ValueError and friends on SDP it cannot use
         log.info("rejected offer: %s", exc)
-        raise RequestError(400, f"unusable SDP offer: {str(exc)[:200]}", "sdp") from None
-    prefix = request.app[SETTINGS].route_prefix  # this process's route behind a proxy (see --route-prefix)
-    resource, player = f"{prefix}/sessions/{session.id}", f"{prefix}/sessions/{session.id}/whep"
-    viewer = f"{prefix}/view/{session.id}"
+        raise Malformed(f"unusable SDP offer: {str(exc)[:200]}", "sdp") from None
+    # This process's route behind a proxy (see --route-prefix).
+    urls = session_urls(request.app[SETTINGS].route_prefix, session.id)
     if whip:
         response = web.Response(status=201, text=answer, content_type="application/sdp")
-        response.headers["Location"] = resource
+        response.headers["Location"] = urls["resource"]
         response.headers["ETag"] = session.etag
-        for link in [*_ice_links(request), f'<{player}>; rel="whep"', f'<{viewer}>; rel="alternate"']:
+        for link in [*_ice_links(request), f'<{urls["whep"]}>; rel="whep"', f'<{urls["view"]}>; rel="alternate"']:
             response.headers.add("Link", link)
         return response
-    return web.json_response(
-        {
-            "sdp": answer,
-            "type": "answer",
-            "session_id": session.id,
-            "resource": resource,
-            "whep": player,
-            "view": viewer,
-            "etag": session.etag,
-        }
-    )
+    return web.json_response({"sdp": answer, "type": "answer", "session_id": session.id, **urls, "etag": session.etag})
 
 
 async def whip(request: web.Request) -> web.Response:
     """The WHIP endpoint (RFC 9725): application/sdp offers only."""
     if request.content_type != "application/sdp":
-        raise RequestError(415, "a WHIP offer is application/sdp", "Content-Type")
+        raise WrongType("a WHIP offer is application/sdp", "Content-Type")
     return await offer(request)
 
 
 async def list_sessions(request: web.Request) -> web.Response:
     """Operators only (the bearer token): every session, ids included."""
     _operator(request)
-    return web.json_response(
-        {"sessions": [s.describe(request.app[SETTINGS].route_prefix) for s in request.app[SESSIONS].sessions.values()]}
-    )
+    return web.json_response({"sessions": [_describe(request, s) for s in request.app[SESSIONS].sessions.values()]})
 
 
 async def get_session(request: web.Request) -> web.Response:
-    return web.json_response(_session(request).describe(request.app[SETTINGS].route_prefix))
+    return web.json_response(_describe(request, _session(request)))
 
 
 async def patch_session(request: web.Request) -> web.Response:
@@ -169,19 +165,19 @@ async def patch_session(request: web.Request) -> web.Response:
     data = await _body(request, MAX_MESSAGE_BYTES, "config change")
     change = validated(ConfigChange, parse_json(data))
     request.app[SESSIONS].update(session, change.changes())
-    return web.json_response(session.describe(request.app[SETTINGS].route_prefix))
+    return web.json_response(_describe(request, session))
 
 
 async def _trickle(request: web.Request, session: Session) -> web.Response:
     match = request.headers.get("If-Match")
     if match is None:
-        raise RequestError(428, "a trickle-ICE PATCH needs If-Match with the session's ETag", "If-Match")
+        raise HTTPError(428, "a trickle-ICE PATCH needs If-Match with the session's ETag", "If-Match")
     if match != "*" and match != session.etag:
-        raise RequestError(412, "If-Match does not match the session's ETag", "If-Match")
+        raise HTTPError(412, "If-Match does not match the session's ETag", "If-Match")
     fragment = parse_fragment(decode_text(await _body(request, MAX_MESSAGE_BYTES, "sdpfrag"), "sdpfrag"))
     if match == "*" and fragment.ufrag is None:
-        raise RequestError(422, "If-Match: * asks for an ICE restart, which needs new ICE credentials", "sdpfrag")
-    await request.app[SESSIONS].trickle(session, fragment)
+        raise Invalid("If-Match: * asks for an ICE restart, which needs new ICE credentials", "sdpfrag")
+    await trickle(session.pc, fragment)
     return web.Response(status=204)
 
 
@@ -189,16 +185,16 @@ async def whep_play(request: web.Request) -> web.Response:
     """A WHEP player's recvonly offer (application/sdp) -> 201 with the answer; Location ends it."""
     session = _session(request)
     if request.content_type != "application/sdp":
-        raise RequestError(415, "a WHEP offer is application/sdp", "Content-Type")
+        raise WrongType("a WHEP offer is application/sdp", "Content-Type")
     sdp = _sdp(decode_text(await _body(request, request.app[SETTINGS].max_offer_bytes, "offer"), "sdp"))
     try:
         player, answer = await request.app[SESSIONS].play(session, sdp)
     except RequestError:
         raise
     except Exception as exc:  # aiortc raises ValueError and friends on SDP it cannot use
-        raise RequestError(400, f"unusable SDP offer: {str(exc)[:200]}", "sdp") from None
+        raise Malformed(f"unusable SDP offer: {str(exc)[:200]}", "sdp") from None
     response = web.Response(status=201, text=answer, content_type="application/sdp")
-    response.headers["Location"] = f"{request.app[SETTINGS].route_prefix}/sessions/{session.id}/whep/{player.id}"
+    response.headers["Location"] = player_url(request.app[SETTINGS].route_prefix, session.id, player.id)
     for link in _ice_links(request):
         response.headers.add("Link", link)
     return response
@@ -206,8 +202,8 @@ async def whep_play(request: web.Request) -> web.Response:
 
 async def whep_stop(request: web.Request) -> web.Response:
     session = _session(request)
-    if not await request.app[SESSIONS].stop_player(session, request.match_info["player"]):
-        raise RequestError(404, "no such player")
+    if not await session.players.stop(request.match_info["player"]):
+        raise NotFound("no such player")
     return web.Response(status=204)
 
 
@@ -223,30 +219,30 @@ async def upload_background(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     store = request.app[PIPELINE].backgrounds
     if request.content_length is not None and request.content_length > settings.max_upload_bytes:
-        raise RequestError(413, f"upload larger than {settings.max_upload_bytes} bytes")
+        raise TooLarge(f"upload larger than {settings.max_upload_bytes} bytes")
     if request.content_type.startswith("multipart/"):
         try:
             form = await request.post()
         except (ValueError, HttpProcessingError) as exc:  # aiohttp's multipart parser on a malformed body
-            raise RequestError(400, f"malformed multipart body: {str(exc)[:200]}", "file") from None
+            raise Malformed(f"malformed multipart body: {str(exc)[:200]}", "file") from None
         item = form.get("file")
         if not isinstance(item, web.FileField):
-            raise RequestError(400, "multipart upload needs a 'file' field", "file")
+            raise Malformed("multipart upload needs a 'file' field", "file")
         data = item.file.read()
     else:
         data = await _body(request, settings.max_upload_bytes, "upload")
     if not data:
-        raise RequestError(400, "empty upload", "file")
+        raise Malformed("empty upload", "file")
     try:
         name = await asyncio.get_running_loop().run_in_executor(
             request.app[IMAGES], store.add, data, settings.max_upload_pixels
         )
     except ImageTooLarge as exc:
-        raise RequestError(413, str(exc), "file") from None
+        raise TooLarge(str(exc), "file") from None
     except UnreadableImage as exc:
-        raise RequestError(415, str(exc), "file") from None
+        raise WrongType(str(exc), "file") from None
     except BackgroundsFull as exc:
-        raise RequestError(507, str(exc)) from None
+        raise HTTPError(507, str(exc)) from None
     height, width = store.get(name).shape[:2]
     return web.json_response({"id": name, "width": width, "height": height}, status=201)
 
@@ -264,11 +260,11 @@ async def get_background(request: web.Request) -> web.Response:
     store = request.app[PIPELINE].backgrounds
     name = request.match_info["id"]
     if name not in store:
-        raise RequestError(404, "no such background")
+        raise NotFound("no such background")
     try:
         png = await asyncio.get_running_loop().run_in_executor(request.app[IMAGES], store.png, name)
     except KeyError:  # evicted meanwhile
-        raise RequestError(404, "no such background") from None
+        raise NotFound("no such background") from None
     return web.Response(body=png, content_type="image/png")
 
 
