@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import typing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +19,7 @@ from models.labelled import DEFAULT_HOLDOUT
 from models.nets import ARCHS
 
 from .pipeline.config import SessionConfig
-from .web.settings import DeviceSettings, ServerSettings, env_name
+from .web.settings import DeviceSettings, ServerSettings, env_name, flag
 
 if TYPE_CHECKING:
     from models.zoo import ModelRegistry
@@ -27,41 +28,6 @@ if TYPE_CHECKING:
 
 SIZES = ["640x480", "1280x720", "1920x1080"]
 FORMATS = ["onnx", "torchscript", "tflite"]
-# Server flags: (flag, settings field); type, default, help and environment variable come from ServerSettings.
-SERVER_FLAGS = [
-    ("--host", "host"),
-    ("--port", "port"),
-    ("--cert", "cert"),
-    ("--key", "key"),
-    ("--ice-server", "ice_servers"),
-    ("--ice-username", "ice_username"),
-    ("--ice-credential", "ice_credential"),
-    ("--max-sessions", "max_sessions"),
-    ("--media-timeout", "media_timeout"),
-    ("--connect-timeout", "connect_timeout"),
-    ("--max-offer-bytes", "max_offer_bytes"),
-    ("--max-upload-bytes", "max_upload_bytes"),
-    ("--max-upload-pixels", "max_upload_pixels"),
-    ("--max-batch", "max_batch"),
-    ("--workers", "workers"),
-    ("--cores", "cores"),
-    ("--preload", "preload"),
-    ("--model", "models"),
-    ("--default-model", "default_model"),
-    ("--upload-budget-mb", "upload_budget_mb"),
-    ("--max-background-side", "max_background_side"),
-    ("--operator-token", "operator_token"),
-    ("--token", "tokens"),
-    ("--max-players", "max_players"),
-    ("--codec", "codec"),
-    ("--max-bitrate", "max_bitrate"),
-    ("--vp8-speed", "vp8_speed"),
-    ("--drain-timeout", "drain_timeout"),
-    ("--processes", "processes"),
-    ("--proxy", "proxy"),
-    ("--route-prefix", "route_prefix"),
-    ("--agent-port", "agent_port"),
-]
 
 
 class CommandError(Exception):
@@ -72,20 +38,30 @@ class CommandError(Exception):
 
 
 def add_server_options(parser: argparse.ArgumentParser) -> None:
-    """The flags of `serve`; a flag not given leaves its setting to the environment or the default."""
-    fields = ServerSettings.model_fields
-    for flag, name in SERVER_FLAGS:
-        field = fields[name]
+    """The flags of `serve`: one per ServerSettings field, in its order (the device's last, shared with the
+    other commands); type, default, help and environment variable come from the field. A flag not given leaves
+    its setting to the environment or the default."""
+    for name, field in ServerSettings.model_fields.items():
+        if name in DeviceSettings.model_fields:
+            continue
         default = field.get_default(call_default_factory=True)
         kind: Any = {int: int, float: float}.get(type(default), str) if default is not None else str
-        if name in ("cert", "key", "models"):
+        if Path in _types(field.annotation):
             kind = Path
         text = f"{field.description} (default: {_shown(default)}) [{env_name(name)}]"
         if isinstance(default, list):
-            parser.add_argument(flag, dest=name, action="append", type=kind, default=argparse.SUPPRESS, help=text)
+            parser.add_argument(
+                flag(name, field), dest=name, action="append", type=kind, default=argparse.SUPPRESS, help=text
+            )
         else:
-            parser.add_argument(flag, dest=name, type=kind, default=argparse.SUPPRESS, help=text)
+            parser.add_argument(flag(name, field), dest=name, type=kind, default=argparse.SUPPRESS, help=text)
     _add_device_options(parser, compile_default=True)
+
+
+def _types(annotation: object) -> set[object]:
+    """The types an annotation is made of: `Path | None` and `list[Path]` hold Path."""
+    args = typing.get_args(annotation)
+    return {annotation}.union(*(_types(arg) for arg in args)) if args else {annotation}
 
 
 def _add_device_options(parser: argparse.ArgumentParser, compile_default: bool | None = None) -> None:

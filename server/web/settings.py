@@ -1,19 +1,36 @@
 """Settings: every flag of the commands, each with its BACKDROP_* environment variable, read in this one place.
 
 Order of precedence: a flag given on the command line, then the environment variable, then the default.
+`backdrop serve` has one flag per ServerSettings field, in the fields' order (see `flag`): a new setting is a
+new flag.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Lists come from the environment comma-separated (BACKDROP_PRELOAD=general,landscape), not as JSON.
 CommaList = Annotated[list[str], NoDecode]
 CommaPaths = Annotated[list[Path], NoDecode]
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A setting's command-line flag where it is not the field's name (a repeatable flag names one item)."""
+
+    name: str
+
+
+def flag(name: str, field: FieldInfo) -> str:
+    """The command-line flag of the setting `name`: its `Flag`, else `--` and the name with dashes."""
+    named = [item.name for item in field.metadata if isinstance(item, Flag)]
+    return named[0] if named else "--" + name.replace("_", "-")
 
 
 class DeviceSettings(BaseSettings):
@@ -43,7 +60,7 @@ class ServerSettings(DeviceSettings):
         None, description="TLS certificate (PEM); browsers need HTTPS for the camera except on localhost"
     )
     key: Path | None = Field(None, description="TLS private key (PEM) for --cert")
-    ice_servers: CommaList = Field(
+    ice_servers: Annotated[CommaList, Flag("--ice-server")] = Field(
         default_factory=list, description="STUN/TURN URL offered to peers, repeatable (env: comma-separated)"
     )
     ice_username: str | None = Field(None, description="username for the TURN servers")
@@ -60,6 +77,28 @@ class ServerSettings(DeviceSettings):
     max_upload_pixels: int = Field(
         4096 * 4096, ge=1, description="largest accepted background image, in pixels (413 above)"
     )
+    max_batch: int = Field(16, ge=1, description="most frames segmented in one batch across sessions")
+    workers: int = Field(
+        0, ge=0, description="pipeline threads; 0: one per core on a CPU (torch single-threaded in each), one on CUDA"
+    )
+    cores: int = Field(
+        0,
+        ge=0,
+        description="cores this process's pipeline uses on a CPU (workers and torch threads); 0: every core it may "
+        "run on; --processes gives each process its share",
+    )
+    preload: CommaList = Field(
+        default_factory=lambda: ["general"], description="models loaded at start-up, repeatable (env: comma-separated)"
+    )
+    models: Annotated[CommaPaths, Flag("--model")] = Field(
+        default_factory=list,
+        description="trained checkpoint (.pt) or exported .onnx to serve beside the built-in models, selectable by "
+        "its name; repeatable (env: comma-separated)",
+    )
+    default_model: str = Field(
+        "general",
+        description="model of sessions that do not choose one: general, landscape, fullbody, auto or a --model's name",
+    )
     upload_budget_mb: int = Field(
         256,
         ge=1,
@@ -71,7 +110,7 @@ class ServerSettings(DeviceSettings):
     operator_token: SecretStr | None = Field(
         None, description="bearer token for the operators' listings (GET /sessions, uploads); without one they are off"
     )
-    tokens: CommaList = Field(
+    tokens: Annotated[CommaList, Flag("--token")] = Field(
         default_factory=list,
         description="bearer token that creating, changing or ending a session needs (WHIP), repeatable (env: "
         "comma-separated); none: anyone may",
@@ -94,18 +133,11 @@ class ServerSettings(DeviceSettings):
         description="libvpx's real-time encoding speed for VP8 sent back: 4 (best pictures) to 16 (least CPU); "
         "aiortc's is 6",
     )
-    route_prefix: str = Field(
-        "",
-        pattern=r"^(/[A-Za-z0-9._~-]+)*$",
-        description="path before /sessions and /view in the URLs this process hands out (e.g. /w/2), for a proxy "
-        "that routes a session's requests to the process holding it and strips it; set by --processes",
-    )
-    agent_port: int | None = Field(
-        None,
-        ge=1,
-        le=65535,
-        description="TCP port answering HAProxy's agent-check with this process's free capacity (weight %%, "
-        "'drain' while draining); set by --processes",
+    drain_timeout: float = Field(
+        30.0,
+        ge=0,
+        description="seconds a SIGTERM waits for live sessions to end (new offers get 503) before closing them; "
+        "a second SIGTERM stops at once",
     )
     processes: int = Field(
         1,
@@ -119,33 +151,18 @@ class ServerSettings(DeviceSettings):
         description="with --processes above 1: haproxy runs HAProxy in front of them on --host:--port (it must be "
         "installed); none leaves that to you (`backdrop proxy-config`)",
     )
-    drain_timeout: float = Field(
-        30.0,
-        ge=0,
-        description="seconds a SIGTERM waits for live sessions to end (new offers get 503) before closing them; "
-        "a second SIGTERM stops at once",
+    route_prefix: str = Field(
+        "",
+        pattern=r"^(/[A-Za-z0-9._~-]+)*$",
+        description="path before /sessions and /view in the URLs this process hands out (e.g. /w/2), for a proxy "
+        "that routes a session's requests to the process holding it and strips it; set by --processes",
     )
-    max_batch: int = Field(16, ge=1, description="most frames segmented in one batch across sessions")
-    workers: int = Field(
-        0, ge=0, description="pipeline threads; 0: one per core on a CPU (torch single-threaded in each), one on CUDA"
-    )
-    cores: int = Field(
-        0,
-        ge=0,
-        description="cores this process's pipeline uses on a CPU (workers and torch threads); 0: every core it may "
-        "run on; --processes gives each process its share",
-    )
-    preload: CommaList = Field(
-        default_factory=lambda: ["general"], description="models loaded at start-up, repeatable (env: comma-separated)"
-    )
-    models: CommaPaths = Field(
-        default_factory=list,
-        description="trained checkpoint (.pt) or exported .onnx to serve beside the built-in models, selectable by "
-        "its name; repeatable (env: comma-separated)",
-    )
-    default_model: str = Field(
-        "general",
-        description="model of sessions that do not choose one: general, landscape, fullbody, auto or a --model's name",
+    agent_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="TCP port answering HAProxy's agent-check with this process's free capacity (weight %%, "
+        "'drain' while draining); set by --processes",
     )
     compile: bool | None = Field(True, description=DeviceSettings.model_fields["compile"].description)
 
