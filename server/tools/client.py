@@ -6,7 +6,9 @@ Used by the tests and by `backdrop loadtest`; also a starting point for any Pyth
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+from dataclasses import dataclass, field
 
 import numpy as np
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
@@ -14,6 +16,7 @@ from av import VideoFrame
 from PIL import Image
 
 from ..rtc.jitter import complete_frames_on_marker
+from .impair import ImpairedTransport, Impairment, impair
 from .latency import LatencyProbe
 
 
@@ -58,15 +61,26 @@ class FramesTrack(VideoStreamTrack):
         return frame
 
 
+@dataclass(frozen=True)
+class Network:
+    """The client's side of an impaired network (see impair.py): `up` what it sends, `down` what it gets."""
+
+    up: Impairment = field(default_factory=Impairment)
+    down: Impairment = field(default_factory=Impairment)
+    seed: int = 0
+
+
 class Receiver:
     """A peer connection that receives the processed video: offers, accepts the answer, collects frames.
 
     With `marker` (the default) its video is decoded as soon as a frame's last packet arrives, as browsers
     do; without, on aiortc's rule, a frame interval later (see server/rtc/jitter.py)."""
 
-    def __init__(self, marker: bool = True) -> None:
+    def __init__(self, marker: bool = True, network: Network | None = None) -> None:
         self.pc = RTCPeerConnection()
         self.marker = marker
+        self.network = network
+        self.links: list[ImpairedTransport] = []  # with a `network`: the impaired transports, their counters
         self.remote: asyncio.Future = asyncio.get_event_loop().create_future()
         self.pc.on("track", self._on_track)
 
@@ -80,6 +94,8 @@ class Receiver:
 
     async def accept(self, answer_sdp: str) -> None:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
+        if self.network is not None:  # before ICE connects: every media packet goes through the links
+            self.links = impair(self.pc, self.network.up, self.network.down, self.network.seed)
         if self.marker:
             complete_frames_on_marker(self.pc)
 
@@ -93,14 +109,16 @@ class Receiver:
         return out
 
     async def close(self) -> None:
+        for link in self.links:
+            link.close()
         await self.pc.close()
 
 
 class Player(Receiver):
     """A WHEP player: receives a session's processed video (recvonly), sends nothing."""
 
-    def __init__(self, marker: bool = True) -> None:
-        super().__init__(marker)
+    def __init__(self, marker: bool = True, network: Network | None = None) -> None:
+        super().__init__(marker, network)
         self.pc.addTransceiver("video", direction="recvonly")
 
 
@@ -115,8 +133,9 @@ class Peer(Receiver):
         direction: str = "sendrecv",
         latency: bool = False,
         marker: bool = True,
+        network: Network | None = None,
     ) -> None:
-        super().__init__(marker)
+        super().__init__(marker, network)
         self.probe = LatencyProbe() if latency else None  # glass-to-glass delays, when asked
         self.source = FramesTrack(frames, self.probe)
         self.pc.addTransceiver(self.source, direction=direction)
@@ -149,16 +168,30 @@ class Peer(Receiver):
                 return message
 
 
-async def count_frames(peer: Peer, seconds: float) -> int:
+async def count_frames(peer: Peer, seconds: float, arrivals: list[float] | None = None) -> int:
     """Processed frames received during `seconds` (after the first one arrives); with the peer's latency
-    probe, each one's delay is recorded there."""
+    probe, each one's delay is recorded there; with `arrivals`, each frame's arrival time (loop seconds,
+    the first frame's included) is appended to it."""
     track = await asyncio.wait_for(peer.remote, 30.0)
     await asyncio.wait_for(track.recv(), 30.0)
     loop = asyncio.get_running_loop()
     end, count = loop.time() + seconds, 0
+    if arrivals is not None:
+        arrivals.append(loop.time())
     while loop.time() < end:
         frame = await asyncio.wait_for(track.recv(), 30.0)
+        if arrivals is not None:
+            arrivals.append(loop.time())
         if peer.probe is not None:
             peer.probe.received(frame.to_ndarray(format="gray"))  # the code is read from luma alone
         count += 1
     return count
+
+
+def freezes(arrivals: list[float], threshold_s: float = 0.2) -> dict[str, float]:
+    """The longest gap between frames a viewer saw, and the total of the gaps longer than `threshold_s`."""
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+    return {
+        "longest_freeze_ms": round(1000 * max(gaps, default=0.0), 1),
+        "frozen_s": round(sum(g for g in gaps if g > threshold_s), 3),
+    }

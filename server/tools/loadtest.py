@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import socket
 import statistics
@@ -12,13 +13,14 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from functools import partial
 
 import aiohttp
 import numpy as np
 
 from ..pipeline.workers import cpu_cores
-from .client import Peer, count_frames, photo_frames
+from .client import Network, Peer, count_frames, freezes, photo_frames
 from .proxy import process_ports
 from .soak import soak
 
@@ -95,6 +97,7 @@ async def measure(
     server_pid: int | None = None,
     cores: int | None = None,
     client_marker: bool = True,
+    network: Network | None = None,
 ) -> dict:
     """Open `sessions` sessions at once and count the frames each receives over `seconds`, and measure each
     frame's glass-to-glass latency (see latency.py: from leaving the client's camera track to arriving
@@ -103,10 +106,14 @@ async def measure(
     With the server's pid, also its CPU time per delivered frame (decode + pipeline + encode + the rest),
     and from it how many sessions at 25 fps the server's `cores` (default: this machine's) could serve if the
     clients ran elsewhere. `client_marker`: the clients decode a frame on its last packet, as browsers do;
-    without, a frame interval later, as aiortc alone does.
+    without, a frame interval later, as aiortc alone does. `network`: each client's media packets cross
+    that impaired network (each with its own seed), and the report adds what a viewer saw of it (freezes,
+    bitrate) and what repaired it (NACKs, PLIs, retransmissions).
     """
     frames = photo_frames(_photo(), size=size, count=48)
-    peers = [Peer(frames, latency=True, marker=client_marker) for _ in range(sessions)]
+    networks = [None if network is None else replace(network, seed=network.seed + 1000 * i) for i in range(sessions)]
+    peers = [Peer(frames, latency=True, marker=client_marker, network=n) for n in networks]
+    arrivals: list[list[float]] = [[] for _ in peers]
     resources: list[str] = []  # each session's URL, which names its process behind a proxy
     async with aiohttp.ClientSession() as http:
         try:
@@ -119,7 +126,11 @@ async def measure(
                 await peer.accept(answer["sdp"])
                 resources.append(answer["resource"])
             cpu_before, start = cpu_seconds(server_pid) if server_pid else None, time.monotonic()
-            counts: list[int] = await asyncio.gather(*(count_frames(p, seconds) for p in peers))
+            received_before = [await _bytes_in(p) for p in peers]
+            counts: list[int] = await asyncio.gather(
+                *(count_frames(p, seconds, a) for p, a in zip(peers, arrivals, strict=True))
+            )
+            received = [await _bytes_in(p) - b for p, b in zip(peers, received_before, strict=True)]
             cpu_after, elapsed = cpu_seconds(server_pid) if server_pid else None, time.monotonic() - start
             described = []
             for resource in resources:  # each session's own resource: the ids are the client's capabilities
@@ -134,6 +145,14 @@ async def measure(
         "latency_ms_p95_each": [round(float(np.percentile(d, 95)), 1) if d else None for d in delays],
         "latency_frames_unreadable": sum(p.probe.unreadable for p in peers if p.probe is not None),
     }
+    seen = [freezes(a) for a in arrivals]
+    viewer = {
+        "longest_freeze_ms_each": [s["longest_freeze_ms"] for s in seen],
+        "frozen_s_each": [s["frozen_s"] for s in seen],
+        "received_kbps_each": [round(n * 8 / 1000 / seconds) for n in received],
+    }
+    if network is not None:
+        viewer["repair_each"] = [_repair(p) for p in peers]
     server_cpu: dict = {}
     if cpu_before is not None and cpu_after is not None and sum(counts) > 0:
         ms_per_frame = (cpu_after - cpu_before) * 1000.0 / sum(counts)
@@ -152,8 +171,35 @@ async def measure(
         "fps_median": round(statistics.median(fps), 1),
         "all_at_least_25fps": min(fps) >= 25.0,
         **latency,
+        **viewer,
         **server_cpu,
         "server": [s["stats"] for s in described],
+    }
+
+
+async def _bytes_in(peer: Peer) -> int:
+    """Bytes that reached the client's DTLS transport (media, its RTCP, the data channel)."""
+    report = await peer.pc.getStats()
+    return sum(getattr(stats, "bytesReceived", 0) for stats in report.values() if stats.type == "transport")
+
+
+def _repair(peer: Peer) -> dict:
+    """What the client's impaired links saw: losses and drops each way, the feedback each side sent, and
+    the server's retransmissions (RTX packets, by the payload types the answer gave RTX)."""
+    rtx = {int(m) for m in re.findall(r"a=rtpmap:(\d+) rtx/", peer.pc.remoteDescription.sdp)}
+    up = [link.up.counters for link in peer.links]
+    down = [link.down.counters for link in peer.links]
+    return {
+        "up_lost": sum(c.lost for c in up),
+        "up_queue_drops": sum(c.queue_drops for c in up),
+        "down_lost": sum(c.lost for c in down),
+        "down_queue_drops": sum(c.queue_drops for c in down),
+        "nacks_sent": sum(link.sent.nack for link in peer.links),
+        "plis_sent": sum(link.sent.pli + link.sent.fir for link in peer.links),
+        "nacks_received": sum(link.received.nack for link in peer.links),
+        "plis_received": sum(link.received.pli + link.received.fir for link in peer.links),
+        "retransmissions_received": sum(n for link in peer.links for pt, n in link.received.rtp.items() if pt in rtx),
+        "retransmissions_sent": sum(n for link in peer.links for pt, n in link.sent.rtp.items() if pt in rtx),
     }
 
 
