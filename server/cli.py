@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from models.labelled import DEFAULT_HOLDOUT
 from models.nets import ARCHS
 
-from .pipeline.config import SessionConfig
+from .pipeline.config import ConfigError, SessionConfig
 from .web.settings import DeviceSettings, ServerSettings, env_name, flag
 
 if TYPE_CHECKING:
@@ -266,20 +266,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_process(args: argparse.Namespace) -> int:
-    from .files.process import process_file
+    from .files.process import file_config, process_file
 
     if not args.input.is_file():
         raise CommandError(f"{args.input} does not exist")
     registry, (model,) = _registry_with(args.model)
     pipeline = _pipeline(args, registry)
-    image = args.image
-    if args.mode == "image" and Path(image).is_file():
-        image = pipeline.backgrounds.add(Path(image).read_bytes())
-    elif args.mode == "image" and image not in pipeline.backgrounds:
-        presets = ", ".join(pipeline.backgrounds.presets())
-        raise CommandError(f"--image {image!r} is neither a file nor a preset ({presets})")
-    values = {name: getattr(args, name) for name in SessionConfig.model_fields}
-    config = SessionConfig(**{**values, "model": model, "image": image})
+    changes = {name: getattr(args, name) for name in SessionConfig.model_fields}
+    try:  # the config path of a session's: the same checks, the same refusals
+        config = file_config(pipeline, {**changes, "model": model})
+    except ConfigError as exc:
+        name = (exc.field or "config").removeprefix("config.")
+        text = exc.message.removeprefix(f"{name}: ")
+        if name == "image":
+            text += f" (not a file either; presets: {', '.join(pipeline.backgrounds.presets())})"
+        raise CommandError(f"--{name.replace('_', '-')}: {text}") from None
     frames = process_file(pipeline, args.input, args.output, config, progress=not args.quiet)
     print(f"wrote {args.output} ({frames} frame{'s' if frames != 1 else ''})")
     return 0

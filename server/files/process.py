@@ -6,11 +6,21 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..pipeline.config import SessionConfig
+from ..pipeline.config import SessionConfig, validate_config
 from ..pipeline.frames import StreamState
 from ..pipeline.pipeline import Pipeline
 from ..pipeline.yuv import Planes
 from .media import VideoWriter, is_image, read_image, read_video_frames, video_info, write_image
+
+
+def file_config(pipeline: Pipeline, changes: dict[str, object]) -> SessionConfig:
+    """The config a file is processed with: `changes` over the defaults, checked as a session's config is
+    (`validate_config`: its fields, then the model and the background it names; ConfigError if refused). An
+    `image` that names a file is added to the backgrounds first, as an upload would be."""
+    image = changes.get("image")
+    if isinstance(image, str) and Path(image).is_file():
+        changes = {**changes, "image": pipeline.backgrounds.add(Path(image).read_bytes())}
+    return validate_config(SessionConfig(), changes, pipeline.backgrounds, pipeline.registry)
 
 
 def process_file(pipeline: Pipeline, source: Path, target: Path, config: SessionConfig, progress: bool = True) -> int:
