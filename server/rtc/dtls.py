@@ -5,14 +5,15 @@ certificate (GStreamer 1.22's webrtcbin) then has no suite to choose and the han
 cipher"). Our certificate stays ECDSA, as browsers expect; the client hello also lists the ECDHE-RSA
 suites, so an RSA server can pick one. Nothing in site-packages is edited: a certificate subclass builds
 the wider context, and `peer_connection` gives each connection one (aiortc keeps its certificates in a
-private attribute that it reads only when transports are created, after the constructor).
+private attribute that it reads only when transports are created, after the constructor); both go through
+`aiortc_hooks`.
 """
 
 from __future__ import annotations
 
 from aiortc import RTCConfiguration, RTCPeerConnection
-from aiortc.rtcdtlstransport import RTCCertificate, SRTPProtectionProfile
-from OpenSSL import SSL
+
+from . import aiortc_hooks
 
 # aiortc's own list first (browsers and aiortc keep negotiating what they did), then the RSA ones.
 CIPHERS = b":".join(
@@ -29,17 +30,14 @@ CIPHERS = b":".join(
 )
 
 
-class InteropCertificate(RTCCertificate):
+class InteropCertificate(aiortc_hooks.CipherCertificate):
     """aiortc's ECDSA certificate, with a DTLS context that accepts ECDHE-RSA suites too."""
 
-    def _create_ssl_context(self, srtp_profiles: list[SRTPProtectionProfile]) -> SSL.Context:
-        context = super()._create_ssl_context(srtp_profiles)
-        context.set_cipher_list(CIPHERS)
-        return context
+    CIPHERS = CIPHERS
 
 
 def peer_connection(configuration: RTCConfiguration | None = None) -> RTCPeerConnection:
     """A new peer connection whose DTLS interoperates with RSA-certificate peers (see the module's text)."""
     pc = RTCPeerConnection(configuration)
-    pc._RTCPeerConnection__certificates = [InteropCertificate.generateCertificate()]  # type: ignore[attr-defined]
+    aiortc_hooks.set_certificates(pc, [InteropCertificate.generateCertificate()])
     return pc

@@ -3,7 +3,7 @@
 aiortc starts VP8 at 500 kb/s and never goes above 1.5 Mb/s (H.264: 1 and 3 Mb/s), visibly softer than a
 camera at 640x480. Here each sender gets an encoder that starts at the operator's ceiling and follows the
 receiver's estimate (REMB) below it. aiortc creates its encoder on the first frame unless one is there;
-`fit_senders` puts one there. Nothing in site-packages is edited.
+`fit_senders` puts one there. The private parts of aiortc this touches are reached through `aiortc_hooks`.
 
 VP8 is encoded with aiortc's libvpx settings except for the temporal denoiser, which is off: the frames it
 would clean have been through the sender's own codec already, and it cost a quarter of each encode and
@@ -25,6 +25,7 @@ from av.video.codeccontext import VideoCodecContext
 from av.video.frame import PictureType, VideoFrame
 
 from ..pipeline.workers import cpu_cores
+from . import aiortc_hooks
 
 Codec = Literal["vp8", "h264"]
 MIME = {"vp8": "video/vp8", "h264": "video/h264"}
@@ -80,7 +81,7 @@ VP8_OPTIONS = {
 class Vp8Encoder(_Ceiling, vpx.Vp8Encoder):
     """aiortc's VP8 encoder (its packetizer, picture ids, bitrate) with our libvpx options."""
 
-    _stored = "_Vp8Encoder__target_bitrate"
+    _stored = aiortc_hooks.TARGET_BITRATE["vp8"]
     _floor = vpx.MIN_BITRATE
 
     def __init__(self, ceiling: int, speed: int = EncoderSettings.vp8_speed) -> None:
@@ -103,7 +104,7 @@ class Vp8Encoder(_Ceiling, vpx.Vp8Encoder):
         if codec is None:
             codec = self.codec = self._open(frame.width, frame.height)
         data = b"".join(bytes(packet) for packet in codec.encode(frame))
-        payloads = self._packetize(data, self.picture_id)
+        payloads = aiortc_hooks.vp8_packetize(data, self.picture_id)
         self.picture_id = (self.picture_id + 1) % (1 << 15)
         return payloads, convert_timebase(frame.pts, frame.time_base, VIDEO_TIME_BASE)
 
@@ -126,7 +127,7 @@ class Vp8Encoder(_Ceiling, vpx.Vp8Encoder):
 
 
 class H264Encoder(_Ceiling, h264.H264Encoder):
-    _stored = "_H264Encoder__target_bitrate"
+    _stored = aiortc_hooks.TARGET_BITRATE["h264"]
     _floor = h264.MIN_BITRATE
 
 
@@ -148,14 +149,14 @@ def prefer_codec(pc: RTCPeerConnection, settings: EncoderSettings) -> None:
     for transceiver in pc.getTransceivers():
         if transceiver.kind != "video":
             continue
-        codecs: list[RTCRtpCodecParameters] = transceiver._codecs
+        codecs = aiortc_hooks.codecs(transceiver)
         preferred = {c.payloadType for c in codecs if c.mimeType.lower() == wanted}
 
         def rank(codec: RTCRtpCodecParameters, preferred: set[int | None] = preferred) -> int:
             base = codec.parameters.get("apt") if codec.mimeType.lower() == "video/rtx" else codec.payloadType
             return 0 if base in preferred else 1
 
-        transceiver._codecs = sorted(codecs, key=rank)  # stable: the offer's order within each rank
+        aiortc_hooks.set_codecs(transceiver, sorted(codecs, key=rank))  # stable: the offer's order within each rank
 
 
 def fit_senders(pc: RTCPeerConnection, settings: EncoderSettings) -> int:
@@ -163,11 +164,11 @@ def fit_senders(pc: RTCPeerConnection, settings: EncoderSettings) -> int:
     before media flows); returns how many it fitted."""
     fitted = 0
     for transceiver in pc.getTransceivers():
-        codecs: list[RTCRtpCodecParameters] = getattr(transceiver, "_codecs", [])
+        codecs = aiortc_hooks.codecs(transceiver)
         if transceiver.kind != "video" or transceiver.sender.track is None or not codecs:
             continue
         encoder = encoder_for(codecs[0], settings)
         if encoder is not None:
-            transceiver.sender._RTCRtpSender__encoder = encoder  # type: ignore[attr-defined]
+            aiortc_hooks.set_encoder(transceiver.sender, encoder)
             fitted += 1
     return fitted

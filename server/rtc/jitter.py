@@ -5,7 +5,7 @@ timestamp), so every frame waits one frame interval (33 ms at 30 fps) before it 
 the marker bit on a frame's last packet (RFC 7741 for VP8, RFC 6184 for H.264): a frame whose packets
 run without a gap from the buffer's oldest to a marked one is complete. The timestamp rule stays as the
 fallback for a lost marker. `complete_frames_on_marker` fits a connection's video receivers with the
-buffer; nothing in site-packages is edited.
+buffer; the private parts of aiortc this touches are reached through `aiortc_hooks`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from __future__ import annotations
 from aiortc import RTCPeerConnection
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtp import RtpPacket
+
+from . import aiortc_hooks
 
 # aiortc's capacity for video, in packets
 CAPACITY = 512
@@ -33,17 +35,14 @@ class MarkerJitterBuffer(JitterBuffer):
     def _complete(self) -> JitterFrame | None:
         """The oldest frame, removed from the buffer, if its packets run without a gap from the oldest
         packet to a marked one (a retransmission that fills a gap completes it too)."""
-        if self._origin is None:
-            return None
         packets: list[RtpPacket] = []
-        for i in range(self.capacity):
-            packet = self._packets[(self._origin + i) % self.capacity]
+        for packet in aiortc_hooks.buffered(self):
             if packet is None or (packets and packet.timestamp != packets[0].timestamp):
                 return None  # a gap (NACKed packets may still come), or a lost marker: aiortc's rule then
             packets.append(packet)
             if packet.marker:
                 self.remove(len(packets))
-                data = b"".join(p._data for p in packets)  # type: ignore[attr-defined]  # set by the receiver
+                data = b"".join(aiortc_hooks.payload(p) for p in packets)
                 return JitterFrame(data=data, timestamp=packet.timestamp)
         return None
 
@@ -54,6 +53,6 @@ def complete_frames_on_marker(pc: RTCPeerConnection) -> int:
     fitted = 0
     for transceiver in pc.getTransceivers():
         if transceiver.kind == "video":
-            transceiver.receiver._RTCRtpReceiver__jitter_buffer = MarkerJitterBuffer()  # type: ignore[attr-defined]
+            aiortc_hooks.set_jitter_buffer(transceiver.receiver, MarkerJitterBuffer())
             fitted += 1
     return fitted

@@ -1,0 +1,125 @@
+"""Every use of aiortc's private API, in one place, for the one aiortc version it was written against.
+
+aiortc offers no public way to choose a sender's encoder, a receiver's jitter buffer, a connection's
+certificate or the order of the codecs an answer lists, so `encoders.py`, `jitter.py` and `dtls.py` reach
+into it through the functions here. Nothing in site-packages is edited. The hooks:
+
+1. `RTCRtpTransceiver._codecs`: the codecs negotiated from the offer, in the order the answer lists them;
+   read and reordered (`codecs`, `set_codecs`: `encoders.prefer_codec`, `encoders.fit_senders`).
+2. `RTCRtpSender.__encoder`: the sender's encoder, which aiortc creates on the first frame unless one is
+   there (`set_encoder`: `encoders.fit_senders`).
+3. `Vp8Encoder.__target_bitrate`, `H264Encoder.__target_bitrate` and `Vp8Encoder._packetize`: the bitrate
+   aiortc's encoders keep and clamp to their own ceiling, and VP8's RTP payloads (`TARGET_BITRATE`,
+   `vp8_packetize`: `encoders.Vp8Encoder`, `encoders.H264Encoder`).
+4. `RTCRtpReceiver.__jitter_buffer`: the buffer a video receiver puts each packet into (`set_jitter_buffer`:
+   `jitter.complete_frames_on_marker`).
+5. `JitterBuffer._origin`, `JitterBuffer._packets` and `RtpPacket._data` (the depayloaded bytes the receiver
+   stores on each packet): what the buffer holds, oldest first (`buffered`, `payload`:
+   `jitter.MarkerJitterBuffer`).
+6. `RTCPeerConnection.__certificates` and `RTCCertificate._create_ssl_context`: the connection's DTLS
+   certificates, read when its transports are made, and the DTLS context each builds (`set_certificates`,
+   `CipherCertificate`: `dtls.peer_connection`).
+
+Name-mangled attributes fail silently when a release renames them (aiortc would read its own, and ours would
+sit unused), so the version is checked where this module is imported, which is before any server, client or
+session exists: another aiortc stops the program with `AiortcVersionError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from importlib.metadata import version
+
+from aiortc import RTCPeerConnection, RTCRtpCodecParameters, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
+from aiortc.codecs import vpx
+from aiortc.codecs.base import Encoder
+from aiortc.jitterbuffer import JitterBuffer
+from aiortc.rtcdtlstransport import RTCCertificate, SRTPProtectionProfile
+from aiortc.rtp import RtpPacket
+from OpenSSL import SSL
+
+AIORTC_VERSION = "1.16.0"  # the version pyproject.toml pins, whose private API the hooks were written for
+
+
+class AiortcVersionError(RuntimeError):
+    """An aiortc other than AIORTC_VERSION: its private API may differ from what the hooks touch."""
+
+
+def check_version(installed: str | None = None) -> None:
+    """Refuse an aiortc other than AIORTC_VERSION (`installed`: the installed one, by default)."""
+    installed = version("aiortc") if installed is None else installed
+    if installed != AIORTC_VERSION:
+        raise AiortcVersionError(
+            f"aiortc {installed} is installed, but Backdrop's hooks into aiortc's private API "
+            f"(server/rtc/aiortc_hooks.py) were written for aiortc {AIORTC_VERSION}: install aiortc=="
+            f"{AIORTC_VERSION} (pyproject.toml pins it), or check each hook against {installed} and update "
+            "AIORTC_VERSION"
+        )
+
+
+check_version()
+
+
+# 1. The codecs of a transceiver, in the answer's order.
+def codecs(transceiver: RTCRtpTransceiver) -> list[RTCRtpCodecParameters]:
+    """The codecs `transceiver` negotiated, in the order the answer lists them (none before negotiation)."""
+    return list(getattr(transceiver, "_codecs", []))
+
+
+def set_codecs(transceiver: RTCRtpTransceiver, codecs: list[RTCRtpCodecParameters]) -> None:
+    """Reorder `transceiver`'s negotiated codecs (between setRemoteDescription and createAnswer)."""
+    transceiver._codecs = codecs
+
+
+# 2. A sender's encoder.
+def set_encoder(sender: RTCRtpSender, encoder: Encoder) -> None:
+    """Give `sender` its encoder (after setLocalDescription, before the first frame: aiortc keeps it)."""
+    sender._RTCRtpSender__encoder = encoder  # type: ignore[attr-defined]
+
+
+# 3. aiortc's encoders: where each keeps its target bitrate, and VP8's payloads.
+TARGET_BITRATE = {"vp8": "_Vp8Encoder__target_bitrate", "h264": "_H264Encoder__target_bitrate"}
+
+
+def vp8_packetize(data: bytes, picture_id: int) -> list[bytes]:
+    """One encoded VP8 frame as aiortc's RTP payloads (its payload descriptors, with `picture_id`)."""
+    return vpx.Vp8Encoder._packetize(data, picture_id)
+
+
+# 4. A receiver's jitter buffer.
+def set_jitter_buffer(receiver: RTCRtpReceiver, buffer: JitterBuffer) -> None:
+    """Give `receiver` its jitter buffer (after setRemoteDescription, before media flows)."""
+    receiver._RTCRtpReceiver__jitter_buffer = buffer  # type: ignore[attr-defined]
+
+
+# 5. What a jitter buffer holds.
+def buffered(buffer: JitterBuffer) -> Iterator[RtpPacket | None]:
+    """The buffer's slots from its oldest packet on (None for a packet not received); nothing when empty."""
+    if buffer._origin is None:
+        return
+    for i in range(buffer.capacity):
+        yield buffer._packets[(buffer._origin + i) % buffer.capacity]
+
+
+def payload(packet: RtpPacket) -> bytes:
+    """A received packet's depayloaded bytes, as the receiver stored them on it."""
+    data: bytes = packet._data  # type: ignore[attr-defined]
+    return data
+
+
+# 6. A connection's DTLS certificates and the context each builds.
+class CipherCertificate(RTCCertificate):
+    """aiortc's certificate, whose DTLS context offers the cipher suites `CIPHERS` (OpenSSL's list)."""
+
+    CIPHERS: bytes = b""
+
+    def _create_ssl_context(self, srtp_profiles: list[SRTPProtectionProfile]) -> SSL.Context:
+        context = super()._create_ssl_context(srtp_profiles)
+        if self.CIPHERS:
+            context.set_cipher_list(self.CIPHERS)
+        return context
+
+
+def set_certificates(pc: RTCPeerConnection, certificates: list[RTCCertificate]) -> None:
+    """Give `pc` its DTLS certificates (after the constructor, before any transport is made)."""
+    pc._RTCPeerConnection__certificates = certificates  # type: ignore[attr-defined]
