@@ -117,7 +117,7 @@ async def offer(request: web.Request) -> web.Response:
         changes = dict(request.query)  # strings; the config's fields convert them ("0.3", "true")
     else:
         body = validated(OfferRequest, parse_json(data))
-        sdp, changes = _sdp(body.sdp), body.config
+        sdp, changes = _sdp(body.sdp), body.config.changes()  # only the fields sent, checked already
     try:
         session, answer = await request.app[SESSIONS].create(sdp, changes)
     except RequestError:

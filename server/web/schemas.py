@@ -10,6 +10,24 @@ from ..pipeline.config import SessionConfig
 from ..rtc.messages import ConfigChange
 
 
+def _no_defaults(schema: dict[str, Any]) -> None:
+    for field in schema.get("properties", {}).values():
+        field.pop("default", None)
+
+
+class SessionConfigChange(SessionConfig):
+    """Any subset of a session's config fields, each checked as in SessionConfig; unknown fields are refused.
+    The fields left out keep their values (for a new session, the server's defaults: GET /config/defaults)."""
+
+    # A partial SessionConfig: only the fields the client sent are applied (`changes`), so the defaults it
+    # inherits are never used, and the schema does not show them.
+    model_config = ConfigDict(json_schema_extra=_no_defaults)
+
+    def changes(self) -> dict[str, Any]:
+        """The fields the client sent, as checked values."""
+        return self.model_dump(exclude_unset=True)
+
+
 class OfferRequest(BaseModel):
     """`POST /offer` as JSON: the client's SDP offer and the session's config (any subset)."""
 
@@ -17,7 +35,9 @@ class OfferRequest(BaseModel):
 
     type: Literal["offer"]
     sdp: str = Field(description="an SDP offer with a video track, starting with 'v='")
-    config: dict[str, Any] = Field(default_factory=dict, description="SessionConfig fields to change")
+    config: SessionConfigChange = Field(
+        default_factory=SessionConfigChange, description="SessionConfig fields to change"
+    )
 
 
 class Answer(BaseModel):
@@ -112,6 +132,7 @@ __all__ = [
     "Health",
     "ModelList",
     "OfferRequest",
+    "SessionConfigChange",
     "SessionDescription",
     "SessionList",
     "Upload",
