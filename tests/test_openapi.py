@@ -1,9 +1,12 @@
-"""The API against its own OpenAPI document: Schemathesis generates requests from /openapi.json and
-checks every answer (no 5xx, documented statuses and content types, bodies that match their schemas)."""
+"""The API against its own OpenAPI document: the document is made from the route table, every route in it
+documented (or declared no part of the API); Schemathesis generates requests from /openapi.json and checks
+every answer (no 5xx, documented statuses and content types, bodies that match their schemas)."""
 
 from __future__ import annotations
 
+import pytest
 import schemathesis
+from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -12,11 +15,63 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from server.web.openapi import ATTRIBUTE, NotInApi, Operation, UndocumentedRoute, document, not_in_api, operation
+from server.web.routes import OPENAPI, ROUTES
+
 from conftest import OPERATOR, ServerThread
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 # SDP offers and trickle-ICE fragments are text: generate them as Schemathesis generates text/plain.
 schemathesis.serializer.alias(["application/sdp", "application/trickle-ice-sdpfrag"], "text/plain")
+
+
+@pytest.mark.unit
+def test_every_route_in_the_table_is_documented_or_declared_no_part_of_the_api() -> None:
+    routes = [route for route in ROUTES if isinstance(route, web.RouteDef)]
+    undocumented = [f"{r.method} {r.path}" for r in routes if getattr(r.handler, ATTRIBUTE, None) is None]
+    assert undocumented == []
+    documented = {(r.method.lower(), r.path) for r in routes if isinstance(getattr(r.handler, ATTRIBUTE), Operation)}
+    described = {(method, path) for path, item in OPENAPI["paths"].items() for method in item if method != "parameters"}
+    assert described == documented and len(described) == 15
+    left_out = {r.path for r in routes if isinstance(getattr(r.handler, ATTRIBUTE), NotInApi)}
+    assert left_out == {"/", "/view/{id}", "/openapi.json"} | {r.path for r in routes if r.method == "OPTIONS"}
+
+
+@pytest.mark.unit
+def test_a_route_without_docs_is_refused() -> None:
+    async def handler(request: web.Request) -> web.Response:
+        """Say hello."""
+        return web.Response(text="hello")
+
+    with pytest.raises(UndocumentedRoute, match="GET /hello"):
+        document([*ROUTES, web.get("/hello", handler)])
+    hidden = document([*ROUTES, web.get("/hello", not_in_api("a test")(handler))])
+    assert "/hello" not in hidden["paths"]
+    shown = document([*ROUTES, web.get("/hello/{name}", operation(responses={200: "hello"}, errors=(404,))(handler))])
+    assert shown["paths"]["/hello/{name}"] == {
+        "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "get": {
+            "summary": "Say hello",
+            "responses": {
+                "200": {"description": "hello"},
+                "404": {
+                    "description": "no such session or background",
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                },
+            },
+        },
+    }
+
+
+@pytest.mark.unit
+def test_the_offers_config_is_documented_field_by_field() -> None:
+    schemas = OPENAPI["components"]["schemas"]
+    config = schemas["OfferRequest"]["properties"]["config"]
+    assert config["$ref"] == "#/components/schemas/SessionConfigChange"
+    change = schemas["SessionConfigChange"]
+    assert change["additionalProperties"] is False and "required" not in change
+    assert set(change["properties"]) == set(schemas["SessionConfig"]["properties"])
+    assert all("default" not in field for field in change["properties"].values())
 
 
 def test_the_document_describes_every_route(live: ServerThread) -> None:

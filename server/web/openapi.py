@@ -1,220 +1,164 @@
-"""The OpenAPI 3.1 document of the HTTP API, made from the same pydantic models the routes parse."""
+"""The OpenAPI 3.1 document of the HTTP API, made from the route table and the pydantic models the routes parse.
+
+Each handler in the table carries its operation, declared beside it with `@operation(...)`: the bodies it
+takes and answers (pydantic models, or plain schemas), its error statuses, who may call it. Its summary is
+the first paragraph of the handler's docstring; the paths, their methods and path parameters come from the
+table. A handler that is no operation of the API (a page, a CORS preflight) says so with `@not_in_api`, and
+`document` refuses a table with a route that does neither.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import inspect
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
+from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from .schemas import (
-    Answer,
-    BackgroundList,
-    ConfigChange,
-    Defaults,
-    Error,
-    Health,
-    ModelList,
-    OfferRequest,
-    SessionDescription,
-    SessionList,
-    Upload,
-)
+from .schemas import Error
 
-MODELS: list[type[BaseModel]] = [
-    Answer,
-    BackgroundList,
-    ConfigChange,
-    Defaults,
-    Error,
-    Health,
-    ModelList,
-    OfferRequest,
-    SessionDescription,
-    SessionList,
-    Upload,
-]
+H = TypeVar("H", bound=Callable[..., Any])
+# A body: a pydantic model (a $ref to its schema), or a schema written out.
+Body = type[BaseModel] | dict[str, Any]
+# A response: its description alone, a JSON model and its description, or the response object written out.
+Response = str | tuple[type[BaseModel], str] | dict[str, Any]
+Security = list[dict[str, list[str]]]
 
+SDP: dict[str, Any] = {"type": "string"}  # application/sdp and trickle-ICE fragments are text
+OPERATOR: Security = [{"operator": []}]
+BEARER: Security = [{"bearer": []}, {}]  # only when the server was given --token
+ATTRIBUTE = "__openapi__"  # where a handler keeps its Operation (or NotInApi)
 
-def _ref(model: type[BaseModel]) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{model.__name__}"}
-
-
-def _json(model: type[BaseModel], text: str) -> dict[str, Any]:
-    return {"description": text, "content": {"application/json": {"schema": _ref(model)}}}
-
-
-def _errors(*statuses: int) -> dict[str, Any]:
-    texts = {
-        400: "malformed: not JSON, not UTF-8, nested too deep, not an SDP offer",
-        401: "no or wrong bearer token (--token, or --operator-token for listings)",
-        405: "method not allowed",
-        412: "If-Match does not match the session's ETag",
-        428: "a trickle-ICE PATCH without If-Match",
-        403: "listings are off (no --operator-token)",
-        404: "no such session or background",
-        413: "too large",
-        415: "wrong content type (WHIP and WHEP take application/sdp; uploads are images)",
-        422: "well-formed but invalid: the field at fault is named",
-        503: "the session limit is reached",
-        507: "the uploads' memory budget is full of images in use",
-    }
-    return {str(status): _json(Error, texts[status]) for status in statuses}
-
-
-WHIP_CREATED = {
-    "description": "the answer (WHIP: an application/sdp offer, config in the query string); Link headers name "
-    "the ICE servers, the session's WHEP endpoint (rel=whep) and its viewer page (rel=alternate)",
-    "headers": {
-        "Location": {"schema": {"type": "string"}},
-        "ETag": {"schema": {"type": "string"}},
-        "Link": {"schema": {"type": "string"}},
-    },
-    "content": {"application/sdp": {"schema": {"type": "string"}}},
-}
-SESSION_ID = {
-    "name": "id",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string"},
-    "description": "the session's id, as its creator was told",
+ERRORS = {
+    400: "malformed: not JSON, not UTF-8, nested too deep, not an SDP offer",
+    401: "no or wrong bearer token (--token, or --operator-token for listings)",
+    403: "listings are off (no --operator-token)",
+    404: "no such session or background",
+    405: "method not allowed",
+    412: "If-Match does not match the session's ETag",
+    413: "too large",
+    415: "wrong content type (WHIP and WHEP take application/sdp; uploads are images)",
+    422: "well-formed but invalid: the field at fault is named",
+    428: "a trickle-ICE PATCH without If-Match",
+    503: "the session limit is reached",
+    507: "the uploads' memory budget is full of images in use",
 }
 
 
-def document() -> dict[str, Any]:
-    """The whole document, as `GET /openapi.json` serves it."""
+class UndocumentedRoute(Exception):
+    """A route whose handler has neither `@operation` nor `@not_in_api`."""
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One method on one path, as the document describes it."""
+
+    summary: str | None
+    responses: Mapping[int, Response]
+    request: Mapping[str, Body] = field(default_factory=dict)  # content type -> body; empty: none
+    errors: tuple[int, ...] = ()  # statuses answered with an Error body (texts: ERRORS)
+    security: Security | None = None
+    parameters: Mapping[str, str] = field(default_factory=dict)  # path parameter -> its description
+    query: tuple[dict[str, Any], ...] = ()  # query parameters, written out
+
+    def render(self, models: dict[str, type[BaseModel]]) -> dict[str, Any]:
+        """The operation object; the models it names are added to `models`."""
+        out: dict[str, Any] = {}
+        if self.summary:
+            out["summary"] = self.summary
+        if self.security is not None:
+            out["security"] = self.security
+        if self.query:
+            out["parameters"] = list(self.query)
+        if self.request:
+            content = {kind: {"schema": _schema(body, models)} for kind, body in self.request.items()}
+            out["requestBody"] = {"required": True, "content": content}
+        responses = {str(status): _response(response, models) for status, response in self.responses.items()}
+        responses.update({str(status): _response((Error, ERRORS[status]), models) for status in self.errors})
+        out["responses"] = responses
+        return out
+
+
+@dataclass(frozen=True)
+class NotInApi:
+    """A route that is no operation of the API, and why."""
+
+    reason: str
+
+
+def operation(
+    *,
+    responses: Mapping[int, Response],
+    request: Mapping[str, Body] | None = None,
+    errors: Iterable[int] = (),
+    security: Security | None = None,
+    parameters: Mapping[str, str] | None = None,
+    query: Iterable[dict[str, Any]] = (),
+) -> Callable[[H], H]:
+    """Declare a handler's operation (its summary: the first paragraph of its docstring)."""
+    statuses = tuple(errors)
+    unknown = [status for status in statuses if status not in ERRORS]
+    if unknown:
+        raise ValueError(f"no text for error status {unknown} in openapi.ERRORS")
+
+    def mark(handler: H) -> H:
+        doc = Operation(
+            summary=_summary(handler),
+            responses=dict(responses),
+            request=dict(request or {}),
+            errors=statuses,
+            security=security,
+            parameters=dict(parameters or {}),
+            query=tuple(query),
+        )
+        setattr(handler, ATTRIBUTE, doc)
+        return handler
+
+    return mark
+
+
+def not_in_api(reason: str) -> Callable[[H], H]:
+    """Declare a handler that is no operation of the API (a page, a CORS preflight): left out, on purpose."""
+
+    def mark(handler: H) -> H:
+        setattr(handler, ATTRIBUTE, NotInApi(reason))
+        return handler
+
+    return mark
+
+
+def document(routes: Iterable[web.AbstractRouteDef]) -> dict[str, Any]:
+    """The whole document of the route table, as `GET /openapi.json` serves it."""
+    models: dict[str, type[BaseModel]] = {}
+    operations: dict[str, dict[str, Operation]] = {}
+    for route in routes:
+        if isinstance(route, web.StaticDef):
+            continue  # files under a prefix, not operations
+        if not isinstance(route, web.RouteDef):
+            raise UndocumentedRoute(f"{route!r}: not a route the document knows how to describe")
+        doc = getattr(route.handler, ATTRIBUTE, None)
+        if doc is None:
+            name = getattr(route.handler, "__qualname__", repr(route.handler))
+            raise UndocumentedRoute(
+                f"{route.method} {route.path} ({name}): declare its @operation(...) or @not_in_api(reason)"
+            )
+        if isinstance(doc, Operation):
+            operations.setdefault(route.path, {})[route.method.lower()] = doc
+    paths: dict[str, Any] = {}
+    for path, methods in operations.items():
+        item: dict[str, Any] = {}
+        names = re.findall(r"\{([^}:]+)", path)
+        if names:
+            item["parameters"] = [_path_parameter(name, methods.values()) for name in names]
+        item.update({method: doc.render(models) for method, doc in methods.items()})
+        paths[path] = item
     _, schemas = models_json_schema(
-        [(model, "validation") for model in MODELS], ref_template="#/components/schemas/{model}"
+        [(models[name], "validation") for name in sorted(models)], ref_template="#/components/schemas/{model}"
     )
-    operator: list[dict[str, list[str]]] = [{"operator": []}]
-    bearer: list[dict[str, list[str]]] = [{"bearer": []}, {}]  # only when the server was given --token
-    paths: dict[str, Any] = {
-        "/offer": {
-            "post": {
-                "summary": "Start a session: an SDP offer in, the answer out",
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {"schema": _ref(OfferRequest)},
-                        "application/sdp": {"schema": {"type": "string"}},
-                    },
-                },
-                "responses": {
-                    "200": _json(Answer, "the answer (JSON offers)"),
-                    "201": WHIP_CREATED,
-                    **_errors(400, 401, 413, 422, 503),
-                },
-            }
-        },
-        "/whip": {
-            "post": {
-                "summary": "WHIP (RFC 9725): an application/sdp offer (sendrecv, or sendonly to watch through WHEP)",
-                "security": bearer,
-                "parameters": [{"name": "config", "in": "query", "schema": {"type": "object"}, "style": "form"}],
-                "requestBody": {"required": True, "content": {"application/sdp": {"schema": {"type": "string"}}}},
-                "responses": {"201": WHIP_CREATED, **_errors(400, 401, 413, 415, 422, 503)},
-            }
-        },
-        "/sessions/{id}/whep": {
-            "parameters": [SESSION_ID],
-            "post": {
-                "summary": "WHEP: a player's recvonly offer for the session's processed video",
-                "requestBody": {"required": True, "content": {"application/sdp": {"schema": {"type": "string"}}}},
-                "responses": {
-                    "201": {
-                        "description": "the answer; Location ends the player",
-                        "headers": {"Location": {"schema": {"type": "string"}}},
-                        "content": {"application/sdp": {"schema": {"type": "string"}}},
-                    },
-                    **_errors(400, 404, 413, 415, 422, 503),
-                },
-            },
-        },
-        "/sessions/{id}/whep/{player}": {
-            "parameters": [
-                SESSION_ID,
-                {"name": "player", "in": "path", "required": True, "schema": {"type": "string"}},
-            ],
-            "delete": {"responses": {"204": {"description": "the player ended"}, **_errors(404)}},
-        },
-        "/sessions": {
-            "get": {
-                "summary": "Every session (operators only)",
-                "security": operator,
-                "responses": {"200": _json(SessionList, "the sessions"), **_errors(401, 403)},
-            }
-        },
-        "/sessions/{id}": {
-            "parameters": [SESSION_ID],
-            "get": {"responses": {"200": _json(SessionDescription, "the session"), **_errors(404)}},
-            "patch": {
-                "summary": "Change the session's config (JSON), or trickle ICE candidates (WHIP, with If-Match)",
-                "security": bearer,
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {"schema": _ref(ConfigChange)},
-                        "application/trickle-ice-sdpfrag": {"schema": {"type": "string"}},
-                    },
-                },
-                "responses": {
-                    "200": _json(SessionDescription, "the session (a config change)"),
-                    "204": {"description": "candidates added (trickle ICE)"},
-                    **_errors(400, 401, 404, 412, 413, 422, 428),
-                },
-            },
-            "delete": {"security": bearer, "responses": {"204": {"description": "ended"}, **_errors(401, 404)}},
-        },
-        "/backgrounds": {
-            "get": {"responses": {"200": _json(BackgroundList, "presets (and uploads, for operators)")}},
-            "post": {
-                "summary": "Upload a background image",
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "image/*": {"schema": {"type": "string", "format": "binary"}},
-                        "multipart/form-data": {
-                            "schema": {
-                                "type": "object",
-                                "properties": {"file": {"type": "string", "format": "binary"}},
-                                "required": ["file"],
-                            }
-                        },
-                    },
-                },
-                "responses": {"201": _json(Upload, "kept"), **_errors(400, 413, 415, 507)},
-            },
-        },
-        "/backgrounds/{id}": {
-            "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
-            "get": {
-                "responses": {
-                    "200": {"description": "the image", "content": {"image/png": {"schema": {"type": "string"}}}},
-                    **_errors(404),
-                }
-            },
-        },
-        "/models": {"get": {"responses": {"200": _json(ModelList, "what config.model may name")}}},
-        "/config/defaults": {"get": {"responses": {"200": _json(Defaults, "the config of a new session")}}},
-        "/healthz": {
-            "get": {
-                "responses": {
-                    "200": _json(Health, "serving"),
-                    "503": _json(Health, "draining: send new offers elsewhere"),
-                }
-            }
-        },
-        "/metrics": {
-            "get": {
-                "responses": {
-                    "200": {
-                        "description": "Prometheus text format",
-                        "content": {"text/plain": {"schema": {"type": "string"}}},
-                    }
-                }
-            }
-        },
-    }
     return {
         "openapi": "3.1.0",
         "info": {"title": "Backdrop", "version": "1", "description": "Background replacement for WebRTC video."},
@@ -227,3 +171,33 @@ def document() -> dict[str, Any]:
             },
         },
     }
+
+
+def _summary(handler: Callable[..., Any]) -> str | None:
+    """The first paragraph of the handler's docstring, on one line, without its full stop."""
+    text = inspect.getdoc(handler)
+    return " ".join(text.split("\n\n")[0].split()).removesuffix(".") if text else None
+
+
+def _schema(body: Body, models: dict[str, type[BaseModel]]) -> dict[str, Any]:
+    if isinstance(body, dict):
+        return body
+    models[body.__name__] = body
+    return {"$ref": f"#/components/schemas/{body.__name__}"}
+
+
+def _response(response: Response, models: dict[str, type[BaseModel]]) -> dict[str, Any]:
+    if isinstance(response, str):
+        return {"description": response}
+    if isinstance(response, tuple):
+        model, text = response
+        return {"description": text, "content": {"application/json": {"schema": _schema(model, models)}}}
+    return response
+
+
+def _path_parameter(name: str, operations: Iterable[Operation]) -> dict[str, Any]:
+    parameter: dict[str, Any] = {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+    descriptions = [op.parameters[name] for op in operations if name in op.parameters]
+    if descriptions:
+        parameter["description"] = descriptions[0]
+    return parameter

@@ -22,17 +22,39 @@ from ..rtc.inputs import MAX_MESSAGE_BYTES, decode_text, parse_json, validated
 from ..rtc.sdp import parse_fragment
 from ..rtc.sessions import Session
 from ..rtc.trickle import trickle
-from .cors import preflight
+from .cors import Handler, preflight
 from .errors import HTTPError
 from .keys import IMAGES, METRICS, PIPELINE, SESSIONS, SETTINGS, TORCH_THREADS, WORKERS
-from .openapi import document
-from .schemas import ConfigChange, OfferRequest
+from .openapi import BEARER, OPERATOR, SDP, document, not_in_api, operation
+from .schemas import (
+    Answer,
+    BackgroundList,
+    ConfigChange,
+    Defaults,
+    Health,
+    ModelList,
+    OfferRequest,
+    SessionDescription,
+    SessionList,
+    Upload,
+)
 from .urls import player_url, session_urls
 
 log = logging.getLogger(__name__)
 # The page ships inside the package (static/ at the top of the source tree, mapped to server.web.static).
 STATIC = Path(str(resources.files("server.web.static")))
-OPENAPI = document()
+# What the operations below share in the OpenAPI document (see openapi.py).
+SESSION = {"id": "the session's id, as its creator was told"}  # the path parameter
+WHIP_CREATED = {
+    "description": "the answer (WHIP: an application/sdp offer, config in the query string); Link headers name "
+    "the ICE servers, the session's WHEP endpoint (rel=whep) and its viewer page (rel=alternate)",
+    "headers": {
+        "Location": {"schema": {"type": "string"}},
+        "ETag": {"schema": {"type": "string"}},
+        "Link": {"schema": {"type": "string"}},
+    },
+    "content": {"application/sdp": {"schema": SDP}},
+}
 
 
 async def _body(request: web.Request, limit: int, what: str) -> bytes:
@@ -106,8 +128,15 @@ def _operator(request: web.Request) -> None:
         raise web.HTTPUnauthorized(headers={"WWW-Authenticate": 'Bearer realm="backdrop operators"'})
 
 
+@operation(
+    request={"application/json": OfferRequest, "application/sdp": SDP},
+    responses={200: (Answer, "the answer (JSON offers)"), 201: WHIP_CREATED},
+    errors=(400, 401, 413, 422, 503),
+)
 async def offer(request: web.Request) -> web.Response:
-    """JSON {sdp, type: offer, config} -> 200 {sdp, type: answer, session_id}; raw application/sdp (WHIP) -> 201."""
+    """Start a session: an SDP offer in, the answer out.
+
+    JSON {sdp, type: offer, config} -> 200 {sdp, type: answer, session_id}; raw application/sdp (WHIP) -> 201."""
     _authorize(request)
     data = await _body(request, request.app[SETTINGS].max_offer_bytes, "offer")
     whip = request.content_type == "application/sdp"
@@ -139,25 +168,47 @@ async def offer(request: web.Request) -> web.Response:
     return web.json_response({"sdp": answer, "type": "answer", "session_id": session.id, **urls, "etag": session.etag})
 
 
+@operation(
+    security=BEARER,
+    query=[{"name": "config", "in": "query", "schema": {"type": "object"}, "style": "form"}],
+    request={"application/sdp": SDP},
+    responses={201: WHIP_CREATED},
+    errors=(400, 401, 413, 415, 422, 503),
+)
 async def whip(request: web.Request) -> web.Response:
-    """The WHIP endpoint (RFC 9725): application/sdp offers only."""
+    """WHIP (RFC 9725): an application/sdp offer (sendrecv, or sendonly to watch through WHEP).
+
+    The WHIP endpoint (RFC 9725): application/sdp offers only."""
     if request.content_type != "application/sdp":
         raise WrongType("a WHIP offer is application/sdp", "Content-Type")
     return await offer(request)
 
 
+@operation(security=OPERATOR, responses={200: (SessionList, "the sessions")}, errors=(401, 403))
 async def list_sessions(request: web.Request) -> web.Response:
-    """Operators only (the bearer token): every session, ids included."""
+    """Every session (operators only).
+
+    Operators only (the bearer token): every session, ids included."""
     _operator(request)
     return web.json_response({"sessions": [_describe(request, s) for s in request.app[SESSIONS].sessions.values()]})
 
 
+@operation(parameters=SESSION, responses={200: (SessionDescription, "the session")}, errors=(404,))
 async def get_session(request: web.Request) -> web.Response:
     return web.json_response(_describe(request, _session(request)))
 
 
+@operation(
+    security=BEARER,
+    parameters=SESSION,
+    request={"application/json": ConfigChange, "application/trickle-ice-sdpfrag": SDP},
+    responses={200: (SessionDescription, "the session (a config change)"), 204: "candidates added (trickle ICE)"},
+    errors=(400, 401, 404, 412, 413, 422, 428),
+)
 async def patch_session(request: web.Request) -> web.Response:
-    """JSON {config} changes the config; application/trickle-ice-sdpfrag trickles ICE candidates (WHIP)."""
+    """Change the session's config (JSON), or trickle ICE candidates (WHIP, with If-Match).
+
+    JSON {config} changes the config; application/trickle-ice-sdpfrag trickles ICE candidates (WHIP)."""
     _authorize(request)
     session = _session(request)
     if request.content_type == "application/trickle-ice-sdpfrag":
@@ -181,8 +232,22 @@ async def _trickle(request: web.Request, session: Session) -> web.Response:
     return web.Response(status=204)
 
 
+@operation(
+    parameters=SESSION,
+    request={"application/sdp": SDP},
+    responses={
+        201: {
+            "description": "the answer; Location ends the player",
+            "headers": {"Location": {"schema": {"type": "string"}}},
+            "content": {"application/sdp": {"schema": SDP}},
+        }
+    },
+    errors=(400, 404, 413, 415, 422, 503),
+)
 async def whep_play(request: web.Request) -> web.Response:
-    """A WHEP player's recvonly offer (application/sdp) -> 201 with the answer; Location ends it."""
+    """WHEP: a player's recvonly offer for the session's processed video.
+
+    A WHEP player's recvonly offer (application/sdp) -> 201 with the answer; Location ends it."""
     session = _session(request)
     if request.content_type != "application/sdp":
         raise WrongType("a WHEP offer is application/sdp", "Content-Type")
@@ -200,6 +265,7 @@ async def whep_play(request: web.Request) -> web.Response:
     return response
 
 
+@operation(parameters=SESSION, responses={204: "the player ended"}, errors=(404,))
 async def whep_stop(request: web.Request) -> web.Response:
     session = _session(request)
     if not await session.players.stop(request.match_info["player"]):
@@ -207,6 +273,7 @@ async def whep_stop(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+@operation(security=BEARER, parameters=SESSION, responses={204: "ended"}, errors=(401, 404))
 async def delete_session(request: web.Request) -> web.Response:
     _authorize(request)
     _session(request)
@@ -214,8 +281,22 @@ async def delete_session(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+@operation(
+    request={
+        "image/*": {"type": "string", "format": "binary"},
+        "multipart/form-data": {
+            "type": "object",
+            "properties": {"file": {"type": "string", "format": "binary"}},
+            "required": ["file"],
+        },
+    },
+    responses={201: (Upload, "kept")},
+    errors=(400, 413, 415, 507),
+)
 async def upload_background(request: web.Request) -> web.Response:
-    """Raw image body, or multipart with a `file` field -> 201 {id}."""
+    """Upload a background image.
+
+    Raw image body, or multipart with a `file` field -> 201 {id}."""
     settings = request.app[SETTINGS]
     store = request.app[PIPELINE].backgrounds
     if request.content_length is not None and request.content_length > settings.max_upload_bytes:
@@ -247,6 +328,7 @@ async def upload_background(request: web.Request) -> web.Response:
     return web.json_response({"id": name, "width": width, "height": height}, status=201)
 
 
+@operation(responses={200: (BackgroundList, "presets (and uploads, for operators)")})
 async def list_backgrounds(request: web.Request) -> web.Response:
     """The presets; an upload's id is known only to its uploader (operators with the token see them all)."""
     store = request.app[PIPELINE].backgrounds
@@ -256,6 +338,10 @@ async def list_backgrounds(request: web.Request) -> web.Response:
     return web.json_response({"presets": store.presets(), "backgrounds": listed})
 
 
+@operation(
+    responses={200: {"description": "the image", "content": {"image/png": {"schema": {"type": "string"}}}}},
+    errors=(404,),
+)
 async def get_background(request: web.Request) -> web.Response:
     store = request.app[PIPELINE].backgrounds
     name = request.match_info["id"]
@@ -268,6 +354,7 @@ async def get_background(request: web.Request) -> web.Response:
     return web.Response(body=png, content_type="image/png")
 
 
+@operation(responses={200: (ModelList, "what config.model may name")})
 async def list_models(request: web.Request) -> web.Response:
     """The models a session's config may name (aliases first, as the page shows them)."""
     registry = request.app[PIPELINE].registry
@@ -280,6 +367,7 @@ async def list_models(request: web.Request) -> web.Response:
     return web.json_response({"models": models, "default": request.app[SETTINGS].default_model})
 
 
+@operation(responses={200: (Defaults, "the config of a new session")})
 async def config_defaults(request: web.Request) -> web.Response:
     """The config a new session gets unless its offer says otherwise: the page starts from it."""
     settings = request.app[SETTINGS]
@@ -287,11 +375,13 @@ async def config_defaults(request: web.Request) -> web.Response:
     return web.json_response({"config": config.model_dump(), "token_required": bool(settings.tokens)})
 
 
+@not_in_api("the document itself")
 async def openapi(request: web.Request) -> web.Response:
     """This API's OpenAPI 3.1 document."""
     return web.json_response(OPENAPI)
 
 
+@operation(responses={200: (Health, "serving"), 503: (Health, "draining: send new offers elsewhere")})
 async def healthz(request: web.Request) -> web.Response:
     """200 while serving; 503 while draining, so that proxies and Kubernetes send new offers elsewhere."""
     pipeline, draining = request.app[PIPELINE], request.app[SESSIONS].draining
@@ -309,39 +399,52 @@ async def healthz(request: web.Request) -> web.Response:
     )
 
 
+@operation(
+    responses={
+        200: {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}
+    }
+)
 async def metrics(request: web.Request) -> web.Response:
     registry = request.app[METRICS]
     return web.Response(body=registry.render(), headers={"Content-Type": registry.content_type})
 
 
+@not_in_api("the demo page")
 async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "index.html")
 
 
+@not_in_api("a page: the viewer of a session")
 async def view(request: web.Request) -> web.FileResponse:
     """The viewer page of a session (a Browser Source for OBS): it plays the session's WHEP stream."""
     return web.FileResponse(STATIC / "view.html")
 
 
+def _preflight(methods: str, **accept: str) -> Handler:
+    """A CORS preflight's OPTIONS answer (cors.py): no operation of the API."""
+    return not_in_api("CORS preflight")(preflight(methods, **accept))
+
+
+# Every route, and (openapi.py) the API's document: each handler declares its operation, or that it is none.
 ROUTES = [
     web.get("/", index),
     web.get("/view/{id}", view),
     web.post("/offer", offer),
-    web.options("/offer", preflight("POST, OPTIONS", accept_post="application/sdp, application/json")),
+    web.options("/offer", _preflight("POST, OPTIONS", accept_post="application/sdp, application/json")),
     web.post("/whip", whip),
-    web.options("/whip", preflight("POST, OPTIONS", accept_post="application/sdp")),
+    web.options("/whip", _preflight("POST, OPTIONS", accept_post="application/sdp")),
     web.get("/sessions", list_sessions),
     web.get("/sessions/{id}", get_session),
     web.patch("/sessions/{id}", patch_session),
     web.delete("/sessions/{id}", delete_session),
     web.options(
         "/sessions/{id}",
-        preflight("GET, PATCH, DELETE, OPTIONS", accept_patch="application/trickle-ice-sdpfrag, application/json"),
+        _preflight("GET, PATCH, DELETE, OPTIONS", accept_patch="application/trickle-ice-sdpfrag, application/json"),
     ),
     web.post("/sessions/{id}/whep", whep_play),
-    web.options("/sessions/{id}/whep", preflight("POST, OPTIONS", accept_post="application/sdp")),
+    web.options("/sessions/{id}/whep", _preflight("POST, OPTIONS", accept_post="application/sdp")),
     web.delete("/sessions/{id}/whep/{player}", whep_stop),
-    web.options("/sessions/{id}/whep/{player}", preflight("DELETE, OPTIONS")),
+    web.options("/sessions/{id}/whep/{player}", _preflight("DELETE, OPTIONS")),
     web.post("/backgrounds", upload_background),
     web.get("/backgrounds", list_backgrounds),
     web.get("/backgrounds/{id}", get_background),
@@ -352,3 +455,4 @@ ROUTES = [
     web.get("/metrics", metrics),
     web.static("/static", STATIC),
 ]
+OPENAPI = document(ROUTES)
