@@ -11,6 +11,10 @@ import torch
 from torch import nn
 
 from .checkpoint import load as load_checkpoint
+from .names import ALIASES as ALIASES  # the names a user may choose, re-exported (models.names has no torch)
+from .names import MODEL_CHOICES as MODEL_CHOICES
+from .names import MODEL_CHOICES_TEXT as MODEL_CHOICES_TEXT
+from .names import POLICY_NAMES as POLICY_NAMES
 from .nets.pose import pose_segmenter
 from .nets.pose_detector import pose_detector
 from .nets.selfie import SelfieSegmenter, load_tflite
@@ -33,20 +37,43 @@ class ModelInfo:
 
 
 @dataclass(frozen=True)
-class Plan:
-    """Which network does what for a stream that names a model (or a policy such as `auto`)."""
+class Network:
+    """One network a plan runs: its canonical name, its input size (H, W), and whether it is a detector
+    (boxes around people, see DETECTORS) rather than a segmenter."""
 
-    finder: str  # whole frames, to find the person whose region is tracked
-    region: str  # the tracked region
-    whole_frame: str  # whole frames when there is no region (a close-up, tracking off)
+    name: str
+    input_size: tuple[int, int]
+    detector: bool = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything the pipeline needs to know about a model (or policy such as `auto`) a stream names,
+    resolved once per name by `ModelRegistry.plan`."""
+
+    name: str  # the canonical name chosen (a model, or a policy)
+    finder: Network  # whole frames, to find the person whose region is tracked
+    region: Network  # the tracked region
+    whole_frame: Network  # whole frames when there is no region (a close-up, tracking off)
+    aspect: float  # width / height of the region network's input: the regions' aspect
+    # Whether a region stays one even when the person spans the frame one way (see pipeline.region.region_around):
+    # the pose segmenter, found by a detector, was trained on such squares around a person.
+    square: bool
+
+    @property
+    def networks(self) -> tuple[Network, ...]:
+        """The distinct networks this plan runs, finder first."""
+        return tuple(dict.fromkeys((self.finder, self.whole_frame, self.region)))
 
 
 @dataclass(frozen=True)
 class Policy:
-    """A name a session may choose like a model that picks networks by the scene."""
+    """A name a session may choose like a model that picks networks by the scene: canonical model names."""
 
     info: ModelInfo  # as the region network's, under the policy's name
-    plan: Plan
+    finder: str
+    region: str
+    whole_frame: str
 
 
 def _selfie(input_size: tuple[int, int], path: Path) -> nn.Module:
@@ -107,11 +134,12 @@ DETECTORS: dict[str, BuiltinModel] = {
         pose_detector,
     ),
 }
-ALIASES = {"general": "mediapipe-general", "landscape": "mediapipe-landscape", "fullbody": "mediapipe-pose"}
 POLICIES = {
     "auto": Policy(
         ModelInfo("auto", (256, 256), "fullbody around a person further away, general on a close-up"),
-        Plan(finder="mediapipe-pose-detector", region="mediapipe-pose", whole_frame="mediapipe-general"),
+        finder="mediapipe-pose-detector",
+        region="mediapipe-pose",
+        whole_frame="mediapipe-general",
     ),
 }
 
@@ -131,10 +159,16 @@ class ModelRegistry:
 
     def __init__(self) -> None:
         self._files: dict[str, tuple[ModelInfo, Callable[[], nn.Module]]] = {}
+        self._plans: dict[str, Plan] = {}  # by the name asked for (an alias too); renewed by register_file
 
     def names(self) -> list[str]:
         """Canonical names: built-ins first, then registered files in registration order."""
         return [*BUILTINS, *POLICIES, *self._files]
+
+    def choices(self) -> list[str]:
+        """The names a user may choose, as the page shows them: the aliases and policies (MODEL_CHOICES:
+        general, landscape, fullbody, auto), then registered files in registration order."""
+        return [*MODEL_CHOICES, *self._files]
 
     def resolve(self, name: str) -> str:
         """Canonical model name for a name or alias; raises KeyError for unknown names."""
@@ -150,12 +184,6 @@ class ModelRegistry:
             return POLICIES[canonical].info
         return BUILTINS[canonical].info if canonical in BUILTINS else self._files[canonical][0]
 
-    def is_detector(self, name: str) -> bool:
-        return name in DETECTORS
-
-    def detector_info(self, name: str) -> ModelInfo:
-        return DETECTORS[name].info
-
     def load_detector(
         self, name: str, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
     ) -> nn.Module:
@@ -165,11 +193,36 @@ class ModelRegistry:
         return DETECTORS[name].build().eval().to(device=device, dtype=dtype)
 
     def plan(self, name: str) -> Plan:
-        """The networks a stream naming `name` runs (a plain model does everything itself)."""
-        canonical = self.resolve(name)
-        if canonical in POLICIES:
-            return POLICIES[canonical].plan
-        return Plan(finder=self.info(canonical).finder or canonical, region=canonical, whole_frame=canonical)
+        """What a stream naming `name` runs (a plain model does everything itself, unless its info names a
+        finder), worked out once per name; raises KeyError for unknown names."""
+        plans = self._plans  # register_file replaces the dict: a plan made meanwhile lands in the old one
+        plan = plans.get(name)
+        if plan is None:
+            plan = plans[name] = self._make_plan(self.resolve(name))
+        return plan
+
+    def _make_plan(self, canonical: str) -> Plan:
+        policy = POLICIES.get(canonical)
+        if policy is not None:
+            finder, region, whole_frame = policy.finder, policy.region, policy.whole_frame
+        else:
+            finder, region, whole_frame = self.info(canonical).finder or canonical, canonical, canonical
+        region_network = self._network(region)
+        height, width = region_network.input_size
+        finder_network = self._network(finder)
+        return Plan(
+            name=canonical,
+            finder=finder_network,
+            region=region_network,
+            whole_frame=self._network(whole_frame),
+            aspect=width / height,
+            square=finder_network.detector,  # the pose segmenter, the one a detector finds for, wants its square
+        )
+
+    def _network(self, canonical: str) -> Network:
+        if canonical in DETECTORS:
+            return Network(canonical, DETECTORS[canonical].info.input_size, detector=True)
+        return Network(canonical, self.info(canonical).input_size)
 
     def register_file(self, path: Path | str, name: str | None = None) -> str:
         """Make a trained checkpoint (.pt) or an exported ONNX model (.onnx) loadable by name; returns the name.
@@ -196,6 +249,7 @@ class ModelRegistry:
             raise ValueError(f"{path}: a model named {name!r} is already loaded from {self._files[name][0].path}")
         info = ModelInfo(name, (size[0], size[1]), f"{kind}, {size[0]}x{size[1]}, {path.name}", path)
         self._files[name] = (info, builder)
+        self._plans = {}  # no plan made before outlives a registration (a file registered again may have changed)
         return name
 
     def resolve_arg(self, value: str) -> str:
@@ -218,7 +272,7 @@ class ModelRegistry:
         there too (what export converts)."""
         device = torch.device(device) if device is not None else default_device()
         check_precision(device, dtype)
-        canonical = self.plan(name).region
+        canonical = self.plan(name).region.name
         builtin = BUILTINS.get(canonical)
         served = builtin.cpu_runtime if builtin is not None and runtime and device.type == "cpu" else "torch"
         if builtin is not None and served == "tflite":

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from models.zoo import ModelRegistry
+from models.names import MODEL_CHOICES_TEXT
 
-from .backgrounds import BackgroundStore
+if TYPE_CHECKING:  # not at run time: the command line's help reads this module, and the zoo imports torch
+    from models.zoo import ModelRegistry
+
+    from .backgrounds import BackgroundStore
 
 Mode = Literal["blur", "image", "color", "none", "mask"]
 _HEX_COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
@@ -25,7 +28,7 @@ class SessionConfig(BaseModel):
     color: str = Field("#00b140", description="background colour for mode=color, '#rrggbb'")
     image: str = Field("aurora", description="background image for mode=image: an uploaded id or a preset name")
     model: str = Field(
-        "general", description="segmentation model: general, landscape, fullbody, auto, or a loaded checkpoint's name"
+        "general", description=f"segmentation model: {MODEL_CHOICES_TEXT}, or a loaded checkpoint's name"
     )
     smoothing: float = Field(0.9, ge=0.0, le=1.0, description="temporal smoothing of the mask, 0 = off .. 1")
     refine: bool = Field(True, description="edge-aware upsampling of the mask guided by the frame")
@@ -83,7 +86,7 @@ def validate_config(
     except ValidationError as exc:
         raise ConfigError(*first_error(exc, "config")) from None
     try:
-        registry.resolve(config.model)
+        registry.plan(config.model)  # resolved now, and kept for the session's frames (ModelRegistry.plan)
     except KeyError as exc:
         raise ConfigError(f"model: {exc.args[0]}", "config.model") from None
     if config.image not in backgrounds:

@@ -18,6 +18,8 @@ from .motion import grey
 from .yuv import RGB_TO_YUV, YUV_TO_RGB, Planes
 
 if TYPE_CHECKING:
+    from models.zoo import Plan
+
     from .region import Region
 
 
@@ -38,11 +40,14 @@ class StreamState:
 @dataclass(frozen=True)
 class Frame:
     """One stream's frame on its way in: its planes (video) or (H,W,3) RGB uint8 pixels (files, tests; made
-    planes on the pipeline's worker), the stream's state and config."""
+    planes on the pipeline's worker), the stream's state and config, and optionally `plan`, config.model
+    already resolved (`ModelRegistry.plan`, e.g. when the session validated its config); without one, the
+    pipeline resolves it as the frame enters."""
 
     pixels: Planes | np.ndarray
     state: StreamState
     config: SessionConfig
+    plan: Plan | None = None
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from models.zoo import ModelRegistry
+from models.zoo import ModelRegistry, Plan
 
 from .backgrounds import BackgroundStore
 from .composite import compose
@@ -33,11 +33,13 @@ _T = TypeVar("_T")
 
 @dataclass
 class _Work:
-    """One frame on its way through the steps; each step fills in what the next one reads."""
+    """One frame on its way through the steps: made as it enters (its plan resolved, its planes uploaded);
+    each step fills in what the next one reads."""
 
     frame: Frame
+    plan: Plan  # what frame.config.model runs, resolved once
     state: StreamState
-    picture: DeviceFrame | None = None  # the frame's planes on the device
+    picture: DeviceFrame  # the frame's planes on the device
     mask: torch.Tensor | None = None  # (1,1,h,w) at the model's size, then (1,1,H,W) after `refine`
     result: tuple[torch.Tensor, torch.Tensor] | None = None  # Y and UV: the frame as the session's mode shows it
     output: Planes | None = None  # the result on the CPU
@@ -46,28 +48,23 @@ class _Work:
 Step = Callable[["Pipeline", list[_Work]], None]
 
 
-def _upload(pipeline: Pipeline, work: list[_Work]) -> None:
-    for w in work:
-        w.picture = DeviceFrame(planes_of(w.frame.pixels), pipeline.device)
-
-
 def _segment(pipeline: Pipeline, work: list[_Work]) -> None:
     whole = [w for w in work if not w.frame.config.region]
-    masks = segment(pipeline.models, [_ready(w.picture) for w in whole], [w.frame.config.model for w in whole])
+    masks = segment(pipeline.models, [w.picture for w in whole], [w.plan for w in whole])
     for w, mask in zip(whole, masks, strict=True):
         w.mask = mask
     tracked = [w for w in work if w.frame.config.region]
     if tracked:
-        pictures, names = [_ready(w.picture) for w in tracked], [w.frame.config.model for w in tracked]
-        masks, states = segment_regions(pipeline.models, pictures, names, [w.state for w in tracked])
+        pictures, plans = [w.picture for w in tracked], [w.plan for w in tracked]
+        masks, states = segment_regions(pipeline.models, pictures, plans, [w.state for w in tracked])
         for w, mask, state in zip(tracked, masks, states, strict=True):
             w.mask, w.state = mask, state
 
 
 def _smooth(pipeline: Pipeline, work: list[_Work]) -> None:
     for w in work:
-        config, picture = w.frame.config, _ready(w.picture)
-        key = (picture.size, pipeline.registry.resolve(config.model))
+        config, picture = w.frame.config, w.picture
+        key = (picture.size, w.plan.name)
         previous = w.state.previous_mask if w.state.mask_key == key else None
         current = _ready(w.mask).float()
         now = (
@@ -86,15 +83,13 @@ def _smooth(pipeline: Pipeline, work: list[_Work]) -> None:
 
 def _refine(pipeline: Pipeline, work: list[_Work]) -> None:
     for w in work:
-        w.mask = upsample_mask(_ready(w.mask), _ready(w.picture).y, w.frame.config.refine)
+        w.mask = upsample_mask(_ready(w.mask), w.picture.y, w.frame.config.refine)
 
 
 def _composite(pipeline: Pipeline, work: list[_Work]) -> None:
     for w in work:
-        picture = _ready(w.picture)
-        w.result, w.state = compose(
-            picture.y, picture.uv, _ready(w.mask), w.state, w.frame.config, pipeline.backgrounds
-        )
+        y, uv = w.picture.y, w.picture.uv
+        w.result, w.state = compose(y, uv, _ready(w.mask), w.state, w.frame.config, pipeline.backgrounds)
 
 
 def _download(pipeline: Pipeline, work: list[_Work]) -> None:
@@ -103,8 +98,8 @@ def _download(pipeline: Pipeline, work: list[_Work]) -> None:
         w.output = download(y, uv)
 
 
+# The steps after "upload" (which makes the work as the frames enter).
 MASK_STEPS: tuple[tuple[str, Step], ...] = (
-    ("upload", _upload),
     ("model", _segment),
     ("smoothing", _smooth),
     ("refine", _refine),
@@ -156,8 +151,7 @@ class Pipeline:
     @torch.inference_mode()
     def process(self, frames: Sequence[Frame], times: StageTimes | None = None) -> list[Processed]:
         """One frame of each stream, any size each, back at its size; mode "none" passes the frame through."""
-        work = [_Work(f, f.state) for f in frames if f.config.mode != "none"]
-        self._run(STEPS, work, times)
+        work = self._run(STEPS, [f for f in frames if f.config.mode != "none"], times)
         done = iter(work)
         return [Processed(f.pixels, f.state) if f.config.mode == "none" else _processed(next(done)) for f in frames]
 
@@ -167,17 +161,24 @@ class Pipeline:
     @torch.inference_mode()
     def masks(self, frames: Sequence[Frame]) -> list[Masked]:
         """Full-resolution person probabilities (H,W) in [0,1], smoothed and refined as each config says."""
-        work = [_Work(f, f.state) for f in frames]
-        self._run(MASK_STEPS, work, None)
+        work = self._run(MASK_STEPS, frames, None)
         return [Masked(_ready(w.mask)[0, 0], w.state) for w in work]
 
-    def _run(self, steps: tuple[tuple[str, Step], ...], work: list[_Work], times: StageTimes | None) -> None:
+    def _run(
+        self, steps: tuple[tuple[str, Step], ...], frames: Sequence[Frame], times: StageTimes | None
+    ) -> list[_Work]:
         with denormals_flushed():
             clock = StageClock(self.device, times)
+            work = [_Work(f, f.plan or self.registry.plan(f.config.model), f.state, self._upload(f)) for f in frames]
+            clock.lap("upload")
             for stage, step in steps:
                 if work:
                     step(self, work)
                 clock.lap(stage)
+        return work
+
+    def _upload(self, frame: Frame) -> DeviceFrame:
+        return DeviceFrame(planes_of(frame.pixels), self.device)
 
 
 def _processed(work: _Work) -> Processed:

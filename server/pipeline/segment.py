@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from models.wrappers import CompiledOnCPU
-from models.zoo import ModelRegistry, check_precision, default_device
+from models.zoo import ModelRegistry, Network, Plan, check_precision, default_device
 
 from .detect import Box, body_box, letterbox
 from .filters import resize_bilinear
@@ -52,31 +52,34 @@ class ModelCache:
 
     def get(self, name: str) -> nn.Module:
         """The loaded network for `name` (loaded on first use); a policy's is the one for its regions."""
-        key = self.registry.plan(name).region
-        with self._lock:
-            if key not in self._models:
-                model = self.registry.load(key, self.device, self.dtype)
-                if self.compile and any(True for _ in model.parameters()):  # not ONNX Runtime models
-                    model = CompiledOnCPU(model, self.registry.info(key).input_size)
-                self._models[key] = model
-            return self._models[key]
+        return self.segmenter(self.registry.plan(name).region)
 
-    def detector(self, name: str) -> nn.Module:
-        """The loaded person detector `name` (loaded on first use; always eager)."""
+    def segmenter(self, network: Network) -> nn.Module:
+        """The loaded segmenter `network` (loaded, and with `compile` compiled, on first use)."""
         with self._lock:
-            if name not in self._models:
-                self._models[name] = self.registry.load_detector(name, self.device, self.dtype)
-            return self._models[name]
+            if network.name not in self._models:
+                model = self.registry.load(network.name, self.device, self.dtype)
+                if self.compile and any(True for _ in model.parameters()):  # not ONNX Runtime models
+                    model = CompiledOnCPU(model, network.input_size)
+                self._models[network.name] = model
+            return self._models[network.name]
+
+    def detector(self, network: Network) -> nn.Module:
+        """The loaded person detector `network` (loaded on first use; always eager)."""
+        with self._lock:
+            if network.name not in self._models:
+                self._models[network.name] = self.registry.load_detector(network.name, self.device, self.dtype)
+            return self._models[network.name]
 
     def warm(self, name: str) -> nn.Module:
         """The networks `name` runs, loaded and, with `compile`, compiled before this returns (start-up,
         benchmarks); returns the one for its regions."""
         plan = self.registry.plan(name)
-        for network in dict.fromkeys((plan.finder, plan.whole_frame, plan.region)):
-            model = self.detector(network) if self.registry.is_detector(network) else self.get(network)
+        for network in plan.networks:
+            model = self.detector(network) if network.detector else self.segmenter(network)
             if isinstance(model, CompiledOnCPU):
                 model.wait()
-        return self.get(plan.region)
+        return self.segmenter(plan.region)
 
 
 _flushing = threading.local()
@@ -98,15 +101,15 @@ def denormals_flushed() -> Iterator[None]:
             torch.set_flush_denormal(False)
 
 
-def infer(models: ModelCache, inputs: list[torch.Tensor], names: list[str]) -> list[torch.Tensor]:
-    """Person probabilities (1,1,h,w) of inputs already at their model's size ((1,3,h,w), values 0..255),
-    one batch per model."""
-    by_model: dict[str, list[int]] = {}
-    for i, name in enumerate(names):
-        by_model.setdefault(models.registry.plan(name).region, []).append(i)
+def infer(models: ModelCache, inputs: list[torch.Tensor], networks: list[Network]) -> list[torch.Tensor]:
+    """Person probabilities (1,1,h,w) of inputs already at their network's size ((1,3,h,w), values 0..255),
+    one batch per network."""
+    by_network: dict[Network, list[int]] = {}
+    for i, network in enumerate(networks):
+        by_network.setdefault(network, []).append(i)
     masks: list[torch.Tensor] = [torch.empty(0)] * len(inputs)
-    for name, indices in by_model.items():
-        model = models.get(name)
+    for network, indices in by_network.items():
+        model = models.segmenter(network)
         pictures = [inputs[i] for i in indices]
         # uint8 divided into a new float tensor in one pass (a copy to float, then a division, took two).
         batch = torch.div(pictures[0] if len(pictures) == 1 else torch.cat(pictures), 255.0).to(models.dtype)
@@ -120,35 +123,29 @@ def infer(models: ModelCache, inputs: list[torch.Tensor], names: list[str]) -> l
     return masks
 
 
-def input_size(models: ModelCache, name: str) -> tuple[int, int]:
-    return models.registry.info(name).input_size
+def segment(models: ModelCache, pictures: list[DeviceFrame], plans: list[Plan]) -> list[torch.Tensor]:
+    """Low-resolution person probabilities (1,1,h,w) of frames at each network's size, by the network each
+    plan runs on whole frames.
 
-
-def segment(models: ModelCache, pictures: list[DeviceFrame], names: list[str]) -> list[torch.Tensor]:
-    """Low-resolution person probabilities (1,1,h,w) of frames at each model's size, by the network each
-    model (or policy) runs on whole frames.
-
-    The frames are stretched to the model's input size, as the models were trained.
+    The frames are stretched to the network's input size, as the models were trained.
     """
-    networks = [models.registry.plan(n).whole_frame for n in names]
-    return _whole_frames(models, pictures, networks)
+    return _whole_frames(models, pictures, [p.whole_frame for p in plans])
 
 
-def _whole_frames(models: ModelCache, pictures: list[DeviceFrame], networks: list[str]) -> list[torch.Tensor]:
-    inputs = [p.rgb_at(input_size(models, n)) for p, n in zip(pictures, networks, strict=True)]
+def _whole_frames(models: ModelCache, pictures: list[DeviceFrame], networks: list[Network]) -> list[torch.Tensor]:
+    inputs = [p.rgb_at(n.input_size) for p, n in zip(pictures, networks, strict=True)]
     return infer(models, inputs, networks)
 
 
 def segment_regions(
-    models: ModelCache, pictures: list[DeviceFrame], names: list[str], states: list[StreamState]
+    models: ModelCache, pictures: list[DeviceFrame], plans: list[Plan], states: list[StreamState]
 ) -> tuple[list[torch.Tensor], list[StreamState]]:
     """Person probabilities on a canvas of each frame (see region.canvas_size), segmented in the region
     each stream tracks, and the streams' states with their regions moved on."""
     frames = [p.size for p in pictures]
     canvases = [canvas_size(f) for f in frames]
-    plans = [models.registry.plan(n) for n in names]
-    aspects = [input_size(models, p.region)[1] / input_size(models, p.region)[0] for p in plans]
-    squares = [models.registry.is_detector(p.finder) for p in plans]  # the pose segmenter wants its square
+    aspects = [p.aspect for p in plans]
+    squares = [p.square for p in plans]  # the pose segmenter wants its square
     regions = [s.region for s in states]
     since = [s.since_detect + 1 for s in states]
     close = [s.close_up for s in states]
@@ -180,7 +177,7 @@ def segment_regions(
     # Region passes.
     tracked = [i for i, r in enumerate(regions) if r is not None and masks[i] is None]
     if tracked:
-        inputs = [pictures[i].rgb_in(_region(regions[i]).box(), input_size(models, plans[i].region)) for i in tracked]
+        inputs = [pictures[i].rgb_in(_region(regions[i]).box(), plans[i].region.input_size) for i in tracked]
         segmented = infer(models, inputs, [plans[i].region for i in tracked])
         for i, probabilities in zip(tracked, segmented, strict=True):
             region = _region(regions[i])
@@ -196,19 +193,19 @@ def segment_regions(
 
 
 def _find(
-    models: ModelCache, pictures: list[DeviceFrame], finders: list[str]
+    models: ModelCache, pictures: list[DeviceFrame], finders: list[Network]
 ) -> tuple[list[Box | None], list[torch.Tensor | None]]:
     """Whole-frame passes: the box around the people in each frame, and the finder's mask where the finder
     is a segmenter (a detector gives none)."""
     boxes: list[Box | None] = [None] * len(pictures)
     masks: list[torch.Tensor | None] = [None] * len(pictures)
-    by_finder: dict[str, list[int]] = {}
+    by_finder: dict[Network, list[int]] = {}
     for i, finder in enumerate(finders):
         by_finder.setdefault(finder, []).append(i)
     for finder, indices in by_finder.items():
-        if models.registry.is_detector(finder):
+        if finder.detector:
             detector = models.detector(finder)
-            size = models.registry.detector_info(finder).input_size[0]
+            size = finder.input_size[0]
             for i in indices:
                 square, scale, padding = letterbox(pictures[i], size)
                 scores, keypoints = detector(square.to(models.dtype))

@@ -67,7 +67,7 @@ def tflite_runner(baseline: str, threads: int) -> Callable[[], None] | None:
 def baseline_of(registry: ModelRegistry, model: str) -> str:
     """The model whose TFLite file is the speed baseline for `model`: its own, or, for models without a
     TFLite original (trained checkpoints, ONNX files), MediaPipe general's."""
-    name = registry.plan(model).region
+    name = registry.plan(model).region.name
     return name if name in TFLITE_FILES else "mediapipe-general"
 
 
