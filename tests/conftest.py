@@ -1,17 +1,25 @@
-"""Shared fixtures: real weights, real photos from dependencies, one pipeline per test run."""
+"""Shared fixtures and helpers: real weights (fetched for the tests that load a model), real photos from
+dependencies, one pipeline per test run, the server in-process or on a thread, a session opened over HTTP, the
+`backdrop` command. Every test carries one layer's marker (pyproject.toml); an unmarked one is `e2e`."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from http.client import HTTPConnection
 
 import aiohttp
 import numpy as np
 import pytest
 import skimage.data
+import torch
 from aiohttp import web
+from aiohttp.test_utils import TestClient
+from aiortc import VideoStreamTrack
 from hypothesis import settings
 from matplotlib import cbook
 
@@ -19,10 +27,10 @@ from models import fetch_weights
 from server.pipeline.pipeline import Pipeline
 from server.tools.client import Peer, photo_frames
 from server.tools.loadtest import free_port
-from server.web.app import create_app
-from server.web.settings import ServerSettings
 
-OPERATOR = {"Authorization": "Bearer op-token"}
+OPERATOR_TOKEN = "op-token"
+OPERATOR = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+LAYERS = ("unit", "e2e", "browser", "gstreamer", "proxy", "training")
 
 # Fuzzing: a few hundred cases in the suite; `pytest --hypothesis-profile long tests/test_boundary.py` for 10,000+.
 settings.register_profile("ci", max_examples=300, deadline=None, derandomize=False)
@@ -35,9 +43,24 @@ TOP_LEFT = (0, 50, 0, 60)
 TOP_RIGHT = (0, 50, 560, 640)
 
 
-@pytest.fixture(scope="session", autouse=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test is in one layer: without a layer's marker it is `e2e` (so that nothing slow slips into `-m unit`),
+    with two it is refused. A `cuda` one is skipped where there is no CUDA device."""
+    cuda = torch.cuda.is_available()
+    for item in items:
+        layers = sorted({marker.name for marker in item.iter_markers() if marker.name in LAYERS})
+        if len(layers) > 1:
+            raise pytest.UsageError(f"{item.nodeid} is marked {' and '.join(layers)}: one layer a test")
+        if not layers:
+            item.add_marker(pytest.mark.e2e)
+        if item.get_closest_marker("cuda") and not cuda:
+            item.add_marker(pytest.mark.skip(reason="needs CUDA"))
+
+
+@pytest.fixture(scope="session")
 def weights() -> None:
-    """The pinned weights, fetched (and sha256-checked) once into the cache if they are not there yet."""
+    """The pinned weights, fetched (and sha256-checked) once into the cache if they are not there yet: asked
+    for by what loads a model (`pipeline`, or `pytestmark = pytest.mark.usefixtures("weights")`)."""
     fetch_weights()
 
 
@@ -61,7 +84,7 @@ def grace_hopper() -> np.ndarray:
 
 
 @pytest.fixture(scope="session")
-def pipeline() -> Pipeline:
+def pipeline(weights: None) -> Pipeline:
     return Pipeline(device="cpu")
 
 
@@ -111,18 +134,23 @@ class ServerThread:
 
 @pytest.fixture(scope="module")
 def live(pipeline: Pipeline) -> Iterator[ServerThread]:
+    """The server on its own thread with one session that lives through the fuzzing, so that PATCH bodies
+    reach the parser."""
+    from server.web.app import create_app  # the web layer, imported by the tests that serve it
+    from server.web.settings import ServerSettings
+
     settings = ServerSettings(
         preload=[],
         max_sessions=4,
         connect_timeout=2,
         media_timeout=2,
-        operator_token="op-token",
+        operator_token=OPERATOR_TOKEN,
         max_upload_bytes=512 * 1024,
         max_upload_pixels=2000 * 2000,
     )
     with ServerThread(create_app(settings, pipeline)) as server:
         peer = server.call(_peer())
-        server.session = server.call(_connect(peer, f"http://127.0.0.1:{server.port}/offer"))
+        server.session = server.call(_connect(peer, f"{server.url}/offer"))["session_id"]
         try:
             yield server
         finally:
@@ -133,24 +161,57 @@ async def _peer() -> Peer:
     return Peer(photo_frames(np.full((64, 64, 3), 128, np.uint8), size=(120, 160), count=4))
 
 
-async def _connect(peer: Peer, url: str) -> str:
-    """A session that lives through the fuzzing, so that PATCH bodies reach the parser."""
+async def _connect(peer: Peer, url: str) -> dict:
     async with aiohttp.ClientSession() as http:
-        body = {"sdp": await peer.offer(), "type": "offer", "config": {"mode": "color"}}
-        async with http.post(url, json=body) as response:
-            answer = await response.json()
-    await peer.accept(answer["sdp"])
-    return str(answer["session_id"])
+        return await open_session(http, peer, {"mode": "color"}, url)
+
+
+@pytest.fixture
+def make_client(
+    aiohttp_client: Callable[[web.Application], Awaitable[TestClient]], pipeline: Pipeline
+) -> Callable[..., Awaitable[TestClient]]:
+    """`await make_client(**settings)`: the app in-process with the shared pipeline, behind aiohttp's test
+    client; listings open to `OPERATOR`."""
+
+    from server.web.app import create_app
+    from server.web.settings import ServerSettings
+
+    async def make(**settings: object) -> TestClient:
+        settings.setdefault("operator_token", OPERATOR_TOKEN)
+        return await aiohttp_client(create_app(ServerSettings(preload=[], **settings), pipeline))  # type: ignore[arg-type]
+
+    return make
 
 
 async def open_session(
-    http: aiohttp.ClientSession, url: str, frames: list[np.ndarray], config: dict
-) -> tuple[Peer, dict]:
-    """A session opened over HTTP (`POST /offer`, JSON) by a new client peer: the peer and the answer."""
-    peer = Peer(frames)
-    body = {"sdp": await peer.offer(), "type": "offer", "config": config}
-    async with http.post(f"{url}/offer", json=body) as response:
+    http: aiohttp.ClientSession | TestClient, peer: Peer, config: dict | None = None, url: str = "/offer"
+) -> dict:
+    """A session opened by `peer` over HTTP (`POST /offer`, JSON: a test client's path, or a whole URL with
+    a client session); the server's answer, already accepted by the peer."""
+    body = {"sdp": await peer.offer(), "type": "offer", "config": config or {}}
+    async with http.post(url, json=body) as response:
+        assert response.status == 200, await response.text()
         answer = await response.json()
-        assert response.status == 200, answer
+    assert answer["type"] == "answer" and answer["session_id"], answer
     await peer.accept(answer["sdp"])
-    return peer, answer
+    return answer
+
+
+class SilentTrack(VideoStreamTrack):
+    """A camera that never delivers a frame."""
+
+    async def recv(self):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(3600)
+
+
+def backdrop(*args: str, timeout: float = 900, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The `backdrop` command as a user runs it (`python -m server`), its output captured; `env` replaces
+    the environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "server", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=os.environ.copy() if env is None else env,
+    )

@@ -14,17 +14,16 @@ import urllib.parse
 
 import numpy as np
 import pytest
-from aiortc import VideoStreamTrack
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
 from server.tools.client import Peer, photo_frames
-from server.web.app import create_app
 from server.web.keys import SESSIONS
-from server.web.settings import ServerSettings
 
-from conftest import OPERATOR, TOP_LEFT, TOP_RIGHT, ServerThread, region
+from conftest import OPERATOR, TOP_LEFT, TOP_RIGHT, ServerThread, SilentTrack, open_session, region
+
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
@@ -243,15 +242,11 @@ def junk_messages(count: int, seed: int = 0) -> list[str | bytes]:
     return fixed + randoms
 
 
-async def test_fuzzed_data_channel_messages_never_break_a_session(aiohttp_client, pipeline, astronaut) -> None:
-    client = await aiohttp_client(create_app(ServerSettings(preload=[]), pipeline))
+async def test_fuzzed_data_channel_messages_never_break_a_session(make_client, astronaut) -> None:
+    client = await make_client()
     frames = photo_frames(astronaut)
     peer = Peer(frames)
-    response = await client.post(
-        "/offer", json={"sdp": await peer.offer(), "type": "offer", "config": {"mode": "color"}}
-    )
-    body = await response.json()
-    await peer.accept(body["sdp"])
+    body = await open_session(client, peer, {"mode": "color"})
     try:
         await peer.frames(3)
         await asyncio.wait_for(peer.channel_open.wait(), 10)
@@ -305,13 +300,6 @@ asyncio.run(main(sys.argv[1]))
 """
 
 
-class SilentTrack(VideoStreamTrack):
-    """A camera that never delivers a frame."""
-
-    async def recv(self):  # type: ignore[no-untyped-def]
-        await asyncio.sleep(3600)
-
-
 def _resources() -> dict[str, int]:
     # No gc.collect() here: freeing what ended sessions held is the server's job (it shares this process).
     return {
@@ -329,9 +317,8 @@ async def _gone(client, session_id: str, wait_s: float = 15.0) -> None:
         await asyncio.sleep(0.1)
 
 
-async def test_churned_sessions_leave_no_thread_fd_or_task_behind(aiohttp_client, pipeline, astronaut) -> None:
-    settings = ServerSettings(preload=[], media_timeout=1.5, connect_timeout=3, max_sessions=4)
-    client = await aiohttp_client(create_app(settings, pipeline))
+async def test_churned_sessions_leave_no_thread_fd_or_task_behind(make_client, astronaut) -> None:
+    client = await make_client(media_timeout=1.5, connect_timeout=3, max_sessions=4)
     frames = photo_frames(astronaut, size=(240, 320), count=8)
 
     async def start(peer: Peer, sdp: str | None = None) -> str:
@@ -406,10 +393,10 @@ async def test_churned_sessions_leave_no_thread_fd_or_task_behind(aiohttp_client
 # --- capabilities and uploads -------------------------------------------------------------------------
 
 
-async def test_a_stranger_sees_and_touches_nothing_of_anothers(aiohttp_client, pipeline, astronaut) -> None:
-    closed = await aiohttp_client(create_app(ServerSettings(preload=[]), pipeline))
+async def test_a_stranger_sees_and_touches_nothing_of_anothers(make_client, astronaut) -> None:
+    closed = await make_client(operator_token=None)
     assert (await closed.get("/sessions")).status == 403  # no operator token configured: listings are off
-    client = await aiohttp_client(create_app(ServerSettings(preload=[], operator_token="op-token"), pipeline))
+    client = await make_client()
     peer = Peer(photo_frames(astronaut, size=(240, 320), count=8))
     body = {"sdp": await peer.offer(), "type": "offer", "config": {"mode": "color"}}
     session_id = (await (await client.post("/offer", json=body)).json())["session_id"]
@@ -434,9 +421,8 @@ async def test_a_stranger_sees_and_touches_nothing_of_anothers(aiohttp_client, p
         await peer.close()
 
 
-async def test_uploads_are_scaled_and_kept_within_their_budget(aiohttp_client, pipeline, astronaut) -> None:
-    settings = ServerSettings(preload=[], upload_budget_mb=1, max_background_side=320)
-    client = await aiohttp_client(create_app(settings, pipeline))
+async def test_uploads_are_scaled_and_kept_within_their_budget(make_client, pipeline, astronaut) -> None:
+    client = await make_client(upload_budget_mb=1, max_background_side=320)
 
     async def upload(color: tuple[int, int, int], size: tuple[int, int] = (1600, 1200)):  # type: ignore[no-untyped-def]
         data = io.BytesIO()
@@ -446,8 +432,7 @@ async def test_uploads_are_scaled_and_kept_within_their_budget(aiohttp_client, p
     first = await (await upload((250, 200, 0))).json()
     assert (first["width"], first["height"]) == (320, 240)  # 1600x1200 kept at 320 px on the longer side
     peer = Peer(photo_frames(astronaut, size=(240, 320), count=8))
-    body = {"sdp": await peer.offer(), "type": "offer", "config": {"mode": "image", "image": first["id"]}}
-    await peer.accept((await (await client.post("/offer", json=body)).json())["sdp"])
+    await open_session(client, peer, {"mode": "image", "image": first["id"]})
     try:
         # 320x240 RGB is 225 KiB: a 1 MiB budget holds four; older ones that no session shows make room.
         ids = [(await (await upload((0, 0, 255 - i))).json())["id"] for i in range(8)]

@@ -36,6 +36,7 @@ FLAGS = [
     "--use-fake-device-for-media-stream",
 ]
 TOLERANCE = 30  # mean per-channel error after VP8 both ways and the browser's colour conversion
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("weights")]
 
 
 def write_y4m(path: Path, frames: list[np.ndarray], fps: int = 30) -> None:

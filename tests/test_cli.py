@@ -20,11 +20,7 @@ from server.pipeline.config import SessionConfig
 from server.pipeline.frames import Frame, StreamState
 from server.tools.client import photo_frames
 
-from conftest import FACE, TOP_RIGHT, region
-
-
-def backdrop(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "server", *args], capture_output=True, text=True, timeout=600)
+from conftest import FACE, TOP_RIGHT, backdrop, region
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +37,8 @@ def labelled(tmp_path_factory, astronaut, grace_hopper, pipeline) -> Path:
     return root
 
 
+@pytest.mark.e2e
+@pytest.mark.usefixtures("weights")
 def test_process_image(tmp_path, astronaut) -> None:
     source = tmp_path / "in.png"
     frame = photo_frames(astronaut, count=1)[0]
@@ -53,6 +51,8 @@ def test_process_image(tmp_path, astronaut) -> None:
     assert np.abs(region(out, FACE) - region(frame, FACE)).mean() < 3
 
 
+@pytest.mark.e2e
+@pytest.mark.usefixtures("weights")
 def test_process_video_keeps_size_and_frame_count(tmp_path, astronaut) -> None:
     source = tmp_path / "in.mp4"
     with VideoWriter(source, rate=25) as writer:
@@ -67,6 +67,7 @@ def test_process_video_keeps_size_and_frame_count(tmp_path, astronaut) -> None:
     assert np.abs(frames[-1][:20, -30:].reshape(-1, 3).astype(float) - [0, 0, 255]).mean() < 20
 
 
+@pytest.mark.e2e
 def test_process_refuses_bad_input(tmp_path) -> None:
     result = backdrop("process", str(tmp_path / "missing.mp4"), str(tmp_path / "out.mp4"))
     assert result.returncode == 2 and "does not exist" in result.stderr
@@ -74,6 +75,7 @@ def test_process_refuses_bad_input(tmp_path) -> None:
     assert result.returncode != 0
 
 
+@pytest.mark.e2e
 def test_evaluate_folder_json_and_gallery(tmp_path, labelled) -> None:
     gallery = tmp_path / "worst.png"
     result = backdrop(
@@ -86,6 +88,8 @@ def test_evaluate_folder_json_and_gallery(tmp_path, labelled) -> None:
         assert sheet.width >= 4 * 100 and sheet.height >= 2 * 240
 
 
+@pytest.mark.e2e
+@pytest.mark.usefixtures("weights")
 def test_evaluate_video_reports_flicker(tmp_path, astronaut) -> None:
     source = tmp_path / "clip.mp4"
     with VideoWriter(source, rate=25) as writer:
@@ -98,6 +102,8 @@ def test_evaluate_video_reports_flicker(tmp_path, astronaut) -> None:
     assert report["flicker_smoothed"] < report["flicker_raw"]
 
 
+@pytest.mark.e2e
+@pytest.mark.usefixtures("weights")
 def test_bench_writes_json(tmp_path) -> None:
     out = tmp_path / "bench.json"
     result = backdrop(
@@ -125,19 +131,19 @@ def test_bench_writes_json(tmp_path) -> None:
     assert "x TFLite" in result.stdout
 
 
+@pytest.mark.e2e
 def test_missing_weights_say_what_to_run(tmp_path) -> None:
     image = tmp_path / "in.png"
     Image.new("RGB", (64, 48)).save(image)
-    result = subprocess.run(
-        [sys.executable, "-m", "server", "process", str(image), str(tmp_path / "out.png")],
-        capture_output=True,
-        text=True,
+    result = backdrop(
+        "process", str(image), str(tmp_path / "out.png"),
         env={"BACKDROP_WEIGHTS": str(tmp_path / "empty"), "HOME": str(tmp_path)},
-    )
+    )  # fmt: skip
     assert result.returncode == 2
     assert "backdrop fetch-weights" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.unit
 def test_metrics_on_known_shapes() -> None:
     a = torch.zeros(100, 100, dtype=torch.bool)
     a[20:80, 20:80] = True
@@ -152,6 +158,8 @@ def test_metrics_on_known_shapes() -> None:
     assert boundary_f(a, far) < 0.2
 
 
+@pytest.mark.e2e
+@pytest.mark.usefixtures("weights")
 def test_loadtest_reports_fps_per_session(tmp_path) -> None:
     out = tmp_path / "load.json"
     result = backdrop("loadtest", "--sessions", "1", "--seconds", "2", "--mode", "color", "--output", str(out))
@@ -168,6 +176,8 @@ def test_loadtest_reports_fps_per_session(tmp_path) -> None:
     assert run["latency_frames_unreadable"] <= 0.2 * run["fps_each"][0] * 2
 
 
+@pytest.mark.e2e
+@pytest.mark.usefixtures("weights")
 def test_loadtest_pins_the_server_apart_from_the_clients(tmp_path) -> None:
     cores = sorted(os.sched_getaffinity(0))
     too_many = backdrop("loadtest", "--sessions", "1", "--server-cores", str(len(cores)))
@@ -185,6 +195,8 @@ def test_loadtest_pins_the_server_apart_from_the_clients(tmp_path) -> None:
     assert 0 < run["server_cpu_cores_busy"] <= 1.1  # one core, measured over a little more than the run
 
 
+@pytest.mark.e2e
+@pytest.mark.usefixtures("weights")
 def test_command_errors_end_in_one_line(tmp_path, astronaut) -> None:
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
@@ -201,14 +213,14 @@ def test_command_errors_end_in_one_line(tmp_path, astronaut) -> None:
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: "), (args, result.stderr)
     # A bad environment variable for a flag is named as such.
-    serve = [sys.executable, "-m", "server", "serve", "--no-compile"]
-    result = subprocess.run(serve, capture_output=True, text=True, timeout=60, env={**os.environ, "BACKDROP_PORT": "x"})
+    result = backdrop("serve", "--no-compile", timeout=60, env={**os.environ, "BACKDROP_PORT": "x"})
     assert result.returncode == 2 and result.stderr.startswith("error: port: ") and "BACKDROP_PORT" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
-    result = subprocess.run([*serve, "--vp8-speed", "17"], capture_output=True, text=True, timeout=60)
+    result = backdrop("serve", "--no-compile", "--vp8-speed", "17", timeout=60)
     assert result.returncode == 2 and result.stderr.startswith("error: vp8_speed: "), result.stderr
 
 
+@pytest.mark.unit
 def test_help_answers_without_loading_torch() -> None:
     probe = (
         "import sys, contextlib, io\n"
@@ -222,6 +234,7 @@ def test_help_answers_without_loading_torch() -> None:
     assert "run the WebRTC server" in backdrop("--help").stdout
 
 
+@pytest.mark.e2e
 def test_the_wheel_ships_the_page(tmp_path) -> None:
     root = Path(__file__).resolve().parent.parent
     subprocess.run(
@@ -237,6 +250,8 @@ def test_the_wheel_ships_the_page(tmp_path) -> None:
     assert not any(name.startswith("static/") for name in names)
 
 
+@pytest.mark.e2e
+@pytest.mark.usefixtures("weights")
 def test_loadtest_soak_samples_the_server_while_sessions_come_and_go(tmp_path) -> None:
     out = tmp_path / "soak.json"
     args = ("--soak", "0.4", "--sessions", "2", "--no-compile", "--mode", "color", "--size", "320x240")

@@ -14,6 +14,7 @@ import yaml
 from server.cli import build_parser, settings_from_args
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "kubernetes"
+pytestmark = pytest.mark.unit
 KUBERNETES = "1.33"  # the oldest version the manifests are checked against; they use nothing newer
 
 

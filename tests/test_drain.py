@@ -11,11 +11,14 @@ from contextlib import asynccontextmanager
 
 import aiohttp
 import numpy as np
+import pytest
 
 from server.tools.client import Peer
 from server.tools.loadtest import free_port
 
 from conftest import open_session
+
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("weights")]
 
 
 @asynccontextmanager
@@ -50,7 +53,8 @@ BLUE = {"mode": "color", "color": "#0000ff"}
 
 async def test_sigterm_drains_then_exits_cleanly(frames: list[np.ndarray]) -> None:
     async with serving("--drain-timeout", "60") as (server, url), aiohttp.ClientSession() as http:
-        live, answer = await open_session(http, url, frames, BLUE)
+        live = Peer(frames)
+        answer = await open_session(http, live, BLUE, f"{url}/offer")
         await live.frames(5)
         server.send_signal(signal.SIGTERM)
         await asyncio.sleep(0.5)
@@ -75,7 +79,8 @@ async def test_the_drain_timeout_closes_what_is_left_and_a_second_sigterm_stops_
     frames: list[np.ndarray],
 ) -> None:
     async with serving("--drain-timeout", "2") as (server, url), aiohttp.ClientSession() as http:
-        peer, _ = await open_session(http, url, frames, BLUE)
+        peer = Peer(frames)
+        await open_session(http, peer, BLUE, f"{url}/offer")
         await peer.frames(3)
         start = time.monotonic()
         server.send_signal(signal.SIGTERM)
@@ -83,7 +88,8 @@ async def test_the_drain_timeout_closes_what_is_left_and_a_second_sigterm_stops_
         assert 1.5 < time.monotonic() - start < 20
         await peer.close()
     async with serving("--drain-timeout", "600") as (server, url), aiohttp.ClientSession() as http:
-        peer, _ = await open_session(http, url, frames, BLUE)
+        peer = Peer(frames)
+        await open_session(http, peer, BLUE, f"{url}/offer")
         await peer.frames(3)
         server.send_signal(signal.SIGTERM)
         await asyncio.sleep(0.5)

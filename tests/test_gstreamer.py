@@ -26,6 +26,7 @@ from conftest import ServerThread
 SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, with PyGObject (python3-gi)
 CLIENT = Path(__file__).with_name("gst_whip_client.py")
 CYAN = "?mode=color&color=%2300ffff"
+pytestmark = pytest.mark.gstreamer
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.rtp import RtpPacket
 
 from server.rtc.jitter import MarkerJitterBuffer
+
+pytestmark = pytest.mark.unit
 
 
 def _packet(sequence: int, timestamp: int, marker: bool = False) -> RtpPacket:

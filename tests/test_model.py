@@ -13,6 +13,8 @@ from models.weights import WEIGHTS, weights_path
 from models.wrappers.tflite_model import TFLiteSegmenter
 from models.zoo import BUILTINS
 
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("weights")]
+
 TFLITE = {
     "general": "selfie_segmentation.tflite",
     "landscape": "selfie_segmentation_landscape.tflite",
@@ -117,7 +119,7 @@ def test_pinned_files_are_the_published_ones() -> None:
     assert "MediaPipe" in (folder / "NOTICE.txt").read_text()
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 @pytest.mark.parametrize("name", ["general", "landscape"])
 def test_fp16_on_cuda_matches_fp32(name: str, astronaut: np.ndarray, grace_hopper: np.ndarray) -> None:
     fp32 = load_model(name, "cuda")

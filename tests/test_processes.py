@@ -22,7 +22,11 @@ from server.tools.loadtest import wait_healthy
 
 from conftest import open_session
 
-pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the supervisor's tests use Linux signals")
+pytestmark = [
+    pytest.mark.proxy,
+    pytest.mark.usefixtures("weights"),
+    pytest.mark.skipif(sys.platform != "linux", reason="the supervisor's tests use Linux signals"),
+]
 
 
 def _free_block(size: int) -> int:
@@ -86,8 +90,9 @@ async def test_two_processes_behind_haproxy(tmp_path: Path, frames: list[np.ndar
             # Four sessions through the one origin land on both processes.
             resources: list[str] = []
             for _ in range(4):
-                peer, answer = await open_session(http, url, frames, {"mode": "color", "color": "#0000ff"})
+                peer = Peer(frames)
                 peers.append(peer)
+                answer = await open_session(http, peer, {"mode": "color", "color": "#0000ff"}, f"{url}/offer")
                 resources.append(answer["resource"])
             routes = [re.match(r"^/w/(\d)/sessions/[\w-]+$", r) for r in resources]
             assert all(routes), resources
@@ -124,8 +129,9 @@ async def test_two_processes_behind_haproxy(tmp_path: Path, frames: list[np.ndar
                     async with http.get(f"{url}{resource}") as response:
                         assert response.status == 404
             for _ in range(2):
-                peer, _ = await open_session(http, url, frames, {"mode": "color", "color": "#00ff00"})
+                peer = Peer(frames)
                 peers.append(peer)
+                await open_session(http, peer, {"mode": "color", "color": "#00ff00"}, f"{url}/offer")
                 assert await _shows(peer, (0, 255, 0))
     finally:
         for peer in peers:

@@ -4,42 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 
 import numpy as np
 import pytest
-from aiortc import MediaStreamTrack
 from PIL import Image
 
 from server.pipeline.workers import cpu_cores
 from server.tools.client import Peer, photo_frames
-from server.web.app import create_app
 from server.web.keys import SESSIONS
-from server.web.settings import ServerSettings
 
-from conftest import FACE, TOP_LEFT, TOP_RIGHT, region
+from conftest import FACE, OPERATOR, TOP_LEFT, TOP_RIGHT, SilentTrack, open_session, region
 
+pytestmark = pytest.mark.e2e
 CODEC_TOLERANCE = 25  # mean absolute error per channel after two VP8 passes
-OPERATOR_TOKEN = "operator-secret"
-OPERATOR = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
-
-
-@pytest.fixture
-def make_client(aiohttp_client, pipeline):
-    async def make(**settings):
-        settings.setdefault("operator_token", OPERATOR_TOKEN)
-        return await aiohttp_client(create_app(ServerSettings(preload=[], **settings), pipeline))
-
-    return make
 
 
 async def connect(client, peer: Peer, config: dict | None = None) -> str:
-    response = await client.post("/offer", json={"sdp": await peer.offer(), "type": "offer", "config": config or {}})
-    assert response.status == 200, await response.text()
-    body = await response.json()
-    assert body["type"] == "answer" and body["session_id"]
-    await peer.accept(body["sdp"])
-    return body["session_id"]
+    """The id of a session `peer` opened."""
+    return (await open_session(client, peer, config))["session_id"]
 
 
 def assert_background(frame: np.ndarray, rgb: tuple[int, int, int]) -> None:
@@ -280,15 +262,6 @@ async def test_hang_up_closes_the_peer_connection(make_client, frames) -> None:
     assert pc.connectionState == "closed"
 
 
-class SilentTrack(MediaStreamTrack):
-    """A camera that never delivers a frame."""
-
-    kind = "video"
-
-    async def recv(self):
-        await asyncio.sleep(3600)
-
-
 async def test_media_timeout_ends_a_silent_session(make_client, frames) -> None:
     client = await make_client(media_timeout=1.5)
     peer = Peer(frames)
@@ -317,21 +290,6 @@ async def test_ice_failure_ends_the_session(make_client, frames) -> None:
     pc = client.app[SESSIONS].sessions[session_id].pc
     await _wait_until(lambda: session_id not in client.app[SESSIONS].sessions, wait_s=10)
     assert pc.connectionState == "closed"
-
-
-def test_settings_come_from_flags_and_environment(monkeypatch) -> None:
-    import argparse
-
-    from server.cli import add_server_options, settings_from_args
-
-    monkeypatch.setenv("BACKDROP_MAX_SESSIONS", "3")
-    monkeypatch.setenv("BACKDROP_ICE_SERVERS", "stun:stun.example.org:3478,turn:turn.example.org")
-    parser = argparse.ArgumentParser()
-    add_server_options(parser)
-    settings = settings_from_args(parser.parse_args(["--port", "9000"]))
-    assert (settings.port, settings.max_sessions) == (9000, 3)
-    assert settings.ice_servers == ["stun:stun.example.org:3478", "turn:turn.example.org"]
-    assert json.loads(settings.model_dump_json())["media_timeout"] == 10.0
 
 
 def _metric(text: str, name: str) -> float:
@@ -392,10 +350,7 @@ def _video_codecs(sdp: str) -> list[str]:
 async def _received_kbps(client, frames: list[np.ndarray], config: dict) -> tuple[float, list[str], np.ndarray]:
     """(kb/s of processed video received over 2 s after a second to settle, the answer's codecs, a frame)."""
     peer = Peer(frames)
-    response = await client.post("/offer", json={"sdp": await peer.offer(), "type": "offer", "config": config})
-    assert response.status == 200, await response.text()
-    answer = (await response.json())["sdp"]
-    await peer.accept(answer)
+    answer = (await open_session(client, peer, config))["sdp"]
     try:
         await peer.frames(30)
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,18 +22,11 @@ from models.training.losses import segmentation_loss
 from models.wrappers import Segmenter
 from models.zoo import ModelInfo, ModelRegistry
 from server.tools.client import Peer
-from server.web.app import create_app
-from server.web.settings import ServerSettings
 
+from conftest import backdrop, open_session
 from synthetic import make_portraits
 
 HOLDOUT = 8
-
-
-def backdrop(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "server", *args], capture_output=True, text=True, timeout=900, check=False
-    )
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +68,7 @@ def _rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.training
 @pytest.mark.parametrize("arch", list(ARCHS))
 def test_two_training_steps_reduce_the_loss(arch: str, portraits: Path) -> None:
     torch.manual_seed(0)
@@ -95,6 +87,7 @@ def test_two_training_steps_reduce_the_loss(arch: str, portraits: Path) -> None:
     assert losses[2] < losses[0], losses
 
 
+@pytest.mark.training
 @pytest.mark.parametrize("arch", list(ARCHS))
 def test_checkpoint_round_trip_gives_identical_outputs(arch: str, tmp_path: Path) -> None:
     torch.manual_seed(1)
@@ -108,6 +101,7 @@ def test_checkpoint_round_trip_gives_identical_outputs(arch: str, tmp_path: Path
         assert torch.equal(model(x), loaded.model()(x))
 
 
+@pytest.mark.training
 def test_not_a_checkpoint_is_refused_clearly(tmp_path: Path) -> None:
     bogus = tmp_path / "bogus.pt"
     torch.save({"weights": torch.zeros(3)}, bogus)
@@ -117,6 +111,7 @@ def test_not_a_checkpoint_is_refused_clearly(tmp_path: Path) -> None:
     assert result.returncode == 2 and "not a Backdrop checkpoint" in result.stderr
 
 
+@pytest.mark.training
 def test_train_logs_keeps_best_and_resumes(trained: Path, portraits: Path) -> None:
     out = trained.parent
     rows = _rows(out / "metrics.csv")
@@ -150,6 +145,7 @@ def test_train_logs_keeps_best_and_resumes(trained: Path, portraits: Path) -> No
     assert [int(r["epoch"]) for r in _rows(out / "metrics.csv")] == list(range(1, 12))
 
 
+@pytest.mark.training
 def test_training_is_reproducible(tmp_path: Path, portraits: Path) -> None:
     runs = []
     for name in ("a", "b"):
@@ -180,6 +176,7 @@ def test_training_is_reproducible(tmp_path: Path, portraits: Path) -> None:
     assert runs[0]["train_loss"] == runs[1]["train_loss"] and runs[0]["val_iou"] == runs[1]["val_iou"]
 
 
+@pytest.mark.unit
 def test_holdout_split_is_fixed_and_disjoint(portraits: Path) -> None:
     pairs = labelled_pairs(portraits)
     train, held = split_pairs(pairs, HOLDOUT)
@@ -188,6 +185,7 @@ def test_holdout_split_is_fixed_and_disjoint(portraits: Path) -> None:
     assert split_pairs(pairs, HOLDOUT) == (train, held)
 
 
+@pytest.mark.unit
 def test_flat_layout_is_read(tmp_path: Path, portraits: Path) -> None:
     flat = tmp_path / "flat"
     flat.mkdir()
@@ -197,6 +195,7 @@ def test_flat_layout_is_read(tmp_path: Path, portraits: Path) -> None:
     assert [p[0].name for p in labelled_pairs(flat)] == [p[0].name for p in labelled_pairs(portraits)[:3]]
 
 
+@pytest.mark.training
 def test_evaluate_export_quantize_prune_a_trained_checkpoint(trained: Path, portraits: Path, tmp_path: Path) -> None:
     def evaluate(model: Path) -> dict:
         result = backdrop(
@@ -245,6 +244,8 @@ def test_evaluate_export_quantize_prune_a_trained_checkpoint(trained: Path, port
     assert evaluate(pruned)["mean_iou"] > 0.5
 
 
+@pytest.mark.training
+@pytest.mark.usefixtures("weights")
 @pytest.mark.parametrize("name", ["general", *ARCHS])
 def test_onnx_export_matches_onnxruntime(name: str, tmp_path: Path) -> None:
     if name == "general":
@@ -256,6 +257,7 @@ def test_onnx_export_matches_onnxruntime(name: str, tmp_path: Path) -> None:
     assert result.max_abs_diff <= TOLERANCE
 
 
+@pytest.mark.training
 def test_tflite_export_of_a_trained_checkpoint(trained: Path, tmp_path: Path) -> None:
     output = tmp_path / "shapes.tflite"
     result = backdrop("export", "--model", str(trained), "--format", "tflite", "--output", str(output))
@@ -266,11 +268,10 @@ def test_tflite_export_of_a_trained_checkpoint(trained: Path, tmp_path: Path) ->
     assert list(interpreter.get_input_details()[0]["shape"]) == [1, 3, 64, 64]
 
 
-async def test_server_serves_a_trained_checkpoint(trained: Path, tmp_path: Path, aiohttp_client, pipeline) -> None:
+@pytest.mark.training
+async def test_server_serves_a_trained_checkpoint(trained: Path, tmp_path: Path, make_client) -> None:
     name = ModelRegistry().register_file(trained)
-    client = await aiohttp_client(
-        create_app(ServerSettings(preload=[], models=[trained], default_model=name), pipeline)
-    )
+    client = await make_client(models=[trained], default_model=name)
     listed = await (await client.get("/models")).json()
     assert name in [m["name"] for m in listed["models"]] and listed["default"] == name
 
@@ -283,12 +284,7 @@ async def test_server_serves_a_trained_checkpoint(trained: Path, tmp_path: Path,
     outside = ~ndimage.binary_dilation(person, iterations=60)
 
     peer = Peer([frame] * 4)
-    response = await client.post(
-        "/offer", json={"sdp": await peer.offer(), "type": "offer", "config": {"mode": "color", "color": "#0000ff"}}
-    )
-    assert response.status == 200, await response.text()
-    body = await response.json()
-    await peer.accept(body["sdp"])
+    body = await open_session(client, peer, {"mode": "color", "color": "#0000ff"})
     try:
         described = await (await client.get(f"/sessions/{body['session_id']}")).json()
         assert described["config"]["model"] == name
@@ -299,6 +295,8 @@ async def test_server_serves_a_trained_checkpoint(trained: Path, tmp_path: Path,
         await peer.close()
 
 
+@pytest.mark.training
+@pytest.mark.usefixtures("weights")
 def test_process_and_bench_take_a_checkpoint(trained: Path, tmp_path: Path) -> None:
     root = make_portraits(tmp_path / "photo", count=1, size=(96, 128), seed=9)
     source = tmp_path / "in.png"
@@ -343,6 +341,7 @@ def test_process_and_bench_take_a_checkpoint(trained: Path, tmp_path: Path) -> N
     assert row["ratio_vs_tflite"] > 0 and report["pipeline"][0]["per_frame_ms"] > 0
 
 
+@pytest.mark.training
 def test_mixed_precision_training_runs_on_cpu(tmp_path: Path, portraits: Path) -> None:
     result = backdrop(
         "train",
@@ -372,7 +371,8 @@ def test_mixed_precision_training_runs_on_cpu(tmp_path: Path, portraits: Path) -
     assert np.isfinite(float(row["train_loss"])) and 0.0 <= float(row["val_iou"]) <= 1.0
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.training
+@pytest.mark.cuda
 def test_training_on_cuda_with_fp16_reduces_the_loss(tmp_path: Path, portraits: Path) -> None:
     result = backdrop(
         "train",

@@ -9,19 +9,10 @@ import pytest
 from test_server import assert_background, assert_person_kept
 
 from server.tools.client import Peer, Player
-from server.web.app import create_app
-from server.web.settings import ServerSettings
 
+pytestmark = pytest.mark.e2e
 SDP = {"Content-Type": "application/sdp"}
 TRICKLE = "application/trickle-ice-sdpfrag"
-
-
-@pytest.fixture
-def make_client(aiohttp_client, pipeline):
-    async def make(**settings):
-        return await aiohttp_client(create_app(ServerSettings(preload=[], **settings), pipeline))
-
-    return make
 
 
 async def whip(client, peer: Peer, query: str = "?mode=color&color=%2300ffff", headers: dict | None = None):

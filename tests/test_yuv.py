@@ -9,6 +9,8 @@ import pytest
 
 from server.pipeline.yuv import Planes
 
+pytestmark = pytest.mark.unit
+
 
 def test_rgb_round_trip_is_close(astronaut: np.ndarray) -> None:
     planes = Planes.of_rgb(astronaut)
