@@ -111,6 +111,6 @@ def test_the_pipeline_resolves_a_frame_s_model_once_and_takes_a_plan_given(
 
     registry.asked.clear()
     given, state = run(config, plan)
-    assert registry.asked == [] and state.mask_key is not None and state.mask_key[1] == plan.name
+    assert registry.asked == [] and state.smoothing.key is not None and state.smoothing.key[1] == plan.name
     resolved, _ = run(SessionConfig(model="landscape"), None)
     assert all(np.array_equal(a, b) for a, b in zip(given, resolved, strict=True))

@@ -7,13 +7,26 @@ import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from models.images import decode_image
 
+if TYPE_CHECKING:
+    import torch
+
 PRESET_SIZE = (720, 1280)  # (H, W)
+
+
+@dataclass(frozen=True)
+class BackgroundState:
+    """What compositing keeps of a stream between frames: its background image, cover-fitted to its frames."""
+
+    key: tuple | None = None  # (image name, plane sizes) of `planes`
+    planes: tuple[torch.Tensor, torch.Tensor] | None = None  # the fitted image's Y and UV, on the device
 
 
 def _grid() -> tuple[np.ndarray, np.ndarray]:

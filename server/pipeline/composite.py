@@ -8,15 +8,13 @@ encoder's 4:2:0 would bring anyway).
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import torch
 
-from .backgrounds import BackgroundStore
+from .backgrounds import BackgroundState, BackgroundStore
 from .config import SessionConfig
 from .filters import blend, box_blur, downscale, gaussian_blur, max_filter, resize_bilinear
-from .frames import StreamState, cover_fit, rgb_to_yuv
+from .frames import cover_fit, rgb_to_yuv
 from .yuv import RGB_TO_YUV
 
 _NEUTRAL = 128  # U and V of a grey
@@ -79,12 +77,11 @@ def compose(
     y: torch.Tensor,
     uv: torch.Tensor,
     mask: torch.Tensor,
-    state: StreamState,
+    state: BackgroundState,
     config: SessionConfig,
     backgrounds: BackgroundStore,
-) -> tuple[tuple[torch.Tensor, torch.Tensor], StreamState]:
-    """The frame's planes as the session's mode shows it, and the stream's state with the background cache
-    updated."""
+) -> tuple[tuple[torch.Tensor, torch.Tensor], BackgroundState]:
+    """The frame's planes as the session's mode shows it, and the stream's background, cached for the next."""
     if config.mode == "mask":
         grey = (mask * 219.0 + 16.0).round_().to(torch.uint8)  # white is Y 235 in limited range
         return (grey, torch.full_like(uv, _NEUTRAL)), state
@@ -105,18 +102,18 @@ def _color(rgb: tuple[int, int, int], device: torch.device) -> tuple[torch.Tenso
 
 
 def _background_image(
-    name: str, y: torch.Tensor, uv: torch.Tensor, state: StreamState, backgrounds: BackgroundStore
-) -> tuple[tuple[torch.Tensor, torch.Tensor], StreamState]:
+    name: str, y: torch.Tensor, uv: torch.Tensor, state: BackgroundState, backgrounds: BackgroundStore
+) -> tuple[tuple[torch.Tensor, torch.Tensor], BackgroundState]:
     """The named image cover-fitted to the frame as planes; made once per stream, name and size, then cached."""
     key = (name, tuple(y.shape[-2:]), tuple(uv.shape[-2:]))
-    if state.background_key == key and state.background is not None:
-        return state.background, state
+    if state.key == key and state.planes is not None:
+        return state.planes, state
     picture = torch.from_numpy(backgrounds.get(name)).to(y.device)
     picture = picture.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
     yuv = rgb_to_yuv(cover_fit(picture, y.shape[-2], y.shape[-1]))
     planes = yuv.round_().clamp_(0, 255).to(torch.uint8)
     fitted = (planes[:, :1].contiguous(), downscale(planes[:, 1:].contiguous(), _size(uv)))
-    return fitted, replace(state, background_key=key, background=fitted)
+    return fitted, BackgroundState(key, fitted)
 
 
 def _size(plane: torch.Tensor) -> tuple[int, int]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import cv2
@@ -12,29 +12,31 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .backgrounds import BackgroundState
 from .config import SessionConfig
 from .filters import downscale, downscale_antialiased, opencv_on, resize_bilinear
 from .motion import grey
+from .region import Region, TrackingState
+from .smoothing import SmoothingState
 from .yuv import RGB_TO_YUV, YUV_TO_RGB, Planes
 
 if TYPE_CHECKING:
     from models.zoo import Plan
 
-    from .region import Region
-
 
 @dataclass(frozen=True)
 class StreamState:
-    """What one stream carries from one frame to the next; the pipeline returns a new one with each frame."""
+    """What one stream carries from one frame to the next, a record per step that keeps something; the
+    pipeline returns a new one with each frame."""
 
-    previous_mask: torch.Tensor | None = None  # the smoothed low-resolution mask
-    mask_key: tuple | None = None  # (frame size, model): smoothing restarts when it changes
-    background_key: tuple | None = None  # (image name, plane sizes) of `background`
-    background: tuple[torch.Tensor, torch.Tensor] | None = None  # the cover-fitted image's Y and UV, on the device
-    region: Region | None = None  # where the person is, while config.region tracks them
-    since_detect: int = 0  # frames since the last whole-frame pass
-    close_up: bool = False  # that pass found someone filling the frame: whole frames until the next one
-    previous_grey: np.ndarray | None = None  # the last frame's luma at mask size, for the flow to the next
+    tracking: TrackingState = field(default_factory=TrackingState)  # segmentation: the tracked region
+    smoothing: SmoothingState = field(default_factory=SmoothingState)  # smoothing: the last mask and luma
+    background: BackgroundState = field(default_factory=BackgroundState)  # compositing: the fitted background
+
+    @property
+    def region(self) -> Region | None:
+        """Where the person is, while config.region tracks them."""
+        return self.tracking.region
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from .frames import DeviceFrame, Frame, Masked, Processed, StreamState, download
 from .motion import flow, reproduces, warp
 from .refine import upsample_mask
 from .segment import ModelCache, denormals_flushed, segment, segment_regions
-from .smoothing import smooth_mask
+from .smoothing import SmoothingState, smooth_mask
 from .timing import StageClock, StageTimes
 from .yuv import Planes
 
@@ -56,21 +56,21 @@ def _segment(pipeline: Pipeline, work: list[_Work]) -> None:
     tracked = [w for w in work if w.frame.config.region]
     if tracked:
         pictures, plans = [w.picture for w in tracked], [w.plan for w in tracked]
-        masks, states = segment_regions(pipeline.models, pictures, plans, [w.state for w in tracked])
-        for w, mask, state in zip(tracked, masks, states, strict=True):
-            w.mask, w.state = mask, state
+        masks, states = segment_regions(pipeline.models, pictures, plans, [w.state.tracking for w in tracked])
+        for w, mask, tracking in zip(tracked, masks, states, strict=True):
+            w.mask, w.state = mask, replace(w.state, tracking=tracking)
 
 
 def _smooth(pipeline: Pipeline, work: list[_Work]) -> None:
     for w in work:
-        config, picture = w.frame.config, w.picture
+        config, picture, last = w.frame.config, w.picture, w.state.smoothing
         key = (picture.size, w.plan.name)
-        previous = w.state.previous_mask if w.state.mask_key == key else None
+        previous = last.mask if last.key == key else None
         current = _ready(w.mask).float()
         now = (
             picture.luma_at((current.shape[-2], current.shape[-1])) if config.motion and config.smoothing > 0 else None
         )
-        before = w.state.previous_grey
+        before = last.grey
         tracked = None
         if previous is not None and now is not None and before is not None and before.shape == now.shape:
             # The previous mask moved to where the person is now: the blend no longer leans on where they were.
@@ -78,7 +78,7 @@ def _smooth(pipeline: Pipeline, work: list[_Work]) -> None:
             previous = warp(previous, backward)
             tracked = torch.from_numpy(reproduces(now, before, backward)).to(previous.device)[None, None]
         w.mask = smooth_mask(previous, current, config.smoothing, tracked)
-        w.state = replace(w.state, previous_mask=w.mask, mask_key=key, previous_grey=now)
+        w.state = replace(w.state, smoothing=SmoothingState(w.mask, key, now))
 
 
 def _refine(pipeline: Pipeline, work: list[_Work]) -> None:
@@ -89,7 +89,8 @@ def _refine(pipeline: Pipeline, work: list[_Work]) -> None:
 def _composite(pipeline: Pipeline, work: list[_Work]) -> None:
     for w in work:
         y, uv = w.picture.y, w.picture.uv
-        w.result, w.state = compose(y, uv, _ready(w.mask), w.state, w.frame.config, pipeline.backgrounds)
+        w.result, background = compose(y, uv, _ready(w.mask), w.state.background, w.frame.config, pipeline.backgrounds)
+        w.state = replace(w.state, background=background)
 
 
 def _download(pipeline: Pipeline, work: list[_Work]) -> None:

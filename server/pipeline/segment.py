@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -16,11 +16,12 @@ from models.zoo import ModelRegistry, Network, Plan, check_precision, default_de
 
 from .detect import Box, body_box, letterbox
 from .filters import resize_bilinear
-from .frames import DeviceFrame, StreamState
+from .frames import DeviceFrame
 from .region import (
     MARGIN,
     REDETECT_EVERY,
     Region,
+    TrackingState,
     canvas_size,
     follow,
     paste,
@@ -137,59 +138,79 @@ def _whole_frames(models: ModelCache, pictures: list[DeviceFrame], networks: lis
     return infer(models, inputs, networks)
 
 
+@dataclass(eq=False)  # compared by identity
+class _Stream:
+    """One stream in `segment_regions`: its frame and plan, and its tracking as it moves on."""
+
+    picture: DeviceFrame
+    plan: Plan
+    region: Region | None
+    since_detect: int
+    close_up: bool
+    mask: torch.Tensor | None = None  # on the canvas, once a pass made it
+
+    @property
+    def frame(self) -> tuple[int, int]:
+        return self.picture.size
+
+    @property
+    def canvas(self) -> tuple[int, int]:
+        return canvas_size(self.frame)
+
+    def around(self, box: Box | None) -> Region | None:
+        """The region of the plan's aspect around a person's box (fractions of the frame), if any."""
+        return None if box is None else region_around(box, self.frame, self.plan.aspect, self.plan.square)
+
+    def tracked(self) -> Region:
+        if self.region is None:
+            raise RuntimeError("a tracked stream lost its region")
+        return self.region
+
+
 def segment_regions(
-    models: ModelCache, pictures: list[DeviceFrame], plans: list[Plan], states: list[StreamState]
-) -> tuple[list[torch.Tensor], list[StreamState]]:
+    models: ModelCache, pictures: list[DeviceFrame], plans: list[Plan], states: list[TrackingState]
+) -> tuple[list[torch.Tensor], list[TrackingState]]:
     """Person probabilities on a canvas of each frame (see region.canvas_size), segmented in the region
-    each stream tracks, and the streams' states with their regions moved on."""
-    frames = [p.size for p in pictures]
-    canvases = [canvas_size(f) for f in frames]
-    aspects = [p.aspect for p in plans]
-    squares = [p.square for p in plans]  # the pose segmenter wants its square
-    regions = [s.region for s in states]
-    since = [s.since_detect + 1 for s in states]
-    close = [s.close_up for s in states]
-    masks: list[torch.Tensor | None] = [None] * len(pictures)
+    each stream tracks, and the streams' tracking moved on."""
+    streams = [
+        _Stream(p, plan, s.region, s.since_detect + 1, s.close_up)
+        for p, plan, s in zip(pictures, plans, states, strict=True)
+    ]
     # Whole-frame passes that find people: streams with nobody yet, and, now and then, the others (a
     # newcomer). A close-up is not looked for every frame: its whole-frame masks show when it steps back.
-    detect = [i for i, r in enumerate(regions) if (r is None and not close[i]) or since[i] >= REDETECT_EVERY]
+    detect = [s for s in streams if (s.region is None and not s.close_up) or s.since_detect >= REDETECT_EVERY]
     detected = set(detect)
     if detect:
-        boxes, found = _find(models, [pictures[i] for i in detect], [plans[i].finder for i in detect])
-        for i, box, mask in zip(detect, boxes, found, strict=True):
-            target = None if box is None else region_around(box, frames[i], aspects[i], squares[i])
-            previous = regions[i]
-            if previous is not None and target is not None:  # while tracking: cover a newcomer too
-                target = _union(previous, target, frames[i], squares[i])
-            regions[i], since[i], close[i] = target, 0, box is not None and target is None
-            if target is None and mask is not None and plans[i].whole_frame == plans[i].finder:
-                masks[i] = resize_bilinear(mask.float(), canvases[i])
+        boxes, found = _find(models, [s.picture for s in detect], [s.plan.finder for s in detect])
+        for s, box, mask in zip(detect, boxes, found, strict=True):
+            target = s.around(box)
+            if s.region is not None and target is not None:  # while tracking: cover a newcomer too
+                target = _union(s.region, target, s.frame, s.plan.square)
+            s.region, s.since_detect, s.close_up = target, 0, box is not None and target is None
+            if target is None and mask is not None and s.plan.whole_frame == s.plan.finder:
+                s.mask = resize_bilinear(mask.float(), s.canvas)
     # No region (a close-up, nobody): the whole frame, by the network for that when the finder is another.
-    rest = [i for i in range(len(pictures)) if regions[i] is None and masks[i] is None]
+    rest = [s for s in streams if s.region is None and s.mask is None]
     if rest:
-        wholes = _whole_frames(models, [pictures[i] for i in rest], [plans[i].whole_frame for i in rest])
-        for i, whole in zip(rest, wholes, strict=True):
-            masks[i] = resize_bilinear(whole.float(), canvases[i])
-            if close[i] and i not in detected:  # someone who stepped back is tracked from here on
-                box = person_box(masks[i])  # type: ignore[arg-type]
-                regions[i] = None if box is None else region_around(box, frames[i], aspects[i], squares[i])
-                close[i] = box is not None and regions[i] is None  # nobody left: look for people again
+        wholes = _whole_frames(models, [s.picture for s in rest], [s.plan.whole_frame for s in rest])
+        for s, whole in zip(rest, wholes, strict=True):
+            s.mask = resize_bilinear(whole.float(), s.canvas)
+            if s.close_up and s not in detected:  # someone who stepped back is tracked from here on
+                box = person_box(s.mask)
+                s.region = s.around(box)
+                s.close_up = box is not None and s.region is None  # nobody left: look for people again
     # Region passes.
-    tracked = [i for i, r in enumerate(regions) if r is not None and masks[i] is None]
+    tracked = [s for s in streams if s.region is not None and s.mask is None]
     if tracked:
-        inputs = [pictures[i].rgb_in(_region(regions[i]).box(), plans[i].region.input_size) for i in tracked]
-        segmented = infer(models, inputs, [plans[i].region for i in tracked])
-        for i, probabilities in zip(tracked, segmented, strict=True):
-            region = _region(regions[i])
-            masks[i] = paste(probabilities, region, frames[i], canvases[i])
-            box = person_box(masks[i])  # type: ignore[arg-type]
-            target = None if box is None else region_around(box, frames[i], aspects[i], squares[i])
-            regions[i] = follow(region, target, touches_edge(probabilities, region, frames[i]))
-    states = [
-        replace(s, region=r, since_detect=n, close_up=c)
-        for s, r, n, c in zip(states, regions, since, close, strict=True)
-    ]
-    return [m for m in masks if m is not None], states
+        inputs = [s.picture.rgb_in(s.tracked().box(), s.plan.region.input_size) for s in tracked]
+        segmented = infer(models, inputs, [s.plan.region for s in tracked])
+        for s, probabilities in zip(tracked, segmented, strict=True):
+            region = s.tracked()
+            s.mask = paste(probabilities, region, s.frame, s.canvas)
+            target = s.around(person_box(s.mask))
+            s.region = follow(region, target, touches_edge(probabilities, region, s.frame))
+    masks = [s.mask for s in streams if s.mask is not None]
+    return masks, [TrackingState(s.region, s.since_detect, s.close_up) for s in streams]
 
 
 def _find(
@@ -216,12 +237,6 @@ def _find(
             for i, mask in zip(indices, found, strict=True):
                 boxes[i], masks[i] = person_box(mask), mask
     return boxes, masks
-
-
-def _region(region: Region | None) -> Region:
-    if region is None:
-        raise RuntimeError("a tracked stream lost its region")
-    return region
 
 
 def _union(a: Region, b: Region, frame: tuple[int, int], square: bool) -> Region | None:

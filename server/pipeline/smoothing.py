@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 
 # Changes smaller than about this are treated as noise rather than motion.
@@ -9,6 +12,15 @@ _NOISE_LEVEL = 0.2
 # Where the previous mask was moved along a flow that checks out, a change is noise up to this much: it is
 # the model flickering, not the person moving (that the warp took care of).
 _NOISE_LEVEL_TRACKED = 0.8
+
+
+@dataclass(frozen=True)
+class SmoothingState:
+    """What smoothing keeps of a stream's last frame."""
+
+    mask: torch.Tensor | None = None  # the smoothed low-resolution mask
+    key: tuple | None = None  # (frame size, model) it was made for: smoothing restarts when it changes
+    grey: np.ndarray | None = None  # the frame's luma at mask size, for the flow to the next
 
 
 def smooth_mask(
