@@ -1,4 +1,5 @@
 # The two commands of the README: `make serve` and `make test`. Everything they need is installed here.
+# `make test-fast` is the loop of seconds while working: the unit layer only, nothing installed but Python's.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -6,7 +7,7 @@ SHELL  := /bin/bash
 
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: serve test lint install install-test weights browser gstreamer proxy bench clean
+.PHONY: serve test test-fast lint install install-test weights browser gstreamer proxy bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,8 +16,12 @@ $(BIN)/python:
 install: $(BIN)/python
 	$(BIN)/pip install --quiet -e .
 
-install-test: $(BIN)/python
+# The test extras, installed again only when pyproject.toml changes (a no-op pip run still takes seconds).
+install-test: $(VENV)/.test-installed
+
+$(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
 
 weights: install
 	$(BIN)/backdrop fetch-weights
@@ -43,8 +48,16 @@ lint: install-test
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# Everything, as CI runs it: every layer (unit, e2e, browser, gstreamer, proxy, training; cuda where there is one).
 test: install-test weights browser gstreamer proxy lint
 	$(BIN)/python -m pytest
+
+# The unit layer: no real peers, no Chromium, GStreamer or HAProxy, no training runs, no lint; the weights are
+# fetched by the tests that load a model. Under 90 s on two cores.
+test-fast: install-test
+	@echo "unit tests only; one layer: $(BIN)/python -m pytest -m e2e (or browser, gstreamer, proxy, training)," \
+		"one file: $(BIN)/python -m pytest tests/test_region.py, one test: ... -k NAME"
+	$(BIN)/python -m pytest -m unit -q
 
 bench: weights
 	$(BIN)/backdrop bench --output bench.json
