@@ -19,6 +19,11 @@ into it through the functions here. Nothing in site-packages is edited. The hook
 6. `RTCPeerConnection.__certificates` and `RTCCertificate._create_ssl_context`: the connection's DTLS
    certificates, read when its transports are made, and the DTLS context each builds (`set_certificates`,
    `CipherCertificate`: `dtls.peer_connection`).
+7. `RTCRtpReceiver.__nack_generator` and `NackGenerator.missing`: what a video receiver asks to have
+   retransmitted; aiortc calls `add` on every packet and, when it returns True, NACKs the sequence numbers
+   in `missing` (`set_nack_generator`: `recovery.recover_losses`).
+8. `RTCRtpSender.__rtt`: the round trip a sender measures from the receiver reports it gets (RTCP RR's
+   LSR/DLSR), smoothed; None before the first (`round_trip`: `recovery.recover_losses`).
 
 Name-mangled attributes fail silently when a release renames them (aiortc would read its own, and ours would
 sit unused), so the version is checked where this module is imported, which is before any server, client or
@@ -35,6 +40,7 @@ from aiortc.codecs import vpx
 from aiortc.codecs.base import Encoder
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.rtcdtlstransport import RTCCertificate, SRTPProtectionProfile
+from aiortc.rtcrtpreceiver import NackGenerator
 from aiortc.rtp import RtpPacket
 from OpenSSL import SSL
 
@@ -123,3 +129,16 @@ class CipherCertificate(RTCCertificate):
 def set_certificates(pc: RTCPeerConnection, certificates: list[RTCCertificate]) -> None:
     """Give `pc` its DTLS certificates (after the constructor, before any transport is made)."""
     pc._RTCPeerConnection__certificates = certificates  # type: ignore[attr-defined]
+
+
+# 7. A receiver's NACK generator.
+def set_nack_generator(receiver: RTCRtpReceiver, generator: NackGenerator) -> None:
+    """Give a video `receiver` its NACK generator (after setRemoteDescription, before media flows)."""
+    receiver._RTCRtpReceiver__nack_generator = generator  # type: ignore[attr-defined]
+
+
+# 8. A sender's measured round trip.
+def round_trip(sender: RTCRtpSender) -> float | None:
+    """The round trip (seconds) `sender` measured from receiver reports, or None before the first."""
+    rtt: float | None = getattr(sender, "_RTCRtpSender__rtt", None)
+    return rtt

@@ -21,10 +21,10 @@ from .channel import attach
 from .collect import Collector
 from .encoders import fit_senders, prefer_codec
 from .errors import Invalid, Malformed, NoRoom, NotFound
-from .jitter import complete_frames_on_marker
 from .messages import MESSAGE_BURST, MESSAGE_RATE, TokenBucket
 from .players import Player, Players
 from .policy import SessionPolicy
+from .recovery import RecoveringJitterBuffer, recover_losses
 from .sdp import video_direction
 from .stats import StreamStats, Totals
 from .track import BackgroundReplacementTrack
@@ -48,6 +48,7 @@ class Session:
     blackholes: list[MediaBlackhole] = field(default_factory=list)
     tasks: list[asyncio.Task] = field(default_factory=list)
     messages: TokenBucket = field(default_factory=lambda: TokenBucket(MESSAGE_RATE, MESSAGE_BURST))
+    receivers: list[RecoveringJitterBuffer] = field(default_factory=list)  # the video's loss recovery
 
     def stats(self) -> StreamStats | None:
         return self.track.stats if self.track is not None else None
@@ -61,7 +62,11 @@ class Session:
             "age_s": round(time.monotonic() - self.created, 1),
             "returns_video": self.returns_video,
             "players": len(self.players),
-            "stats": (self.stats() or StreamStats()).snapshot(),
+            "stats": {
+                **(self.stats() or StreamStats()).snapshot(),
+                "gaps_skipped": sum(r.skips for r in self.receivers),
+                "keyframes_requested": sum(r.keyframe_requests for r in self.receivers),
+            },
         }
 
 
@@ -117,7 +122,8 @@ class SessionManager:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             if session.track is None:
                 raise ValueError("the offer has no video track to process")
-            complete_frames_on_marker(pc)  # a frame sooner to the pipeline (see jitter.py)
+            # A frame sooner to the pipeline (jitter.py), and losses repaired or skipped in time (recovery.py).
+            session.receivers = recover_losses(pc)
             prefer_codec(pc, self.policy.encoders)
             await pc.setLocalDescription(await pc.createAnswer())
             fit_senders(pc, self.policy.encoders)

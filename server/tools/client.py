@@ -15,7 +15,7 @@ from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription, V
 from av import VideoFrame
 from PIL import Image
 
-from ..rtc.jitter import complete_frames_on_marker
+from ..rtc.recovery import recover_losses
 from .impair import ImpairedTransport, Impairment, impair
 from .latency import LatencyProbe
 
@@ -96,8 +96,8 @@ class Receiver:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
         if self.network is not None:  # before ICE connects: every media packet goes through the links
             self.links = impair(self.pc, self.network.up, self.network.down, self.network.seed)
-        if self.marker:
-            complete_frames_on_marker(self.pc)
+        if self.marker:  # as browsers: a frame on its last packet, NACKs retried, a keyframe asked for in time
+            recover_losses(self.pc)
 
     async def frames(self, count: int, wait_s: float = 30.0) -> list[np.ndarray]:
         """The next `count` processed frames, as RGB arrays."""

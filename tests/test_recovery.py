@@ -1,0 +1,173 @@
+"""Loss recovery on the receive side (server/rtc/recovery.py), on a clock the test moves: NACKs retried each
+round trip and a half until the packet comes or is too old, a gap given up at its deadline with a keyframe
+request that is repeated until a keyframe arrives."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from aiortc.rtp import RtpPacket
+
+from server.rtc.recovery import RecoveringJitterBuffer, RetryingNackGenerator, RoundTrip, is_keyframe
+
+pytestmark = pytest.mark.unit
+
+VP8 = 96
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def vp8_packet(seq: int, frame: int, first: bool, last: bool, key: bool = False) -> RtpPacket:
+    """Packet `seq` of VP8 frame `frame` (3,000 ticks apart): the descriptor's S bit on a frame's first
+    packet, the frame tag's P bit clear on a key frame's."""
+    packet = RtpPacket(
+        payload_type=VP8, marker=int(last), sequence_number=seq % 65536, timestamp=frame * 3000, payload=b""
+    )
+    packet.payload = bytes([0x10 if first else 0x00]) + bytes([0x00 if key and first else 0x01]) + bytes(10)
+    packet._data = packet.payload[1:]  # type: ignore[attr-defined]  # what aiortc's depayloader stores
+    return packet
+
+
+def frames_of(count: int, per_frame: int = 3, start_seq: int = 0, key_first: bool = True) -> list[RtpPacket]:
+    packets = []
+    for f in range(count):
+        for p in range(per_frame):
+            seq = start_seq + f * per_frame + p
+            packets.append(vp8_packet(seq, f, p == 0, p == per_frame - 1, key=key_first and f == 0))
+    return packets
+
+
+def test_a_gap_is_nacked_at_once_then_again_each_round_trip_and_a_half_until_it_comes() -> None:
+    clock, rtt = Clock(), RoundTrip(estimate=0.1)
+    nacks = RetryingNackGenerator(rtt, clock)
+    packets = frames_of(4)
+    assert not nacks.add(packets[0])
+    assert not nacks.add(packets[3])  # a gap: reordered packets may still fill it within a few ms
+    clock.now += 0.006
+    assert nacks.add(packets[4]) and nacks.missing == {1, 2}  # then it is asked for
+    clock.now += 0.05
+    assert not nacks.add(packets[5])  # asked 50 ms ago: not yet
+    clock.now += 0.11  # 160 ms after the first request: past 1.25 round trips
+    assert nacks.add(packets[6]) and nacks.missing == {1, 2}
+    clock.now += 0.02
+    assert not nacks.add(packets[1])  # a retransmission ends the asking for it ...
+    clock.now += 0.2
+    assert nacks.add(packets[7]) and nacks.missing == {2}  # ... but not for the other
+
+
+def test_the_round_trip_is_learnt_from_repairs_and_corrected_upwards() -> None:
+    clock, rtt = Clock(), RoundTrip(estimate=0.1)
+    nacks = RetryingNackGenerator(rtt, clock)
+    nacks.add(vp8_packet(0, 0, True, True))
+    for lost in range(1, 200, 2):  # every other packet lost, each repaired 20 ms after it was asked for
+        nacks.add(vp8_packet(lost + 1, lost + 1, True, True))
+        clock.now += 0.006
+        assert nacks.add(vp8_packet(lost + 1, lost + 1, True, True)) and nacks.missing == {lost}
+        clock.now += 0.02
+        nacks.add(vp8_packet(lost, lost, True, True))
+    assert rtt.estimate == pytest.approx(0.02, abs=0.005)
+    # the path slows to 150 ms: requests are retried too soon, but each repair, timed from its first
+    # request, pulls the estimate up, until retries come no sooner than the round trip
+    for lost in range(201, 400, 2):
+        nacks.add(vp8_packet(lost + 1, lost + 1, True, True))
+        for _ in range(15):
+            clock.now += 0.01
+            nacks.add(vp8_packet(lost + 1, lost + 1, True, True))  # a duplicate: time passes, retries go out
+        nacks.add(vp8_packet(lost, lost, True, True))
+    assert rtt.estimate == pytest.approx(0.15, abs=0.02)
+    assert rtt.retry_after() > 0.15
+
+
+def test_packets_that_come_out_of_order_are_not_asked_for() -> None:
+    clock = Clock()
+    nacks = RetryingNackGenerator(RoundTrip(estimate=0.1), clock)
+    nacks.add(vp8_packet(0, 0, True, True))
+    asked = 0
+    for seq in range(1, 400, 2):  # every other packet 8 ms late, a packet every 3 ms
+        asked += nacks.add(vp8_packet(seq + 1, seq + 1, True, True))
+        clock.now += 0.003
+        asked += nacks.add(vp8_packet(seq + 2, seq + 2, True, True)) if seq + 2 < 400 else 0
+        clock.now += 0.005
+        nacks.add(vp8_packet(seq, seq, True, True))
+    assert 0.009 < nacks.reorder_wait <= 0.05
+    assert asked <= 10  # the first few, before the wait was learnt
+
+
+def test_asking_stops_after_max_tries_or_max_age() -> None:
+    clock = Clock()
+    nacks = RetryingNackGenerator(RoundTrip(estimate=0.02), clock, max_tries=3, max_age=10.0)
+    seq, asked = 0, 0
+    nacks.add(vp8_packet(seq, 0, True, True))
+    nacks.add(vp8_packet(2, 2, True, True))  # 1 is lost for good
+    for seq in range(3, 40):
+        clock.now += 0.05
+        if nacks.add(vp8_packet(seq, seq, True, True)) and 1 in nacks.missing:
+            asked += 1
+    assert asked == 3
+    aged = RetryingNackGenerator(RoundTrip(estimate=0.02), clock, max_tries=100, max_age=0.3)
+    aged.add(vp8_packet(0, 0, True, True))
+    aged.add(vp8_packet(2, 2, True, True))
+    clock.now += 0.31
+    assert not aged.add(vp8_packet(3, 3, True, True)) and 1 not in aged.asked
+
+
+def test_a_gap_that_outlives_its_deadline_is_skipped_and_a_keyframe_asked_for_until_it_comes() -> None:
+    clock, rtt = Clock(), RoundTrip(estimate=0.1)
+    buffer = RecoveringJitterBuffer(rtt, None, clock, frozenset({VP8}))
+    packets = frames_of(20)
+    out = []
+    for packet in packets[:3]:  # frame 0, a key frame
+        out.append(buffer.add(packet))
+    assert out[-1][1] is not None and is_keyframe(out[-1][1])
+    # frame 1 loses its middle packet for good; frames 2.. keep coming, 33 ms apart
+    delivered, plis = [], []
+    for i, packet in enumerate(packets[3:], start=3):
+        if i == 4:
+            continue
+        if i % 3 == 0:
+            clock.now += 0.033
+        pli, frame = buffer.add(packet)
+        plis.append((clock.now, pli))
+        if frame is not None:
+            delivered.append((clock.now, frame.timestamp // 3000))
+    first_time, first_frame = delivered[0]
+    assert first_frame == 2  # frame 1 was given up, frame 2 is the next that starts after the gap
+    assert first_time - 100.0 <= rtt.deadline() + 0.07  # within the deadline (and a frame's packets)
+    # then every frame in order, none held: the backlog drains a frame a packet (this one has 3 a frame)
+    assert [f for _, f in delivered] == list(range(2, 2 + len(delivered))) and delivered[-1][1] >= 18
+    requests = [t for t, pli in plis if pli]
+    assert requests and requests[0] == pytest.approx(first_time, abs=1e-9)  # a keyframe asked for at once
+    assert len(requests) >= 2 and all(b - a >= rtt.retry_after() - 1e-9 for a, b in itertools.pairwise(requests))
+    # a key frame ends the asking
+    pli, frame = buffer.add(vp8_packet(60, 20, True, True, key=True))
+    assert frame is not None and is_keyframe(frame)
+    clock.now += 1.0
+    assert not buffer.add(vp8_packet(61, 21, True, True))[0]
+    assert buffer.skips == 1
+
+
+def test_a_gap_repaired_in_time_costs_no_frame_and_no_keyframe() -> None:
+    clock, rtt = Clock(), RoundTrip(estimate=0.1)
+    buffer = RecoveringJitterBuffer(rtt, None, clock, frozenset({VP8}))
+    packets = frames_of(6)
+    delivered = []
+    for i, packet in enumerate(packets):
+        if i == 4:
+            continue
+        clock.now += 0.011
+        pli, frame = buffer.add(packet)
+        assert not pli
+        if i == 8:
+            _, repaired = buffer.add(packets[4])  # the retransmission, 50 ms late
+            delivered.append(repaired)
+        if frame is not None:
+            delivered.append(frame)
+    assert [f.timestamp // 3000 for f in delivered if f is not None][:3] == [0, 1, 2]
+    assert buffer.skips == 0
