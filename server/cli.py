@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from models.labelled import DEFAULT_HOLDOUT
+from models.names import MODEL_CHOICES_TEXT
 from models.nets import ARCHS
 
 from .pipeline.config import ConfigError, SessionConfig
@@ -456,7 +457,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 # --- parsers ---------------------------------------------------------------------------------------
 
-MODEL_HELP = "model: general, landscape, fullbody, auto, or a trained .pt / exported .onnx file"
+MODEL_HELP = f"model: {MODEL_CHOICES_TEXT}, or a trained .pt / exported .onnx file"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,12 +13,13 @@ The frames between are decoded, not held: a moment of smearing, not a freeze.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiortc import RTCPeerConnection
-from aiortc.jitterbuffer import JitterFrame
+from aiortc.jitterbuffer import MAX_MISORDER, JitterFrame
 from aiortc.rtcrtpreceiver import NackGenerator
 from aiortc.rtp import RTP_HISTORY_SIZE, RtpPacket
 from aiortc.utils import uint16_add, uint16_gt
@@ -26,6 +27,7 @@ from aiortc.utils import uint16_add, uint16_gt
 from . import aiortc_hooks
 from .jitter import CAPACITY, MarkerJitterBuffer
 
+log = logging.getLogger(__name__)
 Clock = Callable[[], float]
 
 
@@ -155,9 +157,17 @@ class RecoveringJitterBuffer(MarkerJitterBuffer):
         self.keyframe_requests = 0
 
     def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
-        if self.newest is None or uint16_gt(packet.sequence_number, self.newest):
-            self.newest = packet.sequence_number
+        seq = packet.sequence_number
+        if self.newest is None or uint16_gt(seq, self.newest) or uint16_add(self.newest, -seq) >= MAX_MISORDER:
+            self.newest = seq  # newer, or a sender that started over (aiortc's buffer resets then too)
         pli, frame = super().add(packet)
+        try:
+            return self._recover(pli, frame)
+        except Exception:  # this runs in aiortc's receive loop: a bug here must not end the connection
+            log.exception("loss recovery failed; the buffer goes on as aiortc's")
+            return pli, frame
+
+    def _recover(self, pli: bool, frame: JitterFrame | None) -> tuple[bool, JitterFrame | None]:
         now = self.clock()
         if frame is None and self._blocked():
             if self.blocked_since is None:
@@ -197,7 +207,10 @@ class RecoveringJitterBuffer(MarkerJitterBuffer):
         self.skips += 1
         self.blocked_since = None
         slots = list(aiortc_hooks.buffered(self))
-        first_gap = next(i for i, p in enumerate(slots) if p is None)
+        first_gap = next((i for i, p in enumerate(slots) if p is None), None)
+        after = [i for i, p in enumerate(slots) if p is not None and first_gap is not None and i > first_gap]
+        if first_gap is None or not after:
+            return None  # nothing waits behind a gap after all
         held = {p.timestamp for p in slots[:first_gap] if p is not None}
         start = None
         for i in range(first_gap + 1, len(slots)):
@@ -210,10 +223,9 @@ class RecoveringJitterBuffer(MarkerJitterBuffer):
             ):
                 start = i
                 break
-        if start is None:  # no frame start seen yet: keep only the newest timestamp's packets
-            newest = max((i for i, p in enumerate(slots) if p is not None), default=0)
-            stamp = slots[newest].timestamp if slots[newest] is not None else None  # type: ignore[union-attr]
-            start = next(i for i, p in enumerate(slots) if p is not None and p.timestamp == stamp and i > first_gap)
+        if start is None:  # no frame start seen yet: keep only the packets of the newest timestamp
+            stamp = slots[after[-1]].timestamp  # type: ignore[union-attr]
+            start = next(i for i in after if slots[i].timestamp == stamp)  # type: ignore[union-attr]
         self.remove(start)
         if self.nacks is not None and self._origin is not None:
             self.nacks.forget_before(self._origin)

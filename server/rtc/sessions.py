@@ -15,6 +15,8 @@ from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaBlackhole, MediaRelay
 from aiortc.mediastreams import MediaStreamTrack
 
+from models.zoo import Plan
+
 from ..pipeline.config import ConfigError, SessionConfig, validate_config
 from ..pipeline.workers import PipelineWorkers
 from .channel import attach
@@ -37,6 +39,7 @@ class Session:
     id: str  # the session's capability (RFC 9725): 128 random bits, given only to its creator
     pc: RTCPeerConnection
     config: SessionConfig
+    plan: Plan  # what `config.model` runs, resolved when the config was checked
     players: Players
     returns_video: bool = True  # a sendrecv offer: the processed video also goes back on this connection
     created: float = field(default_factory=time.monotonic)
@@ -114,6 +117,7 @@ class SessionManager:
             id=secrets.token_urlsafe(16),
             pc=pc,
             config=config,
+            plan=self.registry.plan(config.model),
             players=Players(self.policy, self._collector.soon),
             returns_video=direction == "sendrecv",
         )
@@ -142,7 +146,8 @@ class SessionManager:
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
             if track.kind == "video" and session.track is None:
-                session.track = BackgroundReplacementTrack(track, self.workers, lambda: session.config, self.totals)
+                settings = lambda: (session.config, session.plan)  # noqa: E731
+                session.track = BackgroundReplacementTrack(track, self.workers, settings, self.totals)
                 if session.returns_video:
                     pc.addTrack(session.relay.subscribe(session.track, buffered=False))
             else:
@@ -163,7 +168,8 @@ class SessionManager:
                 await self.close(session.id, reason=f"connection {pc.connectionState}")
 
     def update(self, session: Session, changes: object) -> SessionConfig:
-        session.config = self.checked(session.config, changes)
+        config = self.checked(session.config, changes)
+        session.config, session.plan = config, self.registry.plan(config.model)  # the plan is cached by name
         return session.config
 
     async def play(self, session: Session, sdp: str) -> tuple[Player, str]:

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import VideoFrame
 
+from models.zoo import Plan
+
 from ..pipeline.config import SessionConfig
 from ..pipeline.frames import Frame, StreamState
 from ..pipeline.workers import PipelineWorkers
@@ -33,7 +35,7 @@ class BackgroundReplacementTrack(MediaStreamTrack):
         self,
         source: MediaStreamTrack,
         workers: PipelineWorkers,
-        config: Callable[[], SessionConfig],
+        config: Callable[[], tuple[SessionConfig, Plan]],
         totals: Totals | None = None,
     ) -> None:
         super().__init__()
@@ -74,7 +76,8 @@ class BackgroundReplacementTrack(MediaStreamTrack):
             # The decoder's planes go to the pipeline as they are, and come back in a yuv420p frame that the
             # encoders take without converting (an encoder converting another format would do it on the one
             # frame every consumer shares: the sender and its WHEP players; libswscale crashed on that once).
-            submitted = Frame(Planes.of_video_frame(frame), self._state, self._config())
+            config, plan = self._config()  # the session's config and the model plan resolved with it
+            submitted = Frame(Planes.of_video_frame(frame), self._state, config, plan)
             processed = await asyncio.wrap_future(self._workers.submit(submitted))
             self._state = processed.state
             out = processed.planes.video_frame()

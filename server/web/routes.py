@@ -358,7 +358,7 @@ async def get_background(request: web.Request) -> web.Response:
 async def list_models(request: web.Request) -> web.Response:
     """The models a session's config may name (aliases first, as the page shows them)."""
     registry = request.app[PIPELINE].registry
-    names = ["general", "landscape", "fullbody"] + [n for n in registry.names() if not n.startswith("mediapipe-")]
+    names = registry.choices()
     infos = [registry.info(n) for n in names]
     models = [
         {"name": n, "input_size": list(i.input_size), "description": i.description}

@@ -15,6 +15,8 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from models.names import MODEL_CHOICES_TEXT
+
 # Lists come from the environment comma-separated (BACKDROP_PRELOAD=general,landscape), not as JSON.
 CommaList = Annotated[list[str], NoDecode]
 CommaPaths = Annotated[list[Path], NoDecode]
@@ -97,7 +99,7 @@ class ServerSettings(DeviceSettings):
     )
     default_model: str = Field(
         "general",
-        description="model of sessions that do not choose one: general, landscape, fullbody, auto or a --model's name",
+        description=f"model of sessions that do not choose one: {MODEL_CHOICES_TEXT} or a --model's name",
     )
     upload_budget_mb: int = Field(
         256,
