@@ -171,3 +171,28 @@ def test_a_gap_repaired_in_time_costs_no_frame_and_no_keyframe() -> None:
             delivered.append(frame)
     assert [f.timestamp // 3000 for f in delivered if f is not None][:3] == [0, 1, 2]
     assert buffer.skips == 0
+
+
+def test_lossy_reordered_restarting_streams_never_raise(caplog: pytest.LogCaptureFixture) -> None:
+    """Whatever arrives (losses, duplicates, a sender that starts over, stray packets), recovery runs inside
+    aiortc's receive loop: an exception there would end the connection."""
+    import random
+
+    for seed in range(60):
+        rng = random.Random(seed)
+        clock, rtt = Clock(), RoundTrip(estimate=0.05)
+        nacks = RetryingNackGenerator(rtt, clock)
+        buffer = RecoveringJitterBuffer(rtt, nacks, clock, frozenset({VP8}))
+        per, offset = rng.randint(1, 12), rng.randint(0, 65535)
+        for i, packet in enumerate(frames_of(200, per_frame=per)):
+            clock.now += 0.033 / per
+            if rng.random() < 0.005:  # the sender starts over from another sequence number
+                offset = rng.randint(0, 65535)
+            packet.sequence_number = (packet.sequence_number + offset) % 65536
+            if rng.random() < 0.1:
+                continue
+            if rng.random() < 0.02:
+                packet = vp8_packet(rng.randint(0, 65535), rng.randint(0, 1000), rng.random() < 0.5, i % 2 == 0)
+            nacks.add(packet)
+            buffer.add(packet)
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
