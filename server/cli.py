@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from models.zoo import ModelRegistry
 
     from .pipeline.pipeline import Pipeline
+    from .tools.client import Network
 
 SIZES = ["640x480", "1280x720", "1920x1080"]
 FORMATS = ["onnx", "torchscript", "tflite"]
@@ -287,6 +288,23 @@ def cmd_process(args: argparse.Namespace) -> int:
     return 0
 
 
+def _network(args: argparse.Namespace) -> Network | None:
+    """The clients' impaired network from --network, --uplink and --downlink (None: loopback as it is)."""
+    from .tools.client import Network
+    from .tools.impair import Impairment
+
+    specs = {}
+    for name in ("uplink", "downlink"):
+        spec = ",".join(s for s in (args.network, getattr(args, name)) if s)
+        try:
+            specs[name] = Impairment.parse(spec)
+        except (TypeError, ValueError) as exc:
+            raise CommandError(f"--{name if getattr(args, name) else 'network'}: {exc}") from None
+    if not (specs["uplink"].active or specs["downlink"].active):
+        return None
+    return Network(specs["uplink"], specs["downlink"], args.seed)
+
+
 def cmd_loadtest(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -298,6 +316,7 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
         raise CommandError(f"--size {args.size!r}: expected WIDTHxHEIGHT, e.g. 640x480") from None
     config = {"mode": args.mode, "model": args.model}
     compile = bool(device_settings(args).compile)
+    network = _network(args)
     if args.soak is not None:
         return _soak(args, (height, width), config, compile)
     report = asyncio.run(
@@ -312,6 +331,7 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
             args.server_cores,
             args.processes,
             args.client_receive == "marker",
+            network,
         )
     )
     if args.output:
@@ -330,6 +350,12 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
             f"  glass-to-glass ms p50 {run['latency_ms_p50_each']}, p95 {run['latency_ms_p95_each']} "
             f"({run['latency_frames_unreadable']} frame(s) without a readable counter)"
         )
+        print(
+            f"  longest freeze ms {run['longest_freeze_ms_each']}, frozen s (gaps > 200 ms) {run['frozen_s_each']}, "
+            f"received kb/s {run['received_kbps_each']}"
+        )
+        for repair in run.get("repair_each", []):
+            print(f"  network: {repair}")
         if "server_cpu_ms_per_frame" in run:
             print(
                 f"  server CPU {run['server_cpu_ms_per_frame']} ms/frame ({run['server_cpu_cores_busy']} of "
@@ -621,6 +647,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="instead: for MINUTES, keep max(--sessions) sessions joining and leaving (each streams 3-15 s, "
         "then ends by DELETE or by hanging up) and sample the started server's RSS, threads and fds every 10 s",
     )
+    impair_help = (
+        "impair the media packets each client {}, in user space: comma-separated loss=5%% (long-run share), "
+        "burst=2 (mean run of lost packets; Gilbert-Elliott), delay=40ms, jitter=10ms (uniform +/-, reorders), "
+        "rate=600kbps (the link's rate), queue=300ms (what it holds before it drops) (default: none)"
+    )
+    load.add_argument("--uplink", default="", metavar="SPEC", help=impair_help.format("sends"))
+    load.add_argument("--downlink", default="", metavar="SPEC", help=impair_help.format("receives"))
+    load.add_argument(
+        "--network", default="", metavar="SPEC", help="the same impairment both ways (--uplink/--downlink add to it)"
+    )
+    load.add_argument("--seed", type=int, default=0, help="seed of the impairments' draws (default: 0)")
     load.add_argument("--output", type=Path, default=None, help="also write the JSON report to this file")
     load.add_argument("--json", action="store_true", help="print JSON")
     load.set_defaults(func=cmd_loadtest, compile_default=True)

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
+from dataclasses import asdict, replace
 from functools import partial
 
 import aiohttp
@@ -262,6 +262,7 @@ async def run_loadtest(
     server_cores: int = 0,
     processes: int = 1,
     client_marker: bool = True,
+    network: Network | None = None,
 ) -> dict:
     """Measure each session count in turn; starts `backdrop serve` in a subprocess unless `url` is given.
 
@@ -272,7 +273,7 @@ async def run_loadtest(
         health = await wait_healthy(url)
         results = []
         for n in sessions:
-            results.append(await measure(url, n, seconds, size, config, pid, cores, client_marker))
+            results.append(await measure(url, n, seconds, size, config, pid, cores, client_marker, network))
             await asyncio.sleep(1.0)  # let the server close the previous sessions
         report = {
             "url": url,
@@ -281,6 +282,7 @@ async def run_loadtest(
             "seconds": seconds,
             "config": config,
             "client_receive": "marker" if client_marker else "timestamp",
+            "network": None if network is None else {"up": asdict(network.up), "down": asdict(network.down)},
             "health": health,
         }
         return {**report, **pinned, "runs": results}

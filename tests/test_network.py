@@ -1,0 +1,86 @@
+"""Real sessions over an impaired network (server/tools/impair.py on the client's media packets): bursty loss
+both ways is repaired or skipped in time and the picture keeps coming with the background replaced; the
+loadtest's network options are checked before anything starts."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from server.tools.client import Network, Peer, count_frames, freezes
+from server.tools.impair import GilbertElliott, Impairment, Link
+
+from conftest import TOP_LEFT, TOP_RIGHT, backdrop, open_session, region
+
+pytestmark = pytest.mark.e2e
+
+# Stated bound for CI (2 shared cores, the client and the server on them): a viewer never waits a second.
+LONGEST_FREEZE_MS = 1000
+
+
+async def test_a_session_through_bursty_loss_both_ways_keeps_its_picture(make_client, frames) -> None:
+    client = await make_client()
+    lossy = Impairment(loss=0.05, burst=2, delay_ms=20, jitter_ms=5)
+    peer = Peer(frames, network=Network(lossy, lossy, seed=3))
+    answer = await open_session(client, peer, {"mode": "color", "color": "#ff0000"})
+    arrivals: list[float] = []
+    try:
+        count = await count_frames(peer, 8.0, arrivals)
+        last = (await peer.frames(1))[0]
+        response = await client.get(answer["resource"])
+        stats = (await response.json())["stats"]
+    finally:
+        await peer.close()
+    seen = freezes(arrivals)
+    up_lost = sum(link.up.counters.lost for link in peer.links)
+    down_lost = sum(link.down.counters.lost for link in peer.links)
+    assert up_lost > 20 and down_lost > 20  # the network really lost packets both ways
+    assert count >= 8 * 10, f"{count} frames in 8 s"
+    assert seen["longest_freeze_ms"] <= LONGEST_FREEZE_MS, seen
+    for corner in (TOP_LEFT, TOP_RIGHT):  # what the viewer sees is still the new background
+        assert np.abs(region(last, corner) - (255, 0, 0)).mean() < 40
+    assert stats["frames_in"] >= 80 and stats["keyframes_requested"] >= 0
+
+
+def _set(link: Link, impairment: Impairment) -> None:
+    """Change what a live link does from now on (its seeded draws go on)."""
+    link.impairment, link._loss = impairment, GilbertElliott(impairment.loss, impairment.burst, link._rng)
+
+
+async def test_a_lost_keyframe_request_is_asked_again(make_client, frames) -> None:
+    """Both ways go dark; the uplink comes back first, but the downlink stays dark for a while, so that the
+    server's NACKs for the gap are lost (it skips the gap at its deadline) and so is its first keyframe
+    request: it asks again until one comes, and the picture comes back."""
+    client = await make_client()
+    peer = Peer(frames, network=Network(seed=1))
+    answer = await open_session(client, peer, {"mode": "color", "color": "#0000ff"})
+    dark = Impairment(loss=0.99, burst=1000)
+    try:
+        await peer.frames(5)
+        up, down = peer.links[0].up, peer.links[0].down
+        _set(up, dark)
+        _set(down, dark)
+        await asyncio.sleep(1.0)
+        _set(up, Impairment())
+        await asyncio.sleep(0.8)
+        _set(down, Impairment())
+        await peer.frames(30)  # the picture is back
+        last = (await peer.frames(1))[0]
+        response = await client.get(answer["resource"])
+        stats = (await response.json())["stats"]
+    finally:
+        await peer.close()
+    assert stats["gaps_skipped"] >= 1, stats
+    assert stats["keyframes_requested"] >= 3, stats  # at the skip, again while they were lost, then heard
+    assert np.abs(region(last, TOP_LEFT) - (0, 0, 255)).mean() < 40
+
+
+def test_loadtest_network_options_are_checked_before_anything_starts() -> None:
+    result = backdrop("loadtest", "--network", "loss=5", timeout=60)
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == (
+        "error: --network: loss 5: write a share (0.05) or a percentage (5%)"
+    )
+    result = backdrop("loadtest", "--uplink", "rate=fast", timeout=60)
+    assert result.returncode == 2 and "error: --uplink: impairment term 'rate=fast'" in result.stderr
