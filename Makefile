@@ -7,7 +7,7 @@ SHELL  := /bin/bash
 
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: serve test test-fast lint install install-test weights browser gstreamer proxy bench clean
+.PHONY: serve test test-fast lint install install-test weights browser gstreamer proxy turn bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ gstreamer:
 proxy:
 	@command -v haproxy >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq haproxy; }
 
+# Debian's coturn: the TURN relay the Kubernetes manifests ship, for the relay-only session test.
+turn:
+	@command -v turnserver >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq coturn; }
+
 serve: weights
 	$(BIN)/backdrop serve
 
@@ -48,14 +52,14 @@ lint: install-test
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-# Everything, as CI runs it: every layer (unit, e2e, browser, gstreamer, proxy, training; cuda where there is one).
-test: install-test weights browser gstreamer proxy lint
+# Everything, as CI runs it: every layer (unit, e2e, browser, gstreamer, proxy, turn, training; cuda where there is one).
+test: install-test weights browser gstreamer proxy turn lint
 	$(BIN)/python -m pytest
 
 # The unit layer: no real peers, no Chromium, GStreamer or HAProxy, no training runs, no lint; the weights are
 # fetched by the tests that load a model. Under 90 s on two cores.
 test-fast: install-test
-	@echo "unit tests only; one layer: $(BIN)/python -m pytest -m e2e (or browser, gstreamer, proxy, training)," \
+	@echo "unit tests only; one layer: $(BIN)/python -m pytest -m e2e (or browser, gstreamer, proxy, turn, training)," \
 		"one file: $(BIN)/python -m pytest tests/test_region.py, one test: ... -k NAME"
 	$(BIN)/python -m pytest -m unit -q
 

@@ -30,7 +30,7 @@ from server.tools.loadtest import free_port
 
 OPERATOR_TOKEN = "op-token"
 OPERATOR = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
-LAYERS = ("unit", "e2e", "browser", "gstreamer", "proxy", "training")
+LAYERS = ("unit", "e2e", "browser", "gstreamer", "proxy", "turn", "training")
 
 # Fuzzing: a few hundred cases in the suite; `pytest --hypothesis-profile long tests/test_boundary.py` for 10,000+.
 settings.register_profile("ci", max_examples=300, deadline=None, derandomize=False)

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 
 import numpy as np
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
 from av import VideoFrame
 from PIL import Image
 
@@ -76,8 +76,10 @@ class Receiver:
     With `marker` (the default) its video is decoded as soon as a frame's last packet arrives, as browsers
     do; without, on aiortc's rule, a frame interval later (see server/rtc/jitter.py)."""
 
-    def __init__(self, marker: bool = True, network: Network | None = None) -> None:
-        self.pc = RTCPeerConnection()
+    def __init__(
+        self, marker: bool = True, network: Network | None = None, ice: RTCConfiguration | None = None
+    ) -> None:
+        self.pc = RTCPeerConnection(ice)  # `ice`: STUN/TURN servers, a relay-only policy
         self.marker = marker
         self.network = network
         self.links: list[ImpairedTransport] = []  # with a `network`: the impaired transports, their counters
@@ -117,8 +119,10 @@ class Receiver:
 class Player(Receiver):
     """A WHEP player: receives a session's processed video (recvonly), sends nothing."""
 
-    def __init__(self, marker: bool = True, network: Network | None = None) -> None:
-        super().__init__(marker, network)
+    def __init__(
+        self, marker: bool = True, network: Network | None = None, ice: RTCConfiguration | None = None
+    ) -> None:
+        super().__init__(marker, network, ice)
         self.pc.addTransceiver("video", direction="recvonly")
 
 
@@ -134,8 +138,9 @@ class Peer(Receiver):
         latency: bool = False,
         marker: bool = True,
         network: Network | None = None,
+        ice: RTCConfiguration | None = None,
     ) -> None:
-        super().__init__(marker, network)
+        super().__init__(marker, network, ice)
         self.probe = LatencyProbe() if latency else None  # glass-to-glass delays, when asked
         self.source = FramesTrack(frames, self.probe)
         self.pc.addTransceiver(self.source, direction=direction)
