@@ -9,7 +9,8 @@ import itertools
 import pytest
 from aiortc.rtp import RtpPacket
 
-from server.rtc.recovery import RecoveringJitterBuffer, RetryingNackGenerator, RoundTrip, is_keyframe
+from server.rtc.nacks import RetryingNackGenerator, RoundTrip
+from server.rtc.recovery import RecoveringJitterBuffer, is_keyframe
 
 pytestmark = pytest.mark.unit
 

@@ -1,0 +1,105 @@
+"""What a video receiver asks to have resent: each missing packet NACKed once it is later than packets
+usually come out of order, then again every ~1.25 round trips until it comes or is too old to matter."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiortc.rtcrtpreceiver import NackGenerator
+from aiortc.rtp import RTP_HISTORY_SIZE, RtpPacket
+from aiortc.utils import uint16_add, uint16_gt
+
+Clock = Callable[[], float]
+
+
+@dataclass
+class RoundTrip:
+    """The receiver's estimate of the round trip (seconds): a NACK to the retransmission it brought,
+    smoothed as TCP smooths its RTT (RFC 6298, 1/8). A packet asked for more than once is timed from its
+    first request: an upper bound, so that an estimate too low (retries that come too soon) is corrected
+    upwards rather than fed only the samples that beat it."""
+
+    estimate: float = 0.1
+    # The round trip a sender on the same connection measures from RTCP receiver reports: preferred when
+    # there is one (NACK timings are skewed by reordering), this estimate otherwise (a WHIP ingest).
+    reference: Callable[[], float | None] | None = None
+
+    def sample(self, seconds: float) -> None:
+        self.estimate += (min(max(seconds, 0.002), 1.0) - self.estimate) / 8
+
+    def current(self) -> float:
+        measured = self.reference() if self.reference is not None else None
+        return measured if measured else self.estimate
+
+    def retry_after(self) -> float:
+        """How long to wait for a retransmission before asking again (a round trip, and the sender's turn)."""
+        return 1.25 * self.current() + 0.01
+
+    def deadline(self) -> float:
+        """How long a gap may hold the oldest frame back before the buffer skips it: time for a request
+        and two retries to be answered, within 120-400 ms."""
+        return min(max(3 * self.current() + 0.03, 0.12), 0.4)
+
+
+@dataclass
+class _Asked:
+    first_seen: float
+    first_sent: float = 0.0
+    last_sent: float = float("-inf")
+    tries: int = 0
+
+
+class RetryingNackGenerator(NackGenerator):
+    """aiortc's NACK generator, but `missing` is what to NACK *now*: new gaps at once, earlier ones again
+    when a round trip and a half has passed without them, for at most `max_tries` or `max_age` seconds."""
+
+    def __init__(
+        self, rtt: RoundTrip, clock: Clock = time.monotonic, max_tries: int = 10, max_age: float = 1.0
+    ) -> None:
+        super().__init__()
+        self.rtt, self.clock, self.max_tries, self.max_age = rtt, clock, max_tries, max_age
+        self.asked: dict[int, _Asked] = {}  # sequence number -> when first missed, last asked, how often
+        # How long a gap waits before its first NACK: packets that arrive out of order fill most gaps within
+        # a few ms (jitter reorders them); learnt from the gaps that filled before they were asked for.
+        self.reorder_wait = 0.005
+
+    def add(self, packet: RtpPacket) -> bool:
+        """Note `packet` (a retransmission too, unwrapped); True when `missing` holds packets to NACK now."""
+        now, seq = self.clock(), packet.sequence_number
+        if self.max_seq is None:
+            self.max_seq = seq
+            return False
+        if uint16_gt(seq, self.max_seq):
+            gap = uint16_add(seq, -self.max_seq) - 1
+            first = uint16_add(seq, -min(gap, RTP_HISTORY_SIZE))  # older ones are out of the sender's history
+            while uint16_gt(seq, first):
+                self.asked[first] = _Asked(now)
+                first = uint16_add(first, 1)
+            self.max_seq = seq
+        else:
+            asked = self.asked.pop(seq, None)
+            if asked is not None and asked.tries:
+                self.rtt.sample(now - (asked.last_sent if asked.tries == 1 else asked.first_sent))
+            elif asked is not None:  # out of order, not lost: wait about that long before asking next time
+                late = min(1.25 * (now - asked.first_seen), 0.05)
+                self.reorder_wait = max(0.98 * self.reorder_wait, late)
+        oldest = uint16_add(self.max_seq, -RTP_HISTORY_SIZE)
+        retry = self.rtt.retry_after()
+        due = []
+        for number, asked in list(self.asked.items()):
+            if asked.tries >= self.max_tries or now - asked.first_seen > self.max_age or uint16_gt(oldest, number):
+                del self.asked[number]
+            elif now - asked.last_sent >= retry and now - asked.first_seen >= self.reorder_wait:
+                asked.first_sent = asked.first_sent if asked.tries else now
+                asked.last_sent, asked.tries = now, asked.tries + 1
+                due.append(number)
+        self.missing = set(due)
+        return bool(due)
+
+    def forget_before(self, seq: int) -> None:
+        """Stop asking for packets older than `seq` (the jitter buffer gave them up)."""
+        for number in list(self.asked):
+            if uint16_gt(seq, number):
+                del self.asked[number]
