@@ -129,6 +129,7 @@ def _operator(request: web.Request) -> None:
 
 
 @operation(
+    security=BEARER,
     request={"application/json": OfferRequest, "application/sdp": SDP},
     responses={200: (Answer, "the answer (JSON offers)"), 201: WHIP_CREATED},
     errors=(400, 401, 413, 422, 503),
