@@ -217,3 +217,21 @@ def test_lossy_reordered_restarting_streams_never_raise(caplog: pytest.LogCaptur
             nacks.add(packet)
             buffer.add(packet)
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+def test_after_a_skip_the_backlog_is_handed_over_at_once() -> None:
+    """At a low bitrate a frame is one or two packets: one frame a packet would take seconds to hand over
+    what piled up behind a gap."""
+    clock, rtt = Clock(), RoundTrip(estimate=0.1)
+    buffer = RecoveringJitterBuffer(rtt, None, clock, frozenset({VP8}))
+    packets = frames_of(20, per_frame=1)
+    buffer.add(packets[0])
+    out = []
+    for packet in packets[2:]:  # frame 1 lost for good
+        clock.now += 0.033
+        _, frame = buffer.add(packet)
+        if frame is not None:
+            out.append(frame.timestamp // 3000)
+            out += [f.timestamp // 3000 for f in buffer.drain()]
+    assert out == list(range(2, 20))  # every frame after the gap, in order, none held back
+    assert buffer.returned_timestamp // 3000 == 19  # the last frame add() handed over, as it came

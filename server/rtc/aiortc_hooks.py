@@ -24,6 +24,9 @@ into it through the functions here. Nothing in site-packages is edited. The hook
    in `missing` (`set_nack_generator`: `recovery.recover_losses`).
 8. `RTCRtpSender.__rtt`: the round trip a sender measures from the receiver reports it gets (RTCP RR's
    LSR/DLSR), smoothed; None before the first (`round_trip`: `recovery.recover_losses`).
+9. `RTCRtpReceiver.__decoder_queue`: the queue of (codec, frame) its decoder thread takes; aiortc puts at
+   most one frame in it per packet, and the timestamp it puts is mapped to start at 0 (`decoder_queue`:
+   `recovery.recover_losses`, which lets the buffer hand over every frame that is complete).
 
 Name-mangled attributes fail silently when a release renames them (aiortc would read its own, and ours would
 sit unused), so the version is checked where this module is imported, which is before any server, client or
@@ -32,6 +35,7 @@ session exists: another aiortc stops the program with `AiortcVersionError`.
 
 from __future__ import annotations
 
+import queue
 from collections.abc import Iterator
 from importlib.metadata import version
 
@@ -142,3 +146,10 @@ def round_trip(sender: RTCRtpSender) -> float | None:
     """The round trip (seconds) `sender` measured from receiver reports, or None before the first."""
     rtt: float | None = getattr(sender, "_RTCRtpSender__rtt", None)
     return rtt
+
+
+# 9. A receiver's decoder queue.
+def decoder_queue(receiver: RTCRtpReceiver) -> queue.Queue:
+    """The queue `receiver`'s decoder thread reads (codec, frame) from; None ends it."""
+    frames: queue.Queue = receiver._RTCRtpReceiver__decoder_queue  # type: ignore[attr-defined]
+    return frames

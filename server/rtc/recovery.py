@@ -14,7 +14,9 @@ not a freeze.
 from __future__ import annotations
 
 import logging
+import queue
 import time
+from typing import Any
 
 from aiortc import RTCPeerConnection
 from aiortc.jitterbuffer import MAX_MISORDER, JitterFrame
@@ -61,6 +63,7 @@ class RecoveringJitterBuffer(MarkerJitterBuffer):
         self.last_pli = float("-inf")
         self.skips = 0  # gaps given up
         self.keyframe_requests = 0
+        self.returned_timestamp = 0  # the RTP timestamp of the frame `add` returned last, as it came
 
     def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
         seq = packet.sequence_number
@@ -68,7 +71,10 @@ class RecoveringJitterBuffer(MarkerJitterBuffer):
             self.newest = seq  # newer, or a sender that started over (aiortc's buffer resets then too)
         pli, frame = super().add(packet)
         try:
-            return self._recover(pli, frame)
+            pli, frame = self._recover(pli, frame)
+            if frame is not None:
+                self.returned_timestamp = frame.timestamp
+            return pli, frame
         except Exception:  # this runs in aiortc's receive loop: a bug here must not end the connection
             log.exception("loss recovery failed; the buffer goes on as aiortc's")
             return pli, frame
@@ -91,6 +97,16 @@ class RecoveringJitterBuffer(MarkerJitterBuffer):
             pli, self.last_pli = True, now
         self.keyframe_requests += pli
         return pli, frame
+
+    def drain(self, most: int = 64) -> list[JitterFrame]:
+        """The frames that are complete behind the one `add` returned (after a stall, a backlog that aiortc
+        would take one packet per frame to hand over, seconds at a low bitrate), oldest first."""
+        frames: list[JitterFrame] = []
+        while len(frames) < most and (frame := self._complete()) is not None:
+            frames.append(frame)
+            if self.awaiting_key and is_keyframe(frame):
+                self.awaiting_key = False
+        return frames
 
     def _blocked(self) -> bool:
         """Whether a gap sits before the newest packet (the oldest frame cannot complete yet); looks only
@@ -156,5 +172,24 @@ def recover_losses(pc: RTCPeerConnection, clock: Clock = time.monotonic) -> list
         buffer = RecoveringJitterBuffer(rtt, nacks, clock, vp8)
         aiortc_hooks.set_nack_generator(transceiver.receiver, nacks)
         aiortc_hooks.set_jitter_buffer(transceiver.receiver, buffer)
+        _decode_backlogs(aiortc_hooks.decoder_queue(transceiver.receiver), buffer)
         buffers.append(buffer)
     return buffers
+
+
+def _decode_backlogs(frames: queue.Queue, buffer: RecoveringJitterBuffer) -> None:
+    """After each frame the receiver queues for decoding, queue the rest that are complete in `buffer` too,
+    their timestamps shifted as the receiver shifted the first's."""
+    put = frames.put
+
+    def put_with_backlog(item: tuple[Any, JitterFrame] | None, *args: Any, **kwargs: Any) -> None:
+        put(item, *args, **kwargs)
+        if item is None:
+            return
+        codec, first = item
+        shift = first.timestamp - buffer.returned_timestamp
+        for frame in buffer.drain():
+            frame.timestamp += shift
+            put((codec, frame), *args, **kwargs)
+
+    frames.put = put_with_backlog  # type: ignore[method-assign]
