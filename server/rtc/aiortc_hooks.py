@@ -82,6 +82,11 @@ def set_codecs(transceiver: RTCRtpTransceiver, codecs: list[RTCRtpCodecParameter
 
 
 # 2. A sender's encoder.
+def encoder(sender: RTCRtpSender) -> Encoder | None:
+    """`sender`'s encoder (None before its first frame, unless one was given)."""
+    return getattr(sender, "_RTCRtpSender__encoder", None)
+
+
 def set_encoder(sender: RTCRtpSender, encoder: Encoder) -> None:
     """Give `sender` its encoder (after setLocalDescription, before the first frame: aiortc keeps it)."""
     sender._RTCRtpSender__encoder = encoder  # type: ignore[attr-defined]

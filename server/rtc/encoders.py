@@ -41,7 +41,7 @@ class EncoderSettings:
     vp8_speed: int = 6  # libvpx's real-time speed, 4 (best pictures) to 16 (least CPU); aiortc's is 6
 
 
-class _Ceiling:
+class BitrateCeiling:
     """A target bitrate that starts at `ceiling` and follows the receiver's estimates below it."""
 
     _stored: str  # the base class's private attribute its encode() reads
@@ -51,6 +51,7 @@ class _Ceiling:
     def __init__(self, ceiling: int) -> None:
         super().__init__()  # the codec's aiortc encoder, next in the MRO
         self.ceiling = ceiling
+        self.limit = ceiling  # a lower ceiling for now, from the losses the receiver reports (congestion.py)
         self.target_bitrate = ceiling
 
     @property
@@ -59,7 +60,16 @@ class _Ceiling:
 
     @target_bitrate.setter
     def target_bitrate(self, bitrate: int) -> None:
-        setattr(self, self._stored, max(min(self._floor, self.ceiling), min(int(bitrate), self.ceiling)))
+        top = min(self.ceiling, self.limit)
+        setattr(self, self._stored, max(min(self._floor, top), min(int(bitrate), top)))
+
+    def cap(self, limit: int) -> None:
+        """Hold the target at most at `limit` (up to the ceiling) until the next cap; REMB moves it below."""
+        raised = limit > self.limit
+        self.limit = min(int(limit), self.ceiling)
+        # Lower at once; when the cap rises, the receiver's next estimate (REMB) raises the target.
+        if not raised:
+            self.target_bitrate = self.target_bitrate
 
 
 # libvpx's real-time settings as aiortc chose them (a 1 s rate-control buffer, CBR, one token partition),
@@ -78,7 +88,7 @@ VP8_OPTIONS = {
 }
 
 
-class Vp8Encoder(_Ceiling, vpx.Vp8Encoder):
+class Vp8Encoder(BitrateCeiling, vpx.Vp8Encoder):
     """aiortc's VP8 encoder (its packetizer, picture ids, bitrate) with our libvpx options."""
 
     _stored = aiortc_hooks.TARGET_BITRATE["vp8"]
@@ -126,7 +136,7 @@ class Vp8Encoder(_Ceiling, vpx.Vp8Encoder):
         return codec
 
 
-class H264Encoder(_Ceiling, h264.H264Encoder):
+class H264Encoder(BitrateCeiling, h264.H264Encoder):
     _stored = aiortc_hooks.TARGET_BITRATE["h264"]
     _floor = h264.MIN_BITRATE
 

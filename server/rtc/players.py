@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -12,6 +13,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamTrack
 
+from .congestion import follow_losses
 from .encoders import fit_senders, prefer_codec
 from .errors import Invalid, NoRoom
 from .policy import SessionPolicy
@@ -27,6 +29,7 @@ class Player:
     id: str
     pc: RTCPeerConnection
     created: float = field(default_factory=time.monotonic)
+    congestion: asyncio.Task | None = None  # the bitrate under a narrow link (congestion.py)
 
 
 class Players:
@@ -57,6 +60,7 @@ class Players:
         except Exception:
             await pc.close()
             raise
+        player.congestion = asyncio.ensure_future(follow_losses(pc))
         self._players[player.id] = player
 
         @pc.on("connectionstatechange")
@@ -72,6 +76,8 @@ class Players:
         player = self._players.pop(player_id, None)
         if player is None:
             return False
+        if player.congestion is not None:
+            player.congestion.cancel()
         await player.pc.close()
         player.pc.remove_all_listeners()
         self._ended()

@@ -21,6 +21,7 @@ from ..pipeline.config import ConfigError, SessionConfig, validate_config
 from ..pipeline.workers import PipelineWorkers
 from .channel import attach
 from .collect import Collector
+from .congestion import follow_losses
 from .encoders import fit_senders, prefer_codec
 from .errors import Invalid, Malformed, NoRoom, NotFound
 from .messages import MESSAGE_BURST, MESSAGE_RATE, TokenBucket
@@ -131,6 +132,7 @@ class SessionManager:
             prefer_codec(pc, self.policy.encoders)
             await pc.setLocalDescription(await pc.createAnswer())
             fit_senders(pc, self.policy.encoders)
+            session.tasks.append(asyncio.ensure_future(follow_losses(pc)))  # the bitrate under a narrow link
         except Exception:
             self._reserved -= 1
             await self._teardown(session)
