@@ -235,3 +235,24 @@ def test_after_a_skip_the_backlog_is_handed_over_at_once() -> None:
             out += [f.timestamp // 3000 for f in buffer.drain()]
     assert out == list(range(2, 20))  # every frame after the gap, in order, none held back
     assert buffer.returned_timestamp // 3000 == 19  # the last frame add() handed over, as it came
+
+
+def test_no_keyframe_request_while_a_keyframe_is_arriving() -> None:
+    """On a narrow link a keyframe takes longer than a round trip to arrive: asking again meanwhile would
+    only make the sender start another."""
+    clock, rtt = Clock(), RoundTrip(estimate=0.05)
+    buffer = RecoveringJitterBuffer(rtt, None, clock, frozenset({VP8}))
+    buffer.awaiting_key = True  # a gap was given up
+    plis = []
+    keyframe = [vp8_packet(93 + i, 3, i == 0, i == 29, key=True) for i in range(30)]  # frame 3
+    for packet in frames_of(3, per_frame=1, start_seq=90, key_first=False):
+        clock.now += 0.1
+        plis.append(buffer.add(packet)[0])
+    assert all(plis)  # asked each round trip
+    plis = []
+    for packet in keyframe[:-1]:  # its packets trickle in over 0.9 s
+        clock.now += 0.03
+        plis.append(buffer.add(packet)[0])
+    assert not any(plis)
+    _, frame = buffer.add(keyframe[-1])
+    assert frame is not None and is_keyframe(frame) and not buffer.awaiting_key

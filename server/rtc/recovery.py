@@ -35,6 +35,12 @@ def _vp8_starts_frame(packet: RtpPacket) -> bool:
     return bool(packet.payload) and bool(packet.payload[0] & 0x10) and packet.payload[0] & 0x07 == 0
 
 
+def _vp8_starts_keyframe(packet: RtpPacket) -> bool:
+    """A key frame's first packet: its frame tag (the first payload byte after the descriptor) has P clear."""
+    data = getattr(packet, "_data", b"")
+    return _vp8_starts_frame(packet) and bool(data) and data[0] & 0x01 == 0
+
+
 def is_keyframe(frame: JitterFrame) -> bool:
     """A VP8 key frame (its frame tag's P bit clear) or an H.264 frame with an IDR slice."""
     data = frame.data
@@ -71,6 +77,8 @@ class RecoveringJitterBuffer(MarkerJitterBuffer):
             self.newest = seq  # newer, or a sender that started over (aiortc's buffer resets then too)
         pli, frame = super().add(packet)
         try:
+            if self.awaiting_key and packet.payload_type in self.vp8_types and _vp8_starts_keyframe(packet):
+                self.last_pli = self.clock() + 1.0  # a keyframe is on its way: no more asking while it comes
             pli, frame = self._recover(pli, frame)
             if frame is not None:
                 self.returned_timestamp = frame.timestamp
