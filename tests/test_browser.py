@@ -167,6 +167,20 @@ def test_demo_page_end_to_end(browser, server_url, camera_frames, tmp_path) -> N
     viewer_url = page.locator("#viewer").get_attribute("href")
     assert viewer_url and "/view/" in viewer_url
     assert page.locator("#whip").inner_text().endswith("/whip")
+    # The server has no --token: the page shows no token field. The long viewer link stays inside the page.
+    assert not page.locator("#token-row").is_visible()
+    link, controls = page.locator("#viewer").bounding_box(), page.locator(".controls").bounding_box()
+    assert link and controls and link["x"] + link["width"] <= controls["x"] + controls["width"] + 1, (link, controls)
+    narrow = browser.new_page(viewport={"width": 420, "height": 900})  # a phone: the link must wrap, not overflow
+    narrow.goto(server_url)
+    narrow.evaluate(
+        "url => { const a = document.getElementById('viewer'); a.href = a.textContent = url; "
+        "document.getElementById('links').hidden = false; }",
+        viewer_url,
+    )
+    box = narrow.locator("#viewer").bounding_box()
+    assert box and box["x"] + box["width"] <= 420 and not narrow.locator("#token-row").is_visible(), box
+    narrow.close()
     viewer = browser.new_page()
     viewer.goto(viewer_url)
     watched = wait_for(viewer, is_color((255, 0, 255)), video="video")
