@@ -40,3 +40,10 @@ def test_the_encoder_follows_the_cap_and_remb_below_it() -> None:
     encoder.cap(5_000_000)
     encoder.target_bitrate = 3_000_000
     assert encoder.target_bitrate == 2_000_000  # the configured ceiling stays the ceiling
+
+
+def test_an_encoder_can_start_below_its_ceiling() -> None:
+    encoder = Vp8Encoder(2_000_000, start=400_000)
+    assert encoder.target_bitrate == 400_000  # a narrow link is not overfilled from the first frame
+    encoder.target_bitrate = 1_200_000  # the receiver's estimate raises it
+    assert encoder.target_bitrate == 1_200_000

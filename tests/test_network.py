@@ -84,3 +84,9 @@ def test_loadtest_network_options_are_checked_before_anything_starts() -> None:
     )
     result = backdrop("loadtest", "--uplink", "rate=fast", timeout=60)
     assert result.returncode == 2 and "error: --uplink: impairment term 'rate=fast'" in result.stderr
+
+
+def test_a_start_above_the_ceiling_is_refused_before_anything_starts() -> None:
+    result = backdrop("serve", "--start-bitrate", "3000", "--max-bitrate", "2000", timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].endswith("--start-bitrate 3000 is above --max-bitrate 2000")

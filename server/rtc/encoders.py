@@ -39,6 +39,7 @@ class EncoderSettings:
     codec: Codec = "vp8"
     max_bitrate: int = 2_000_000
     vp8_speed: int = 6  # libvpx's real-time speed, 4 (best pictures) to 16 (least CPU); aiortc's is 6
+    start_bitrate: int | None = None  # where each encoder starts (bits/s); None: at the ceiling
 
 
 class BitrateCeiling:
@@ -48,11 +49,11 @@ class BitrateCeiling:
     _floor: int  # aiortc's own minimum for the codec
     ceiling: int
 
-    def __init__(self, ceiling: int) -> None:
+    def __init__(self, ceiling: int, start: int | None = None) -> None:
         super().__init__()  # the codec's aiortc encoder, next in the MRO
         self.ceiling = ceiling
         self.limit = ceiling  # a lower ceiling for now, from the losses the receiver reports (congestion.py)
-        self.target_bitrate = ceiling
+        self.target_bitrate = ceiling if start is None else start
 
     @property
     def target_bitrate(self) -> int:
@@ -94,8 +95,8 @@ class Vp8Encoder(BitrateCeiling, vpx.Vp8Encoder):
     _stored = aiortc_hooks.TARGET_BITRATE["vp8"]
     _floor = vpx.MIN_BITRATE
 
-    def __init__(self, ceiling: int, speed: int = EncoderSettings.vp8_speed) -> None:
-        super().__init__(ceiling)
+    def __init__(self, ceiling: int, speed: int = EncoderSettings.vp8_speed, start: int | None = None) -> None:
+        super().__init__(ceiling, start)
         self.speed = speed
 
     def encode(self, frame: Frame, force_keyframe: bool = False) -> tuple[list[bytes], int]:
@@ -145,9 +146,9 @@ def encoder_for(codec: RTCRtpCodecParameters, settings: EncoderSettings) -> Enco
     """Our encoder for a negotiated video codec, or None for a codec aiortc should handle itself."""
     mime = codec.mimeType.lower()
     if mime == MIME["vp8"]:
-        return Vp8Encoder(settings.max_bitrate, settings.vp8_speed)
+        return Vp8Encoder(settings.max_bitrate, settings.vp8_speed, settings.start_bitrate)
     if mime == MIME["h264"]:
-        return H264Encoder(settings.max_bitrate)
+        return H264Encoder(settings.max_bitrate, settings.start_bitrate)
     return None
 
 

@@ -107,7 +107,12 @@ async def _sessions(app: web.Application) -> AsyncIterator[None]:
         ice_credential=settings.ice_credential,
         default_model=settings.default_model,
         max_players=settings.max_players,
-        encoders=EncoderSettings(settings.codec, settings.max_bitrate * 1000, settings.vp8_speed),
+        encoders=EncoderSettings(
+            settings.codec,
+            settings.max_bitrate * 1000,
+            settings.vp8_speed,
+            None if settings.start_bitrate is None else settings.start_bitrate * 1000,
+        ),
     )
     manager = SessionManager(policy, app[WORKERS], app[METRICS].totals)
     manager.start()

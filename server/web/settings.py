@@ -126,7 +126,15 @@ class ServerSettings(DeviceSettings):
         2000,
         ge=100,
         le=50_000,
-        description="kb/s: each video sent back starts here and follows the receiver's estimate below it",
+        description="kb/s: each video sent back starts here (unless --start-bitrate) and follows the receiver's estimate "
+        "and the loss it reports below it",
+    )
+    start_bitrate: int | None = Field(
+        None,
+        ge=100,
+        le=50_000,
+        description="kb/s each video sent back starts at, if lower than --max-bitrate: on links that may be narrow "
+        "(mobile), a start that does not overfill them; the receiver's estimate and the loss it reports move it",
     )
     vp8_speed: int = Field(
         6,
@@ -179,6 +187,8 @@ class ServerSettings(DeviceSettings):
     def _cert_needs_key(self) -> ServerSettings:
         if (self.cert is None) != (self.key is None):
             raise ValueError("--cert and --key go together")
+        if self.start_bitrate is not None and self.start_bitrate > self.max_bitrate:
+            raise ValueError(f"--start-bitrate {self.start_bitrate} is above --max-bitrate {self.max_bitrate}")
         return self
 
 
