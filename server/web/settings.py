@@ -126,8 +126,8 @@ class ServerSettings(DeviceSettings):
         2000,
         ge=100,
         le=50_000,
-        description="kb/s: each video sent back starts here (unless --start-bitrate) and follows the receiver's estimate "
-        "and the loss it reports below it",
+        description="kb/s: each video sent back starts here (unless --start-bitrate) and follows the receiver's "
+        "estimate and the loss it reports below it",
     )
     start_bitrate: int | None = Field(
         None,
