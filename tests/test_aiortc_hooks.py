@@ -13,7 +13,8 @@ from server.rtc import aiortc_hooks
 from server.rtc.aiortc_hooks import AIORTC_VERSION, AiortcVersionError, check_version
 from server.rtc.dtls import InteropCertificate, peer_connection
 from server.rtc.encoders import EncoderSettings, fit_senders, prefer_codec  # noqa: F401  # importable as before
-from server.rtc.jitter import MarkerJitterBuffer, complete_frames_on_marker
+from server.rtc.jitter import MarkerJitterBuffer
+from server.rtc.recovery import recover_losses
 
 pytestmark = pytest.mark.unit
 
@@ -43,7 +44,7 @@ async def test_the_hooks_land_where_aiortc_keeps_what_they_replace() -> None:
         transceiver = pc.addTransceiver("video")
         assert hasattr(transceiver.sender, "_RTCRtpSender__encoder")
         assert aiortc_hooks.codecs(transceiver) == []  # nothing negotiated yet
-        assert complete_frames_on_marker(pc) == 1
+        assert len(recover_losses(pc)) == 1
         buffer = transceiver.receiver._RTCRtpReceiver__jitter_buffer  # type: ignore[attr-defined]
         assert isinstance(buffer, MarkerJitterBuffer) and list(aiortc_hooks.buffered(buffer)) == []
     finally:

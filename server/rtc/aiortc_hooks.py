@@ -12,7 +12,7 @@ into it through the functions here. Nothing in site-packages is edited. The hook
    aiortc's encoders keep and clamp to their own ceiling, and VP8's RTP payloads (`TARGET_BITRATE`,
    `vp8_packetize`: `encoders.Vp8Encoder`, `encoders.H264Encoder`).
 4. `RTCRtpReceiver.__jitter_buffer`: the buffer a video receiver puts each packet into (`set_jitter_buffer`:
-   `jitter.complete_frames_on_marker`).
+   `recovery.recover_losses`).
 5. `JitterBuffer._origin`, `JitterBuffer._packets` and `RtpPacket._data` (the depayloaded bytes the receiver
    stores on each packet): what the buffer holds, oldest first (`buffered`, `payload`:
    `jitter.MarkerJitterBuffer`).

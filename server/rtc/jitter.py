@@ -4,13 +4,13 @@ aiortc's `JitterBuffer` completes a video frame only when a packet of the *next*
 timestamp), so every frame waits one frame interval (33 ms at 30 fps) before it is decoded. Senders set
 the marker bit on a frame's last packet (RFC 7741 for VP8, RFC 6184 for H.264): a frame whose packets
 run without a gap from the buffer's oldest to a marked one is complete. The timestamp rule stays as the
-fallback for a lost marker. `complete_frames_on_marker` fits a connection's video receivers with the
-buffer; the private parts of aiortc this touches are reached through `aiortc_hooks`.
+fallback for a lost marker. `recovery.RecoveringJitterBuffer` builds on it and `recovery.recover_losses`
+fits it to a connection's video receivers; the private parts of aiortc this touches are reached through
+`aiortc_hooks`.
 """
 
 from __future__ import annotations
 
-from aiortc import RTCPeerConnection
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtp import RtpPacket
 
@@ -45,14 +45,3 @@ class MarkerJitterBuffer(JitterBuffer):
                 data = b"".join(aiortc_hooks.payload(p) for p in packets)
                 return JitterFrame(data=data, timestamp=packet.timestamp)
         return None
-
-
-def complete_frames_on_marker(pc: RTCPeerConnection) -> int:
-    """Give `pc`'s video receivers a `MarkerJitterBuffer` (call after setRemoteDescription, before media
-    flows); returns how many it fitted. aiortc keeps the buffer in a private attribute it reads per packet."""
-    fitted = 0
-    for transceiver in pc.getTransceivers():
-        if transceiver.kind == "video":
-            aiortc_hooks.set_jitter_buffer(transceiver.receiver, MarkerJitterBuffer())
-            fitted += 1
-    return fitted
