@@ -138,8 +138,10 @@ class RecoveringJitterBuffer(MarkerJitterBuffer):
         self.blocked_since = None
         slots = list(aiortc_hooks.buffered(self))
         first_gap = next((i for i, p in enumerate(slots) if p is None), None)
-        after = [i for i, p in enumerate(slots) if p is not None and first_gap is not None and i > first_gap]
-        if first_gap is None or not after:
+        if first_gap is None:
+            return None
+        after = [i for i in range(first_gap + 1, len(slots)) if slots[i] is not None]
+        if not after:
             return None  # nothing waits behind a gap after all
         held = {p.timestamp for p in slots[:first_gap] if p is not None}
         start = None

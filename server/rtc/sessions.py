@@ -54,6 +54,10 @@ class Session:
     messages: TokenBucket = field(default_factory=lambda: TokenBucket(MESSAGE_RATE, MESSAGE_BURST))
     receivers: list[RecoveringJitterBuffer] = field(default_factory=list)  # the video's loss recovery
 
+    def settings(self) -> tuple[SessionConfig, Plan]:
+        """The config and its plan, read together for each frame."""
+        return self.config, self.plan
+
     def stats(self) -> StreamStats | None:
         return self.track.stats if self.track is not None else None
 
@@ -148,8 +152,7 @@ class SessionManager:
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
             if track.kind == "video" and session.track is None:
-                settings = lambda: (session.config, session.plan)  # noqa: E731
-                session.track = BackgroundReplacementTrack(track, self.workers, settings, self.totals)
+                session.track = BackgroundReplacementTrack(track, self.workers, session.settings, self.totals)
                 if session.returns_video:
                     pc.addTrack(session.relay.subscribe(session.track, buffered=False))
             else:
