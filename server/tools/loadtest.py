@@ -149,7 +149,8 @@ async def measure(
     viewer = {
         "longest_freeze_ms_each": [s["longest_freeze_ms"] for s in seen],
         "frozen_s_each": [s["frozen_s"] for s in seen],
-        "received_kbps_each": [round(n * 8 / 1000 / seconds) for n in received],
+        # over the window the bytes were counted in (it includes the wait for each first frame)
+        "received_kbps_each": [round(n * 8 / 1000 / elapsed) for n in received],
     }
     if network is not None:
         viewer["repair_each"] = [_repair(p) for p in peers]
