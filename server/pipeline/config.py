@@ -41,6 +41,9 @@ class SessionConfig(BaseModel):
     light_wrap: float = Field(
         0.0, ge=0.0, le=1.0, description="spill of the background onto the person's edge, 0 = off"
     )
+    edges: bool = Field(
+        True, description="clean edges: the person's own colour at the soft edge of the mask, no old background in it"
+    )
 
     @field_validator("color")
     @classmethod
