@@ -18,6 +18,18 @@ Mode = Literal["blur", "image", "color", "none", "mask"]
 _HEX_COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 
 
+class SubjectPoint(BaseModel):
+    """A point on the frame, as fractions of its width and height from the top left: the person there."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    x: float = Field(ge=0.0, le=1.0, description="from the left edge, 0..1")
+    y: float = Field(ge=0.0, le=1.0, description="from the top edge, 0..1")
+
+
+Subject = Literal["all", "main"] | SubjectPoint
+
+
 class SessionConfig(BaseModel):
     """One session's settings; every field has a default, unknown fields are rejected."""
 
@@ -41,6 +53,24 @@ class SessionConfig(BaseModel):
     light_wrap: float = Field(
         0.0, ge=0.0, le=1.0, description="spill of the background onto the person's edge, 0 = off"
     )
+    subject: Subject = Field(
+        "all",
+        description="who stays: all (everyone), main (one person, the largest near the centre, then followed) "
+        "or {x, y} (the person at that point, 0..1 from the top left, then followed; 'x,y' in a query string)",
+    )
+
+    @field_validator("subject", mode="before")
+    @classmethod
+    def _read_point(cls, value: object) -> object:
+        """A point written "x,y" (a query string, the command line) as {x, y}."""
+        if isinstance(value, str) and "," in value:
+            x, _, y = value.partition(",")
+            try:
+                return {"x": float(x), "y": float(y)}
+            except ValueError:
+                raise ValueError("a point is written 'x,y', two numbers from 0 to 1") from None
+        return value
+
     edges: bool = Field(
         True, description="clean edges: the person's own colour at the soft edge of the mask, no old background in it"
     )

@@ -1,7 +1,7 @@
 """The pipeline: the steps a frame goes through, in order, for a batch of frames of many streams.
 
-upload -> model -> smoothing (along the motion) -> refine -> composite -> download, on the frame's Y, U and V
-planes from end to end (RGB only at the models' input size). Each stream's state comes in with
+upload -> model (keeping the chosen subject) -> smoothing (along the motion) -> refine -> composite -> download,
+on the frame's Y, U and V planes from end to end (RGB only at the models' input size). Each stream's state comes in with
 its frame and goes out with the result (nothing is kept here between frames), so one `Pipeline` per
 process serves every stream, from several worker threads at once.
 """
@@ -25,6 +25,7 @@ from .motion import flow, reproduces, warp
 from .refine import upsample_mask
 from .segment import ModelCache, denormals_flushed, segment, segment_regions
 from .smoothing import SmoothingState, smooth_mask
+from .subject import keep_subject
 from .timing import StageClock, StageTimes
 from .yuv import Planes
 
@@ -52,11 +53,13 @@ def _segment(pipeline: Pipeline, work: list[_Work]) -> None:
     whole = [w for w in work if not w.frame.config.region]
     masks = segment(pipeline.models, [w.picture for w in whole], [w.plan for w in whole])
     for w, mask in zip(whole, masks, strict=True):
-        w.mask = mask
+        w.mask, subject = keep_subject(mask, w.frame.config.subject, w.state.tracking.subject)
+        w.state = replace(w.state, tracking=replace(w.state.tracking, subject=subject))
     tracked = [w for w in work if w.frame.config.region]
     if tracked:
         pictures, plans = [w.picture for w in tracked], [w.plan for w in tracked]
-        masks, states = segment_regions(pipeline.models, pictures, plans, [w.state.tracking for w in tracked])
+        states, choices = [w.state.tracking for w in tracked], [w.frame.config.subject for w in tracked]
+        masks, states = segment_regions(pipeline.models, pictures, plans, states, choices)
         for w, mask, tracking in zip(tracked, masks, states, strict=True):
             w.mask, w.state = mask, replace(w.state, tracking=tracking)
 

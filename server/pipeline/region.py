@@ -10,11 +10,12 @@ crop does not jitter. A region that would cover most of the frame is no region: 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from .filters import resize_bilinear
+from .subject import SubjectState
 
 MARGIN = (
     0.15  # added on each side of the person's box, as a fraction of its size (fullbody-dev: 0.823 vs 0.776 at 0.25)
@@ -53,6 +54,7 @@ class TrackingState:
     region: Region | None = None  # where the person is, while config.region tracks them
     since_detect: int = 0  # frames since the last whole-frame pass
     close_up: bool = False  # that pass found someone filling the frame: whole frames until the next one
+    subject: SubjectState = field(default_factory=SubjectState)  # who is kept when config.subject chooses one person
 
 
 def person_box(mask: torch.Tensor, threshold: float = PERSON) -> tuple[float, float, float, float] | None:

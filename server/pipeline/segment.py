@@ -14,6 +14,7 @@ from torch import nn
 from models.wrappers import CompiledOnCPU
 from models.zoo import ModelRegistry, Network, Plan, check_precision, default_device
 
+from .config import Subject
 from .detect import Box, body_box, letterbox
 from .filters import resize_bilinear
 from .frames import DeviceFrame
@@ -29,6 +30,7 @@ from .region import (
     region_around,
     touches_edge,
 )
+from .subject import SubjectState, keep_subject
 
 
 class ModelCache:
@@ -147,6 +149,8 @@ class _Stream:
     region: Region | None
     since_detect: int
     close_up: bool
+    choice: Subject
+    subject: SubjectState
     mask: torch.Tensor | None = None  # on the canvas, once a pass made it
 
     @property
@@ -161,6 +165,16 @@ class _Stream:
         """The region of the plan's aspect around a person's box (fractions of the frame), if any."""
         return None if box is None else region_around(box, self.frame, self.plan.aspect, self.plan.square)
 
+    def chosen(self, mask: torch.Tensor) -> torch.Tensor:
+        """The mask with only the stream's subject kept (see subject.py): what the region follows."""
+        mask, self.subject = keep_subject(mask, self.choice, self.subject)
+        return mask
+
+    @property
+    def one_person(self) -> bool:
+        """Whether the region follows one chosen person rather than everyone."""
+        return self.choice != "all"
+
     def tracked(self) -> Region:
         if self.region is None:
             raise RuntimeError("a tracked stream lost its region")
@@ -168,13 +182,19 @@ class _Stream:
 
 
 def segment_regions(
-    models: ModelCache, pictures: list[DeviceFrame], plans: list[Plan], states: list[TrackingState]
+    models: ModelCache,
+    pictures: list[DeviceFrame],
+    plans: list[Plan],
+    states: list[TrackingState],
+    choices: list[Subject] | None = None,
 ) -> tuple[list[torch.Tensor], list[TrackingState]]:
     """Person probabilities on a canvas of each frame (see region.canvas_size), segmented in the region
-    each stream tracks, and the streams' tracking moved on."""
+    each stream tracks, and the streams' tracking moved on. With a `choices` entry other than "all", only
+    that stream's chosen person stays in its mask, and its region follows them alone."""
+    choices = choices or ["all"] * len(pictures)
     streams = [
-        _Stream(p, plan, s.region, s.since_detect + 1, s.close_up)
-        for p, plan, s in zip(pictures, plans, states, strict=True)
+        _Stream(p, plan, s.region, s.since_detect + 1, s.close_up, choice, s.subject)
+        for p, plan, s, choice in zip(pictures, plans, states, choices, strict=True)
     ]
     # Whole-frame passes that find people: streams with nobody yet, and, now and then, the others (a
     # newcomer). A close-up is not looked for every frame: its whole-frame masks show when it steps back.
@@ -183,18 +203,24 @@ def segment_regions(
     if detect:
         boxes, found = _find(models, [s.picture for s in detect], [s.plan.finder for s in detect])
         for s, box, mask in zip(detect, boxes, found, strict=True):
+            if s.one_person and s.region is not None:  # it follows its subject, not whoever else is there
+                s.since_detect = 0
+                continue
+            if s.one_person and mask is not None:  # a segmenter found them: the region goes round the chosen one
+                mask = s.chosen(resize_bilinear(mask.float(), s.canvas))
+                box = person_box(mask)
             target = s.around(box)
             if s.region is not None and target is not None:  # while tracking: cover a newcomer too
                 target = _union(s.region, target, s.frame, s.plan.square)
             s.region, s.since_detect, s.close_up = target, 0, box is not None and target is None
             if target is None and mask is not None and s.plan.whole_frame == s.plan.finder:
-                s.mask = resize_bilinear(mask.float(), s.canvas)
+                s.mask = resize_bilinear(mask.float(), s.canvas) if not s.one_person else mask
     # No region (a close-up, nobody): the whole frame, by the network for that when the finder is another.
     rest = [s for s in streams if s.region is None and s.mask is None]
     if rest:
         wholes = _whole_frames(models, [s.picture for s in rest], [s.plan.whole_frame for s in rest])
         for s, whole in zip(rest, wholes, strict=True):
-            s.mask = resize_bilinear(whole.float(), s.canvas)
+            s.mask = s.chosen(resize_bilinear(whole.float(), s.canvas))
             if s.close_up and s not in detected:  # someone who stepped back is tracked from here on
                 box = person_box(s.mask)
                 s.region = s.around(box)
@@ -206,11 +232,11 @@ def segment_regions(
         segmented = infer(models, inputs, [s.plan.region for s in tracked])
         for s, probabilities in zip(tracked, segmented, strict=True):
             region = s.tracked()
-            s.mask = paste(probabilities, region, s.frame, s.canvas)
+            s.mask = s.chosen(paste(probabilities, region, s.frame, s.canvas))
             target = s.around(person_box(s.mask))
             s.region = follow(region, target, touches_edge(probabilities, region, s.frame))
     masks = [s.mask for s in streams if s.mask is not None]
-    return masks, [TrackingState(s.region, s.since_detect, s.close_up) for s in streams]
+    return masks, [TrackingState(s.region, s.since_detect, s.close_up, s.subject) for s in streams]
 
 
 def _find(
