@@ -5,10 +5,12 @@ request that is repeated until a keyframe arrives."""
 from __future__ import annotations
 
 import itertools
+import queue
 
 import pytest
 from aiortc.rtp import RtpPacket
 
+from server.rtc import recovery
 from server.rtc.nacks import RetryingNackGenerator, RoundTrip
 from server.rtc.recovery import RecoveringJitterBuffer, is_keyframe
 
@@ -256,3 +258,94 @@ def test_no_keyframe_request_while_a_keyframe_is_arriving() -> None:
     assert not any(plis)
     _, frame = buffer.add(keyframe[-1])
     assert frame is not None and is_keyframe(frame) and not buffer.awaiting_key
+
+
+def test_one_late_packet_does_not_delay_the_next_repairs() -> None:
+    """Packets usually 5 ms out of order, one 45 ms (a stall on a host): the next lost packet is still asked
+    for within 10 ms, not after the outlier's 50 ms (aiortc-like max-with-decay waited 40+ ms for 60 gaps)."""
+    clock = Clock()
+    nacks = RetryingNackGenerator(RoundTrip(estimate=0.1), clock)
+    nacks.add(vp8_packet(0, 0, True, True))
+    seq = 1
+    for late in [0.005] * 40 + [0.045] + [0.005] * 20:
+        nacks.add(vp8_packet(seq + 1, seq + 1, True, True))  # seq comes after seq + 1, `late` later
+        clock.now += late
+        nacks.add(vp8_packet(seq, seq, True, True))
+        seq += 2
+    nacks.add(vp8_packet(seq + 1, seq + 1, True, True))  # seq is lost for good
+    asked_after = None
+    for step in range(1, 60):
+        clock.now += 0.001
+        if nacks.add(vp8_packet(seq + 1, seq + 1, True, True)) and seq in nacks.missing:  # a duplicate: time passes
+            asked_after = step / 1000
+            break
+    assert asked_after is not None and asked_after <= 0.01
+
+
+def test_a_packet_sooner_than_a_repair_could_come_counts_as_reordered() -> None:
+    """With the round trip measured (RTCP) at 80 ms, a packet that comes 15 ms after its NACK was not
+    repaired but reordered: the wait before asking grows to let such packets come unasked."""
+    clock = Clock()
+    nacks = RetryingNackGenerator(RoundTrip(reference=lambda: 0.08), clock, echo=False)
+    nacks.add(vp8_packet(0, 0, True, True))
+    asked = 0
+    seq = 1
+    for _ in range(100):  # every other packet 20 ms late, a packet every 2 ms meanwhile
+        for later in range(seq + 1, seq + 11):
+            asked += nacks.add(vp8_packet(later, later, True, True))
+            clock.now += 0.002
+        nacks.add(vp8_packet(seq, seq, True, True))
+        for later in range(seq + 11, seq + 13):
+            nacks.add(vp8_packet(later, later, True, True))
+        seq += 13
+    assert 0.02 <= nacks.reorder_wait <= 0.05
+    assert asked <= 20  # the first ones, before the wait was learnt
+    assert nacks.rtt.estimate == pytest.approx(0.1)  # no repair was timed
+
+
+class LatestFrameConsumer:
+    """The server's pipeline as a decoder queue's reader sees it: keeps only the newest of the frames that
+    wait for it, and is busy 12 ms with each."""
+
+    def __init__(self, frames: queue.Queue, clock: Clock) -> None:
+        self.frames, self.clock = frames, clock
+        self.arrived: list[tuple[float, int]] = []
+
+    def take(self) -> None:
+        """What the decoder thread hands over now (each get may wait for the frame's turn)."""
+        while not self.frames.empty():
+            item = self.frames.get()
+            self.arrived.append((self.clock(), item[1].timestamp // 3000))
+
+    def kept(self) -> list[int]:
+        kept, free_at = [], 0.0
+        for i, (at, number) in enumerate(self.arrived):
+            if i + 1 < len(self.arrived) and self.arrived[i + 1][0] <= max(at, free_at):
+                continue  # replaced by a newer one before the pipeline was free
+            free_at = max(at, free_at) + 0.012
+            kept.append(number)
+        return kept
+
+
+@pytest.mark.parametrize("pace", [False, True])
+def test_a_backlog_reaches_a_newest_frame_consumer_paced(pace: bool) -> None:
+    """After a gap is repaired, the frames behind it are complete at once: handed over together, a reader
+    that keeps the newest frame gets one of five; paced at twice their rate, it gets each of the newest."""
+    clock, rtt = Clock(), RoundTrip(estimate=0.1)
+    buffer = RecoveringJitterBuffer(rtt, None, clock, frozenset({VP8}))
+    decoder: queue.Queue = queue.Queue()
+
+    def sleep(seconds: float) -> None:
+        clock.now += seconds
+
+    recovery._decode_backlogs(decoder, buffer, pace, clock, sleep)
+    consumer = LatestFrameConsumer(decoder, clock)
+    packets = frames_of(6, per_frame=2)
+    for packet in packets[:2] + packets[3:] + packets[2:3]:  # packet 2 (frame 1's first) comes last
+        clock.now += 0.016
+        _, frame = buffer.add(packet)
+        if frame is not None:
+            decoder.put(("vp8", frame))
+        consumer.take()
+    assert [number for _, number in consumer.arrived] == [0, 1, 2, 3, 4, 5]
+    assert consumer.kept() == ([0, 1, 2, 3, 4, 5] if pace else [0, 5])

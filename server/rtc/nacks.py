@@ -4,6 +4,7 @@ usually come out of order, then again every ~1.25 round trips until it comes or 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -12,6 +13,10 @@ from aiortc.rtp import RTP_HISTORY_SIZE, RtpPacket
 from aiortc.utils import uint16_add, uint16_gt
 
 Clock = Callable[[], float]
+
+REORDER_SAMPLES = 64  # the reordered packets the wait before a first NACK is learnt from
+REORDER_QUANTILE = 0.9  # the share of them the wait lets fill their gap unasked (libwebrtc waits the median)
+MAX_REORDER_WAIT = 0.05  # s
 
 
 @dataclass
@@ -29,9 +34,12 @@ class RoundTrip:
     def sample(self, seconds: float) -> None:
         self.estimate += (min(max(seconds, 0.002), 1.0) - self.estimate) / 8
 
+    def measured(self) -> float | None:
+        """The round trip from RTCP, if there is one."""
+        return (self.reference() or None) if self.reference is not None else None
+
     def current(self) -> float:
-        measured = self.reference() if self.reference is not None else None
-        return measured if measured else self.estimate
+        return self.measured() or self.estimate
 
     def retry_after(self) -> float:
         """How long to wait for a retransmission before asking again (a round trip, and the sender's turn)."""
@@ -71,8 +79,12 @@ class RetryingNackGenerator(NackGenerator):
         self.rtt, self.clock, self.max_tries, self.max_age, self.echo = rtt, clock, max_tries, max_age, echo
         self.asked: dict[int, _Asked] = {}  # sequence number -> when first missed, last asked, how often
         # How long a gap waits before its first NACK: packets that arrive out of order fill most gaps within
-        # a few ms (jitter reorders them); learnt from the gaps that filled before they were asked for.
+        # a few ms (jitter reorders them). Learnt from how late the last REORDER_SAMPLES reordered packets
+        # came (with those that came sooner after a NACK than its retransmission could, so the wait does
+        # not learn only from what beat it): 1.25 times their REORDER_QUANTILE. A maximum would let one
+        # late packet (a stall on either host) add tens of ms to every repair that follows.
         self.reorder_wait = 0.005
+        self.lateness: deque[float] = deque(maxlen=REORDER_SAMPLES)
 
     def add(self, packet: RtpPacket) -> bool:
         """Note `packet` (a retransmission too, unwrapped); True when `missing` holds packets to NACK now."""
@@ -89,11 +101,11 @@ class RetryingNackGenerator(NackGenerator):
             self.max_seq = seq
         else:
             asked = self.asked.pop(seq, None)
-            if asked is not None and asked.tries:
+            measured = self.rtt.measured()
+            if asked is not None and asked.tries and (measured is None or now - asked.first_sent >= 0.5 * measured):
                 self.rtt.sample(now - (asked.last_sent if asked.tries == 1 else asked.first_sent))
-            elif asked is not None:  # out of order, not lost: wait about that long before asking next time
-                late = min(1.25 * (now - asked.first_seen), 0.05)
-                self.reorder_wait = max(0.98 * self.reorder_wait, late)
+            elif asked is not None:  # out of order, not lost (or sooner than a repair could come)
+                self._reordered(now - asked.first_seen)
         oldest = uint16_add(self.max_seq, -RTP_HISTORY_SIZE)
         retry = self.rtt.retry_after()
         echo = min(max(0.2 * self.rtt.current(), 0.01), 0.03)
@@ -110,6 +122,11 @@ class RetryingNackGenerator(NackGenerator):
                 due.append(number)
         self.missing = set(due)
         return bool(due)
+
+    def _reordered(self, late: float) -> None:
+        self.lateness.append(min(late, MAX_REORDER_WAIT / 1.25))
+        ranked = sorted(self.lateness)
+        self.reorder_wait = max(1.25 * ranked[int(REORDER_QUANTILE * (len(ranked) - 1))], 0.002)
 
     def forget_before(self, seq: int) -> None:
         """Stop asking for packets older than `seq` (the jitter buffer gave them up)."""

@@ -131,8 +131,9 @@ class SessionManager:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             if session.track is None:
                 raise ValueError("the offer has no video track to process")
-            # A frame sooner to the pipeline (jitter.py), and losses repaired or skipped in time (recovery.py).
-            session.receivers = recover_losses(pc)
+            # A frame sooner to the pipeline (jitter.py), and losses repaired or skipped in time (recovery.py);
+            # the pipeline keeps only the newest frame, so a backlog comes paced.
+            session.receivers = recover_losses(pc, pace_backlogs=True)
             prefer_codec(pc, self.policy.encoders)
             await pc.setLocalDescription(await pc.createAnswer())
             fit_senders(pc, self.policy.encoders)
