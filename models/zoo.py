@@ -134,6 +134,7 @@ DETECTORS: dict[str, BuiltinModel] = {
         pose_detector,
     ),
 }
+PEOPLE_DETECTOR = "mediapipe-pose-detector"
 POLICIES = {
     "auto": Policy(
         ModelInfo("auto", (256, 256), "fullbody around a person further away, general on a close-up"),
@@ -218,6 +219,10 @@ class ModelRegistry:
             aspect=width / height,
             square=finder_network.detector,  # the pose segmenter, the one a detector finds for, wants its square
         )
+
+    def people_detector(self) -> Network:
+        """The detector that tells people apart (one detection per person), whatever a plan runs."""
+        return self._network(PEOPLE_DETECTOR)
 
     def _network(self, canonical: str) -> Network:
         if canonical in DETECTORS:

@@ -12,6 +12,7 @@ let statsTimer = null;
 let defaults = {}; // the server's config for new sessions (GET /config/defaults)
 const touched = new Set(); // controls the user changed: the defaults, arriving later, leave them alone
 const myUploads = []; // upload ids are known only to their uploader: the server lists presets alone
+let subject = "all"; // who stays: "all", "main" or the {x, y} a click picked
 
 function showMessage(text, kind = "error") {
   const box = $("message");
@@ -34,6 +35,7 @@ function changedConfig() {
     const value = controlValue(el);
     if (value !== "" && value !== defaults[key]) config[key] = value;
   }
+  if (touched.has("subject")) config.subject = subject;
   return config;
 }
 
@@ -60,6 +62,28 @@ function applyConfig(config) {
     else el.value = String(value);
   }
   for (const img of document.querySelectorAll("#thumbs img")) img.classList.toggle("selected", img.dataset.id === config.image);
+  if (config.subject !== undefined) showSubject(config.subject);
+}
+
+// Who stays in the picture: "all", "main", or {x, y}, the person picked by a click.
+function showSubject(choice) {
+  subject = choice;
+  const picked = typeof subject === "object" && subject !== null;
+  $("subject").textContent = picked ? "the person you picked" : subject === "main" ? "the main person" : "everyone";
+  $("everyone").hidden = subject === "all";
+  $("main").hidden = subject === "main";
+}
+
+// A click on the processed video, as a point on the frame (0..1 from its top left), the letterbox left out.
+function pointOnVideo(video, event) {
+  const box = video.getBoundingClientRect();
+  if (!video.videoWidth || !box.width) return null;
+  const scale = Math.min(box.width / video.videoWidth, box.height / video.videoHeight);
+  const width = video.videoWidth * scale, height = video.videoHeight * scale;
+  const x = (event.clientX - box.left - (box.width - width) / 2) / width;
+  const y = (event.clientY - box.top - (box.height - height) / 2) / height;
+  if (x < 0 || x > 1 || y < 0 || y > 1) return null;
+  return { x: Math.round(x * 1000) / 1000, y: Math.round(y * 1000) / 1000 };
 }
 
 function sendConfig(changes) {
@@ -238,6 +262,12 @@ for (const el of controls) {
     sendConfig({ [el.dataset.key]: controlValue(el) });
   });
 }
+$("remote").addEventListener("click", (event) => {
+  const point = pointOnVideo($("remote"), event);
+  if (point) choose({ subject: point });
+});
+$("everyone").addEventListener("click", () => choose({ subject: "all" }));
+$("main").addEventListener("click", () => choose({ subject: "main" }));
 $("start").addEventListener("click", start);
 $("stop").addEventListener("click", () => stop(true));
 $("upload").addEventListener("change", (event) => { if (event.target.files[0]) upload(event.target.files[0]); });

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from http.client import HTTPConnection
 
 import aiohttp
+import cv2
 import numpy as np
 import pytest
 import skimage.data
@@ -86,6 +87,17 @@ def grace_hopper() -> np.ndarray:
 @pytest.fixture(scope="session")
 def pipeline(weights: None) -> Pipeline:
     return Pipeline(device="cpu")
+
+
+def two_people(astronaut: np.ndarray, grace_hopper: np.ndarray) -> np.ndarray:
+    """A 480x640 frame of two people: the astronaut on the left, Grace Hopper on the right, on grey."""
+    frame = np.full((480, 640, 3), 90, np.uint8)
+    frame[160:, :320] = cv2.resize(astronaut, (320, 320))
+    frame[160:, 320:] = cv2.resize(grace_hopper, (320, 380))[30:350]
+    return frame
+
+
+LEFT_FACE, RIGHT_FACE = (190, 260, 110, 180), (240, 330, 430, 540)  # their faces in `two_people`
 
 
 def region(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:

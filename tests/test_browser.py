@@ -19,7 +19,7 @@ from playwright.sync_api import Page, sync_playwright
 from server.tools.client import photo_frames
 from server.tools.loadtest import free_port
 
-from conftest import FACE, TOP_LEFT, TOP_RIGHT, region
+from conftest import FACE, LEFT_FACE, RIGHT_FACE, TOP_LEFT, TOP_RIGHT, region, two_people
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts" / "browser"
@@ -243,3 +243,38 @@ def test_page_says_when_the_server_is_full(browser, server_url) -> None:
     finally:
         first.close()
         second.close()
+
+
+def green(frame: np.ndarray, box: tuple[int, int, int, int]) -> bool:
+    """Whether the box shows the background colour #00ff00 (the person there was left out)."""
+    return bool(np.abs(region(frame, box) - (0, 255, 0)).mean() < TOLERANCE)
+
+
+def test_click_a_person_to_keep_only_them(browser, server_url, astronaut, grace_hopper, tmp_path) -> None:
+    clip = tmp_path / "two.y4m"
+    write_y4m(clip, photo_frames(two_people(astronaut, grace_hopper), count=60))
+    chromium = browser.browser_type.launch(
+        executable_path=CHROMIUM, args=[*FLAGS, f"--use-file-for-fake-video-capture={clip}"]
+    )
+    try:
+        page = chromium.new_page(viewport={"width": 1280, "height": 1100})
+        page.goto(server_url)
+        page.select_option("#mode", "color")
+        page.fill("#color", "#00ff00")
+        page.click("#start")
+        wait_for(page, lambda f: f.shape == (480, 640, 3) and not green(f, LEFT_FACE) and not green(f, RIGHT_FACE))
+        assert page.locator("#subject").inner_text() == "everyone" and not page.locator("#everyone").is_visible()
+        # A click on Grace Hopper, on the video as the page shows it (scaled, maybe letterboxed).
+        box = page.locator("#remote").bounding_box()
+        assert box
+        page.mouse.click(box["x"] + 0.75 * box["width"], box["y"] + 0.6 * box["height"])
+        wait_for(page, lambda f: green(f, LEFT_FACE) and not green(f, RIGHT_FACE))
+        assert page.locator("#subject").inner_text() == "the person you picked"
+        page.screenshot(path=str(ARTIFACTS / "picked.png"))
+        page.click("#everyone")  # the way back
+        wait_for(page, lambda f: not green(f, LEFT_FACE) and not green(f, RIGHT_FACE))
+        assert page.locator("#subject").inner_text() == "everyone"
+        page.click("#stop")
+        page.close()
+    finally:
+        chromium.close()

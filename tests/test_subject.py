@@ -13,7 +13,7 @@ from server.pipeline.pipeline import Pipeline
 from server.pipeline.subject import REACQUIRE, SubjectState, keep_subject
 from server.tools.client import Peer
 
-from conftest import open_session
+from conftest import LEFT_FACE, RIGHT_FACE, open_session, two_people
 
 GREEN = (0, 255, 0)
 
@@ -106,17 +106,6 @@ def test_points_are_checked_and_read_from_query_strings() -> None:
     for bad in ("1.5,0.5", "left,top", "someone", {"x": 0.5}):
         with pytest.raises(ValueError, match="subject"):
             SessionConfig(subject=bad)
-
-
-def two_people(astronaut: np.ndarray, grace_hopper: np.ndarray) -> np.ndarray:
-    """A 480x640 frame: the astronaut on the left, Grace Hopper on the right, on grey."""
-    frame = np.full((480, 640, 3), 90, np.uint8)
-    frame[160:, :320] = cv2.resize(astronaut, (320, 320))
-    frame[160:, 320:] = cv2.resize(grace_hopper, (320, 380))[30:350]
-    return frame
-
-
-LEFT_FACE, RIGHT_FACE = (190, 260, 110, 180), (240, 330, 430, 540)  # (top, bottom, left, right) in pixels
 
 
 def green_share(frame: np.ndarray, box: tuple[int, int, int, int]) -> float:

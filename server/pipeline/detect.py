@@ -14,10 +14,12 @@ import torch
 import torch.nn.functional as F
 
 from .frames import DeviceFrame
+from .subject import Body
 
 SCORE = 0.5  # MediaPipe's threshold for a pose detection
 
 Box = tuple[float, float, float, float]  # (top, bottom, left, right) as fractions of the frame
+SAME_PERSON = 0.5  # two detections whose centres are closer than this times the larger radius are one
 
 
 def letterbox(frame: DeviceFrame, size: int) -> tuple[torch.Tensor, float, tuple[int, int]]:
@@ -61,3 +63,31 @@ def body_box(
     if not (math.isfinite(top + bottom + left + right) and bottom > top and right > left):
         return None
     return top, bottom, left, right
+
+
+def bodies(
+    scores: torch.Tensor,
+    keypoints: torch.Tensor,
+    frame: tuple[int, int],
+    size: int,
+    scale: float,
+    padding: tuple[int, int],
+) -> list[Body]:
+    """Each person the detector found once (its anchors overlap: the best-scored of each cluster stays),
+    best first; the outputs as in `body_box`."""
+    found = (scores >= SCORE).nonzero()[:, 0]
+    if len(found) == 0:
+        return []
+    found = found[scores[found].argsort(descending=True)]
+    height, width = frame
+    points = keypoints[found, :2].float().cpu() * size
+    xs = ((points[..., 0] - padding[1]) / scale).tolist()
+    ys = ((points[..., 1] - padding[0]) / scale).tolist()
+    kept: list[tuple[float, float, float]] = []
+    for (x0, x1), (y0, y1) in zip(xs, ys, strict=True):
+        radius = math.hypot(x1 - x0, y1 - y0)
+        if not (math.isfinite(x0 + y0 + radius) and radius > 0):
+            continue
+        if all(math.hypot(x0 - x, y0 - y) >= SAME_PERSON * max(radius, r) for x, y, r in kept):
+            kept.append((x0, y0, radius))
+    return [Body(x / width, y / height, r / height) for x, y, r in kept]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import TypeVar
 
 import numpy as np
@@ -23,7 +24,7 @@ from .config import SessionConfig
 from .frames import DeviceFrame, Frame, Masked, Processed, StreamState, download, planes_of
 from .motion import flow, reproduces, warp
 from .refine import upsample_mask
-from .segment import ModelCache, denormals_flushed, segment, segment_regions
+from .segment import ModelCache, denormals_flushed, find_people, segment, segment_regions
 from .smoothing import SmoothingState, smooth_mask
 from .subject import keep_subject
 from .timing import StageClock, StageTimes
@@ -53,7 +54,8 @@ def _segment(pipeline: Pipeline, work: list[_Work]) -> None:
     whole = [w for w in work if not w.frame.config.region]
     masks = segment(pipeline.models, [w.picture for w in whole], [w.plan for w in whole])
     for w, mask in zip(whole, masks, strict=True):
-        w.mask, subject = keep_subject(mask, w.frame.config.subject, w.state.tracking.subject)
+        people = partial(find_people, pipeline.models, w.picture)
+        w.mask, subject = keep_subject(mask, w.frame.config.subject, w.state.tracking.subject, people)
         w.state = replace(w.state, tracking=replace(w.state.tracking, subject=subject))
     tracked = [w for w in work if w.frame.config.region]
     if tracked:

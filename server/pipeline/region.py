@@ -141,6 +141,25 @@ def touches_edge(probabilities: torch.Tensor, region: Region, frame: tuple[int, 
     )
 
 
+def reaches_edge(mask: torch.Tensor, region: Region, frame: tuple[int, int]) -> bool:
+    """`touches_edge` read on a (1,1,h,w) canvas of the whole frame (a mask with only the chosen person left):
+    whether they reach a border of the region that lies inside the frame."""
+    top, bottom, left, right = region.box()
+    h, w = mask.shape[-2:]
+    scale_y, scale_x = h / frame[0], w / frame[1]
+    y0, y1 = max(0, round(top * scale_y)), min(h, round(bottom * scale_y))
+    x0, x1 = max(0, round(left * scale_x)), min(w, round(right * scale_x))
+    if y0 >= y1 or x0 >= x1:
+        return False
+    p = mask[0, 0, y0:y1, x0:x1]
+    return bool(
+        (top > 0 and p[0].max() >= PERSON)
+        or (bottom < frame[0] and p[-1].max() >= PERSON)
+        or (left > 0 and p[:, 0].max() >= PERSON)
+        or (right < frame[1] and p[:, -1].max() >= PERSON)
+    )
+
+
 def canvas_size(frame: tuple[int, int], longest: int = 320) -> tuple[int, int]:
     """The size masks are kept at for a frame while regions are tracked: its aspect, `longest` at most."""
     scale = min(1.0, longest / max(frame))

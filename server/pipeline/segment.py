@@ -15,7 +15,7 @@ from models.wrappers import CompiledOnCPU
 from models.zoo import ModelRegistry, Network, Plan, check_precision, default_device
 
 from .config import Subject
-from .detect import Box, body_box, letterbox
+from .detect import Box, bodies, body_box, letterbox
 from .filters import resize_bilinear
 from .frames import DeviceFrame
 from .region import (
@@ -27,10 +27,11 @@ from .region import (
     follow,
     paste,
     person_box,
+    reaches_edge,
     region_around,
     touches_edge,
 )
-from .subject import SubjectState, keep_subject
+from .subject import Body, SubjectState, keep_subject
 
 
 class ModelCache:
@@ -165,9 +166,9 @@ class _Stream:
         """The region of the plan's aspect around a person's box (fractions of the frame), if any."""
         return None if box is None else region_around(box, self.frame, self.plan.aspect, self.plan.square)
 
-    def chosen(self, mask: torch.Tensor) -> torch.Tensor:
+    def chosen(self, mask: torch.Tensor, models: ModelCache) -> torch.Tensor:
         """The mask with only the stream's subject kept (see subject.py): what the region follows."""
-        mask, self.subject = keep_subject(mask, self.choice, self.subject)
+        mask, self.subject = keep_subject(mask, self.choice, self.subject, lambda: find_people(models, self.picture))
         return mask
 
     @property
@@ -192,6 +193,8 @@ def segment_regions(
     each stream tracks, and the streams' tracking moved on. With a `choices` entry other than "all", only
     that stream's chosen person stays in its mask, and its region follows them alone."""
     choices = choices or ["all"] * len(pictures)
+    # A new choice of subject looks at the whole frame again: the region may hold someone else, or not everyone.
+    states = [s if s.subject.choice == c else TrackingState() for s, c in zip(states, choices, strict=True)]
     streams = [
         _Stream(p, plan, s.region, s.since_detect + 1, s.close_up, choice, s.subject)
         for p, plan, s, choice in zip(pictures, plans, states, choices, strict=True)
@@ -207,7 +210,7 @@ def segment_regions(
                 s.since_detect = 0
                 continue
             if s.one_person and mask is not None:  # a segmenter found them: the region goes round the chosen one
-                mask = s.chosen(resize_bilinear(mask.float(), s.canvas))
+                mask = s.chosen(resize_bilinear(mask.float(), s.canvas), models)
                 box = person_box(mask)
             target = s.around(box)
             if s.region is not None and target is not None:  # while tracking: cover a newcomer too
@@ -220,7 +223,7 @@ def segment_regions(
     if rest:
         wholes = _whole_frames(models, [s.picture for s in rest], [s.plan.whole_frame for s in rest])
         for s, whole in zip(rest, wholes, strict=True):
-            s.mask = s.chosen(resize_bilinear(whole.float(), s.canvas))
+            s.mask = s.chosen(resize_bilinear(whole.float(), s.canvas), models)
             if s.close_up and s not in detected:  # someone who stepped back is tracked from here on
                 box = person_box(s.mask)
                 s.region = s.around(box)
@@ -232,11 +235,24 @@ def segment_regions(
         segmented = infer(models, inputs, [s.plan.region for s in tracked])
         for s, probabilities in zip(tracked, segmented, strict=True):
             region = s.tracked()
-            s.mask = s.chosen(paste(probabilities, region, s.frame, s.canvas))
+            s.mask = s.chosen(paste(probabilities, region, s.frame, s.canvas), models)
             target = s.around(person_box(s.mask))
-            s.region = follow(region, target, touches_edge(probabilities, region, s.frame))
+            # Someone else cut by the crop's border does not make it grow: only the subject's own edge.
+            edge = (
+                reaches_edge(s.mask, region, s.frame) if s.one_person else touches_edge(probabilities, region, s.frame)
+            )
+            s.region = follow(region, target, edge)
     masks = [s.mask for s in streams if s.mask is not None]
     return masks, [TrackingState(s.region, s.since_detect, s.close_up, s.subject) for s in streams]
+
+
+def find_people(models: ModelCache, picture: DeviceFrame) -> list[Body]:
+    """Everyone the person detector finds on a frame, once each."""
+    network = models.registry.people_detector()
+    size = network.input_size[0]
+    square, scale, padding = letterbox(picture, size)
+    scores, keypoints = models.detector(network)(square.to(models.dtype))
+    return bodies(scores[0], keypoints[0], picture.size, size, scale, padding)
 
 
 def _find(

@@ -1,17 +1,21 @@
 """Subject selection: only the chosen person stays in the mask; everyone else becomes background.
 
-The mask's people are split into connected parts (p >= 0.5, 8-connected). The subject is picked once:
-the part under a point (the nearest part when the point misses), or for "main" the largest part near the
-frame's centre. From then on it is followed: each frame keeps the parts that lie mostly within reach of
-where the subject was on the last frame (grown by how far a person moves between frames), so a limb that
-comes apart stays and a bystander does not. A part that suddenly grows well beyond the subject's last
-size (someone touching or crossing them) is cut back to that reach. When no part is within reach, the
-subject is away: what is left within reach stays (a flicker of the model does not blank them) and nobody
-else is shown; after `REACQUIRE` frames away, the subject is picked again by the "main" rule.
+The mask's people are split into connected parts (p >= 0.5, 8-connected); people who touch make one part,
+which the person detector splits (`people`: each pixel goes to the nearest body, relative to its size).
+The subject is picked once: the part under a point (the nearest part when the point misses), or for
+"main" the largest part near the frame's centre. From then on it is followed: each frame keeps the parts
+that lie mostly within reach of where the subject was on the last frame (grown by how far a person moves
+between frames), so a limb that comes apart stays and a bystander does not. Someone who comes to touch
+the subject keeps their side: where the parts now join, each pixel goes to whoever was nearer it on the
+last frame. When what would be kept still grows well beyond the subject's usual size, the detector splits
+the parts; if it cannot, what lies beyond the reach is cut. When no part is within reach, the subject is away: what
+is left within reach stays (a flicker of the model does not blank them) and nobody else is shown; after
+`REACQUIRE` frames away, the subject is picked again by the "main" rule.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -27,6 +31,20 @@ SPECK = 0.002  # parts smaller than this share of the mask are nobody, when pick
 CENTRE_WEIGHT = 0.75  # "main": a part's area counts less by this much at the frame's corners
 FRINGE = 2  # pixels of soft edge kept around the kept parts (the mask's ramp below PERSON)
 REACQUIRE = 15  # frames (0.5 s at 30 fps) a subject may be away before someone is picked again
+USUAL = 0.05  # how fast the subject's usual size follows their size
+
+
+@dataclass(frozen=True)
+class Body:
+    """One person the detector found: the centre (hips) and radius of the circle around their body, as
+    fractions of the frame's width (x) and height (y, radius)."""
+
+    x: float
+    y: float
+    radius: float
+
+
+People = Callable[[], list[Body]]  # the people on the frame, asked for only when parts need splitting
 
 
 @dataclass(frozen=True)
@@ -35,46 +53,109 @@ class SubjectState:
 
     choice: Subject = "all"  # the config's subject this was picked for: a new choice picks again
     kept: np.ndarray | None = None  # (h,w) bool: the subject's pixels on the last frame they were seen
-    area: int = 0  # their number
+    others: np.ndarray | None = None  # (h,w) bool: everyone else's pixels on that frame
+    usual: float = 0.0  # their usual area in pixels, following their area slowly
     absent: int = 0  # frames since they were last seen
 
 
-def keep_subject(mask: torch.Tensor, choice: Subject, state: SubjectState) -> tuple[torch.Tensor, SubjectState]:
-    """The (1,1,h,w) mask with everyone but the chosen subject set to 0, and the state for the next frame."""
+class _Parts:
+    """The people pixels of a mask as connected parts: labels (0 = nobody), each part's area and centre."""
+
+    def __init__(self, binary: np.ndarray) -> None:
+        self.count, self.labels, stats, self.centres = cv2.connectedComponentsWithStats(binary, connectivity=8)
+        self.areas = stats[:, cv2.CC_STAT_AREA].astype(np.int64)
+        self.areas[0] = 0
+        self.split = False
+
+    def split_by(self, people: list[Body]) -> None:
+        """Each part that holds several people's centres divided between them: each pixel to the nearest
+        body, its distance counted in that body's radius."""
+        self.split = True
+        height, width = self.labels.shape
+        by_part: dict[int, list[tuple[float, float, float]]] = {}
+        for body in people:
+            x, y = min(max(body.x * width, 0), width - 1), min(max(body.y * height, 0), height - 1)
+            part = int(self.labels[int(y), int(x)])
+            if part:
+                by_part.setdefault(part, []).append((body.x * width, body.y * height, max(body.radius * height, 1)))
+        for part, centres in by_part.items():
+            if len(centres) < 2:
+                continue
+            ys, xs = np.nonzero(self.labels == part)
+            distance = np.stack([np.hypot(xs - x, ys - y) / r for x, y, r in centres])
+            nearest = distance.argmin(axis=0)
+            for k in range(1, len(centres)):
+                self.labels[ys[nearest == k], xs[nearest == k]] = self.count
+                self.count += 1
+        flat = self.labels.ravel()
+        self.areas = np.bincount(flat, minlength=self.count).astype(np.int64)
+        self.areas[0] = 0
+        rows, cols = np.divmod(np.arange(flat.size), width)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self.centres = np.stack(
+                [np.bincount(flat, cols, self.count) / self.areas, np.bincount(flat, rows, self.count) / self.areas], 1
+            )
+
+
+def keep_subject(
+    mask: torch.Tensor, choice: Subject, state: SubjectState, people: People | None = None
+) -> tuple[torch.Tensor, SubjectState]:
+    """The (1,1,h,w) mask with everyone but the chosen subject set to 0, and the state for the next frame;
+    `people` tells touching people apart when it is given."""
     if choice == "all":
         return mask, SubjectState()
     height, width = mask.shape[-2:]
     if state.choice != choice or (state.kept is not None and state.kept.shape != (height, width)):
         state = SubjectState(choice)
-    binary = (mask[0, 0] >= PERSON).to(torch.uint8).cpu().numpy()
-    count, labels, stats, centroids = cv2.connectedComponentsWithStats(binary, connectivity=8)
-    areas = stats[:, cv2.CC_STAT_AREA].astype(np.int64)
-    areas[0] = 0  # the background
+    parts = _Parts((mask[0, 0] >= PERSON).to(torch.uint8).cpu().numpy())
     if state.kept is None or state.absent >= REACQUIRE:
-        picked = _pick(choice if state.kept is None else "main", labels, areas, centroids)
+        if people is not None and parts.count > 1:
+            parts.split_by(people())
+        picked = _pick(choice if state.kept is None else "main", parts)
         if picked is None:
-            return torch.zeros_like(mask), SubjectState(choice, None, 0, state.absent + 1)
-        keep = labels == picked
+            return torch.zeros_like(mask), SubjectState(choice, None, None, 0.0, state.absent + 1)
+        keep = parts.labels == picked
+        usual = float(keep.sum())
     else:
         reach = _grow(state.kept, max(1, round(REACH * height)))
-        inside = np.bincount(labels[reach], minlength=count)
-        inside[0] = 0
-        if not inside.any():  # away (or unseen by the model this frame): keep what is where they were
+        keep = _within(parts, reach)
+        if keep is None:  # away (or unseen by the model this frame): keep what is where they were
             held = torch.from_numpy(reach).to(mask.device)[None, None]
-            return mask * held, SubjectState(choice, state.kept, state.area, state.absent + 1)
-        wanted = inside * 2 >= areas
-        wanted[int(inside.argmax())] = True
-        wanted[0] = False
-        keep = wanted[labels]
-        if keep.sum() > GROWTH * max(state.area, 1):
-            keep &= reach
-    area = int(keep.sum())
+            return mask * held, SubjectState(choice, state.kept, state.others, state.usual, state.absent + 1)
+        if state.others is not None and (keep & state.others).any():  # joined by someone: each keeps their side
+            keep &= _nearer(state.kept, state.others)
+        if keep.sum() > GROWTH * state.usual and people is not None:  # someone joined them: split
+            parts.split_by(people())
+            keep = _within(parts, reach)
+        if keep is None or keep.sum() > GROWTH * state.usual:
+            keep = (keep if keep is not None else parts.labels > 0) & reach
+        usual = state.usual + USUAL * (float(keep.sum()) - state.usual)
     shown = torch.from_numpy(_grow(keep, FRINGE)).to(mask.device)[None, None]
-    return mask * shown, SubjectState(choice, keep, area, 0)
+    return mask * shown, SubjectState(choice, keep, (parts.labels > 0) & ~keep, usual, 0)
 
 
-def _pick(choice: Subject, labels: np.ndarray, areas: np.ndarray, centroids: np.ndarray) -> int | None:
+def _nearer(kept: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """The pixels nearer to `kept` than to `others` (both bool, non-empty)."""
+    to_kept = cv2.distanceTransform((~kept).astype(np.uint8), cv2.DIST_L2, 3)
+    to_others = cv2.distanceTransform((~others).astype(np.uint8), cv2.DIST_L2, 3)
+    return to_kept <= to_others
+
+
+def _within(parts: _Parts, reach: np.ndarray) -> np.ndarray | None:
+    """The pixels of the parts that lie mostly within `reach`, and of the one most within it; None if none is."""
+    inside = np.bincount(parts.labels[reach], minlength=parts.count)
+    inside[0] = 0
+    if not inside.any():
+        return None
+    wanted = inside * 2 >= parts.areas
+    wanted[int(inside.argmax())] = True
+    wanted[0] = False
+    return wanted[parts.labels]
+
+
+def _pick(choice: Subject, parts: _Parts) -> int | None:
     """The label of the part the choice means, or None when there is nobody."""
+    labels, areas = parts.labels, parts.areas
     height, width = labels.shape
     people = np.flatnonzero(areas >= max(1.0, SPECK * height * width))
     if len(people) == 0:
@@ -87,10 +168,10 @@ def _pick(choice: Subject, labels: np.ndarray, areas: np.ndarray, centroids: np.
         ys, xs = np.nonzero(np.isin(labels, people))
         distance = (ys - y) ** 2 + (xs - x) ** 2
         nearest = np.full(len(areas), np.inf)
-        np.minimum.at(nearest, labels[ys, xs], distance)
+        np.minimum.at(nearest, labels[ys, xs].astype(np.intp), distance)
         return int(nearest.argmin())
     # "main": the largest part, counted less the further its centre lies from the frame's.
-    offsets = (centroids[people] - [width / 2, height / 2]) / [width / 2, height / 2]
+    offsets = (parts.centres[people] - [width / 2, height / 2]) / [width / 2, height / 2]
     distance = np.minimum(1.0, np.hypot(offsets[:, 0], offsets[:, 1]) / np.sqrt(2))
     return int(people[np.argmax(areas[people] * (1.0 - CENTRE_WEIGHT * distance))])
 
