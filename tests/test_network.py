@@ -5,12 +5,13 @@ loadtest's network options are checked before anything starts."""
 from __future__ import annotations
 
 import asyncio
+import re
 
 import numpy as np
 import pytest
 
 from server.tools.client import Network, Peer, count_frames, freezes
-from server.tools.impair import GilbertElliott, Impairment, Link
+from server.tools.impair import GilbertElliott, Impairment, Link, is_media
 
 from conftest import TOP_LEFT, TOP_RIGHT, backdrop, open_session, region
 
@@ -90,3 +91,34 @@ def test_a_start_above_the_ceiling_is_refused_before_anything_starts() -> None:
     result = backdrop("serve", "--start-bitrate", "3000", "--max-bitrate", "2000", timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].endswith("--start-bitrate 3000 is above --max-bitrate 2000")
+
+
+async def test_a_client_that_nacks_once_gets_each_lost_packet_resent_twice(make_client, frames) -> None:
+    """A client on aiortc alone (one NACK per gap, no retry of its own) loses one video packet in 40 on the
+    way down: the server resends each twice, so a lost retransmission does not leave its picture waiting
+    for the next gap to ask again."""
+    client = await make_client()
+    peer = Peer(frames, marker=False, network=Network(seed=1))
+    await open_session(client, peer, {"mode": "color", "color": "#00ff00"})
+    sdp = peer.pc.remoteDescription.sdp
+    vp8 = {int(m) for m in re.findall(r"a=rtpmap:(\d+) VP8/90000", sdp)}
+    rtx = {int(m) for m in re.findall(r"a=rtpmap:(\d+) rtx/", sdp)}
+    down = peer.links[0].down
+    offer, seen, dropped = down.offer, [0], [0]
+
+    def every_40th_video_packet_lost(packet: bytes, now: float) -> float | None:
+        if is_media(packet) and not 192 <= packet[1] <= 223 and packet[1] & 0x7F in vp8:
+            seen[0] += 1
+            if seen[0] % 40 == 0:
+                dropped[0] += 1
+                return None
+        return offer(packet, now)
+
+    down.offer = every_40th_video_packet_lost  # type: ignore[method-assign]
+    try:
+        await count_frames(peer, 5.0)
+    finally:
+        await peer.close()
+    resent = sum(n for link in peer.links for pt, n in link.received.rtp.items() if pt in rtx)
+    assert dropped[0] >= 15
+    assert resent >= 1.8 * dropped[0], (resent, dropped[0])  # aiortc's sender alone: one each

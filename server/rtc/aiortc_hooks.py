@@ -27,6 +27,9 @@ into it through the functions here. Nothing in site-packages is edited. The hook
 9. `RTCRtpReceiver.__decoder_queue`: the queue of (codec, frame) its decoder thread takes; aiortc puts at
    most one frame in it per packet, and the timestamp it puts is mapped to start at 0 (`decoder_queue`:
    `recovery.recover_losses`, which lets the buffer hand over every frame that is complete).
+10. `RTCRtpSender._retransmit`: what a sender does for each sequence number a NACK lists (resends it as RTX
+   from its history of 128 packets); replaced per sender, the original kept (`retransmitter`,
+   `set_retransmitter`: `resend.resend_twice`).
 
 Name-mangled attributes fail silently when a release renames them (aiortc would read its own, and ours would
 sit unused), so the version is checked where this module is imported, which is before any server, client or
@@ -36,7 +39,7 @@ session exists: another aiortc stops the program with `AiortcVersionError`.
 from __future__ import annotations
 
 import queue
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from importlib.metadata import version
 
 from aiortc import RTCPeerConnection, RTCRtpCodecParameters, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
@@ -158,3 +161,15 @@ def decoder_queue(receiver: RTCRtpReceiver) -> queue.Queue:
     """The queue `receiver`'s decoder thread reads (codec, frame) from; None ends it."""
     frames: queue.Queue = receiver._RTCRtpReceiver__decoder_queue  # type: ignore[attr-defined]
     return frames
+
+
+# 10. A sender's answer to a NACK.
+def retransmitter(sender: RTCRtpSender) -> Callable[[int], Awaitable[None]]:
+    """`sender`'s own resend of one sequence number (as RTX when negotiated; nothing if out of its history)."""
+    resend: Callable[[int], Awaitable[None]] = sender._retransmit
+    return resend
+
+
+def set_retransmitter(sender: RTCRtpSender, resend: Callable[[int], Awaitable[None]]) -> None:
+    """Have `sender` call `resend` for each sequence number a NACK lists."""
+    sender._retransmit = resend  # type: ignore[method-assign,assignment]

@@ -1,0 +1,78 @@
+"""What the server resends when a receiver NACKs a packet: aiortc answers each NACK with one
+retransmission (RTX), so a lost retransmission costs the viewer another round trip (a freeze of 200 ms or
+more at 40 ms each way). Here each NACKed packet is resent twice, a fifth of a round trip apart (10-30 ms:
+past most loss bursts), whatever the receiver does: browsers NACK once and ask again only a round trip
+later. A NACK for a packet resent less than half a round trip ago is not answered again: it was sent
+before the first copy could arrive (a receiver that echoes its requests, as Backdrop's own does, or retries
+too soon), and the second copy is on its way."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+
+from aiortc import RTCRtpSender
+
+from . import aiortc_hooks
+from .nacks import Clock
+
+REMEMBERED = 512  # packets whose last resend is remembered (aiortc keeps 128 in its history)
+
+
+class Resender:
+    """Answers a NACK for `sequence` by resending it now and again `spacing` later, unless it was resent
+    less than half a round trip ago."""
+
+    def __init__(
+        self,
+        retransmit: Callable[[int], Awaitable[None]],
+        round_trip: Callable[[], float | None],
+        clock: Clock = time.monotonic,
+        later: Callable[..., object] | None = None,
+    ) -> None:
+        self.retransmit, self.round_trip, self.clock = retransmit, round_trip, clock
+        self.later = later  # (delay, callback, *args) -> None; the running loop's call_later by default
+        self.resent: OrderedDict[int, float] = OrderedDict()  # sequence number -> when last resent
+        self.answered = self.ignored = 0
+
+    def spacing(self) -> float:
+        return min(max(0.2 * (self.round_trip() or 0.1), 0.01), 0.03)
+
+    def due(self, sequence: int) -> bool:
+        """Whether a NACK for `sequence` now is answered (and noted as answered)."""
+        now, rtt = self.clock(), self.round_trip() or 0.1
+        last = self.resent.get(sequence)
+        if last is not None and now - last < 0.5 * rtt:
+            self.ignored += 1
+            return False
+        self.resent[sequence] = now
+        self.resent.move_to_end(sequence)
+        while len(self.resent) > REMEMBERED:
+            self.resent.popitem(last=False)
+        self.answered += 1
+        return True
+
+    async def __call__(self, sequence: int) -> None:
+        if not self.due(sequence):
+            return
+        await self.retransmit(sequence)
+        (self.later or asyncio.get_running_loop().call_later)(self.spacing(), self._again, sequence)
+
+    def _again(self, sequence: int) -> None:
+        task = asyncio.ensure_future(self.retransmit(sequence))
+        task.add_done_callback(_quiet)
+
+
+def _quiet(task: asyncio.Future) -> None:
+    """A resend on a connection that closed meanwhile is nothing to report."""
+    if not task.cancelled():
+        task.exception()
+
+
+def resend_twice(sender: RTCRtpSender) -> Resender:
+    """Make `sender` answer NACKs with two copies (see the module); returns its Resender (its counters)."""
+    resender = Resender(aiortc_hooks.retransmitter(sender), lambda: aiortc_hooks.round_trip(sender))
+    aiortc_hooks.set_retransmitter(sender, resender)
+    return resender
