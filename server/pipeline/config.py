@@ -71,6 +71,13 @@ class SessionConfig(BaseModel):
                 raise ValueError("a point is written 'x,y', two numbers from 0 to 1") from None
         return value
 
+    keyframes: int = Field(
+        0,
+        ge=0,
+        le=30,
+        description="run the model at most every N frames while the optical flow explains the mask's motion "
+        "(the last mask moved along it in between), 0 = every frame",
+    )
     edges: bool = Field(
         True, description="clean edges: the person's own colour at the soft edge of the mask, no old background in it"
     )

@@ -15,6 +15,7 @@ from typing import TypeVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from models.zoo import ModelRegistry, Plan
 
@@ -43,14 +44,74 @@ class _Work:
     state: StreamState
     picture: DeviceFrame  # the frame's planes on the device
     mask: torch.Tensor | None = None  # (1,1,h,w) at the model's size, then (1,1,H,W) after `refine`
+    motion: _Motion | None = None  # the flow from this frame back to the last, once a step needed it
+    propagated: bool = False  # the mask is the last one moved along the flow: the model did not run
     result: tuple[torch.Tensor, torch.Tensor] | None = None  # Y and UV: the frame as the session's mode shows it
     output: Planes | None = None  # the result on the CPU
 
 
 Step = Callable[["Pipeline", list[_Work]], None]
 
+UNTRUSTED_EDGE = 0.1  # keyframes: the model runs when more of the mask's edge than this fails the flow check
+
+
+@dataclass(frozen=True)
+class _Motion:
+    """The flow from a frame back to the stream's last, at mask size, and where it checks out."""
+
+    now: np.ndarray  # this frame's luma at mask size
+    backward: np.ndarray  # (h,w,2): the flow to the last frame
+    tracked: torch.Tensor  # (1,1,h,w) bool: pixels the last frame, moved along the flow, reproduces
+
+
+def _motion(w: _Work, size: tuple[int, int]) -> _Motion | None:
+    """The motion of `w`'s frame since its stream's last, at `size`; None when there is no last frame to
+    compare with (a new stream, another size or model)."""
+    if w.motion is None or w.motion.now.shape != size:
+        last = w.state.smoothing
+        before = last.grey
+        if last.key != (w.picture.size, w.plan.name) or before is None or before.shape != size:
+            return None
+        now = w.picture.luma_at(size)
+        backward = flow(now, before)
+        tracked = torch.from_numpy(reproduces(now, before, backward))[None, None]
+        w.motion = _Motion(now, backward, tracked)
+    return w.motion
+
+
+def _propagates(w: _Work) -> bool:
+    """Whether the stream's last mask, moved along the flow, can stand for the model's on this frame
+    (config.keyframes): the model ran recently enough, nothing in the config changed, and the flow checks
+    out on the mask's edge, where a wrong move would show."""
+    config, last = w.frame.config, w.state.smoothing
+    if config.keyframes <= 0 or last.mask is None or last.since_model + 1 >= config.keyframes:
+        return False
+    if last.config != config:
+        return False
+    motion = _motion(w, (last.mask.shape[-2], last.mask.shape[-1]))
+    if motion is None:
+        return False
+    edge = _edge(last.mask)
+    if not edge.any():
+        return True  # nobody on the last frame: a newcomer waits for the model's next run at most
+    untrusted = (~motion.tracked.to(edge.device) & edge).sum() / edge.sum()
+    return bool(untrusted <= UNTRUSTED_EDGE)
+
+
+def _edge(mask: torch.Tensor) -> torch.Tensor:
+    """(1,1,h,w) bool: the pixels within 2 px of the mask's person boundary (p = 0.5)."""
+    person = (mask >= 0.5).float()
+    grown = F.max_pool2d(person, 5, stride=1, padding=2)
+    shrunk = -F.max_pool2d(-person, 5, stride=1, padding=2)
+    return grown != shrunk
+
 
 def _segment(pipeline: Pipeline, work: list[_Work]) -> None:
+    for w in work:
+        if _propagates(w):
+            last, motion = w.state.smoothing, _ready(w.motion)
+            w.mask, w.propagated = warp(_ready(last.mask), motion.backward), True
+    work = [w for w in work if not w.propagated]
     whole = [w for w in work if not w.frame.config.region]
     masks = segment(pipeline.models, [w.picture for w in whole], [w.plan for w in whole])
     for w, mask in zip(whole, masks, strict=True):
@@ -70,20 +131,25 @@ def _smooth(pipeline: Pipeline, work: list[_Work]) -> None:
     for w in work:
         config, picture, last = w.frame.config, w.picture, w.state.smoothing
         key = (picture.size, w.plan.name)
-        previous = last.mask if last.key == key else None
         current = _ready(w.mask).float()
-        now = (
-            picture.luma_at((current.shape[-2], current.shape[-1])) if config.motion and config.smoothing > 0 else None
-        )
-        before = last.grey
+        size = (current.shape[-2], current.shape[-1])
+        since_model = last.since_model + 1 if w.propagated else 0
+        if w.propagated:  # the last mask, moved: smoothing it against itself would change nothing
+            w.state = replace(
+                w.state, smoothing=SmoothingState(current, key, _ready(w.motion).now, since_model, config)
+            )
+            continue
+        previous = last.mask if last.key == key else None
+        wants_motion = config.motion and (config.smoothing > 0 or config.keyframes > 0)
+        motion = _motion(w, size) if wants_motion and previous is not None else None
         tracked = None
-        if previous is not None and now is not None and before is not None and before.shape == now.shape:
+        if motion is not None and previous is not None and config.smoothing > 0:
             # The previous mask moved to where the person is now: the blend no longer leans on where they were.
-            backward = flow(now, before)
-            previous = warp(previous, backward)
-            tracked = torch.from_numpy(reproduces(now, before, backward)).to(previous.device)[None, None]
+            previous = warp(previous, motion.backward)
+            tracked = motion.tracked.to(previous.device)
         w.mask = smooth_mask(previous, current, config.smoothing, tracked)
-        w.state = replace(w.state, smoothing=SmoothingState(w.mask, key, now))
+        now = motion.now if motion is not None else picture.luma_at(size) if wants_motion else None
+        w.state = replace(w.state, smoothing=SmoothingState(w.mask, key, now, since_model, config))
 
 
 def _refine(pipeline: Pipeline, work: list[_Work]) -> None:

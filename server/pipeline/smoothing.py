@@ -21,6 +21,8 @@ class SmoothingState:
     mask: torch.Tensor | None = None  # the smoothed low-resolution mask
     key: tuple | None = None  # (frame size, model) it was made for: smoothing restarts when it changes
     grey: np.ndarray | None = None  # the frame's luma at mask size, for the flow to the next
+    since_model: int = 0  # frames since the model last ran (config.keyframes): 0 on a frame it ran on
+    config: object = None  # the session config the mask was made with: a change runs the model again
 
 
 def smooth_mask(

@@ -31,6 +31,7 @@ class StreamStats:
     frames_out: int = 0
     frames_dropped: int = 0
     errors: int = 0
+    model_runs: int = 0  # frames the model ran on (config.keyframes lets the flow carry the mask between)
     last_media: float = field(default_factory=time.monotonic)
     _processing_ms: deque[float] = field(default_factory=lambda: deque(maxlen=300))
     _out_times: deque[float] = field(default_factory=lambda: deque(maxlen=120))
@@ -48,8 +49,9 @@ class StreamStats:
         self.errors += 1
         self.totals.errors += 1
 
-    def delivered(self, processing_ms: float) -> None:
+    def delivered(self, processing_ms: float, model_ran: bool = True) -> None:
         self.frames_out += 1
+        self.model_runs += model_ran
         self.totals.frames_out += 1
         self._processing_ms.append(processing_ms)
         self._out_times.append(time.monotonic())
@@ -72,6 +74,7 @@ class StreamStats:
             "frames_out": self.frames_out,
             "frames_dropped": self.frames_dropped,
             "errors": self.errors,
+            "model_runs": self.model_runs,
             "fps": round(self.fps(), 1),
             "processing_ms_p50": pick(0.5),
             "processing_ms_p95": pick(0.95),

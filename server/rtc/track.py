@@ -80,6 +80,7 @@ class BackgroundReplacementTrack(MediaStreamTrack):
             submitted = Frame(Planes.of_video_frame(frame), self._state, config, plan)
             processed = await asyncio.wrap_future(self._workers.submit(submitted))
             self._state = processed.state
+            model_ran = config.mode != "none" and processed.state.smoothing.since_model == 0
             out = processed.planes.video_frame()
         except asyncio.CancelledError:
             raise
@@ -87,9 +88,9 @@ class BackgroundReplacementTrack(MediaStreamTrack):
             # Keep the call alive on a processing error: send the original frame and count it.
             log.exception("processing failed; sending the frame unchanged")
             self.stats.failed()
-            out = frame
+            out, model_ran = frame, False
         out.pts, out.time_base = frame.pts, frame.time_base
-        self.stats.delivered((time.perf_counter() - start) * 1000.0)
+        self.stats.delivered((time.perf_counter() - start) * 1000.0, model_ran)
         return out
 
     def stop(self) -> None:

@@ -57,6 +57,7 @@ class Stats(BaseModel):
     frames_out: int
     frames_dropped: int
     errors: int
+    model_runs: int = Field(description="frames the model ran on (with config.keyframes, fewer than frames_out)")
     fps: float
     processing_ms_p50: float | None
     processing_ms_p95: float | None
