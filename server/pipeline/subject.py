@@ -31,6 +31,7 @@ SPECK = 0.002  # parts smaller than this share of the mask are nobody, when pick
 CENTRE_WEIGHT = 0.75  # "main": a part's area counts less by this much at the frame's corners
 FRINGE = 2  # pixels of soft edge kept around the kept parts (the mask's ramp below PERSON)
 REACQUIRE = 15  # frames (0.5 s at 30 fps) a subject may be away before someone is picked again
+OTHERS = 0.25  # parts that are not the subject count as someone else from this share of their usual size
 USUAL = 0.05  # how fast the subject's usual size follows their size
 
 
@@ -131,7 +132,10 @@ def keep_subject(
             keep = (keep if keep is not None else parts.labels > 0) & reach
         usual = state.usual + USUAL * (float(keep.sum()) - state.usual)
     shown = torch.from_numpy(_grow(keep, FRINGE)).to(mask.device)[None, None]
-    return mask * shown, SubjectState(choice, keep, (parts.labels > 0) & ~keep, usual, 0)
+    # Everyone else, as far as they are people (a quarter of the subject's size): the model's specks are not
+    # someone whose side a moving subject must leave alone.
+    others = (parts.areas >= OTHERS * usual)[parts.labels] & ~keep
+    return mask * shown, SubjectState(choice, keep, others, usual, 0)
 
 
 def _nearer(kept: np.ndarray, others: np.ndarray) -> np.ndarray:
