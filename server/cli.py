@@ -185,6 +185,24 @@ def cmd_fetch_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def _subject_spec(value: str) -> str:
+    """An evaluate --subject: all, main, click or a point X,Y (checked as a session config checks it)."""
+    if value != "click":
+        try:
+            SessionConfig(subject=value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{value!r}: all, main, click or X,Y from 0 to 1 ({exc})") from None
+    return value
+
+
+def cmd_crowd(args: argparse.Namespace) -> int:
+    from .tools.crowd import make_crowd
+
+    count = make_crowd(args.data, args.out, args.limit, args.seed)
+    print(f"{count} images with bystanders written to {args.out} (truth: each subject's own mask)")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .tools.evaluate import evaluate_folder, evaluate_sequences, evaluate_video, is_sequence_folder
 
@@ -201,6 +219,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             args.gallery,
             limit=args.limit,
             motion=args.motion,
+            subject=args.subject,
+            keyframes=args.keyframes,
         )
         sequences = ", ".join(f"{name} {r['mean_iou']:.3f}" for name, r in result["sequences"].items())
         text = (
@@ -219,11 +239,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             limit=args.limit,
             holdout=args.holdout,
             region=args.region,
+            band=args.band,
+            edges=args.edges,
+            **({} if args.edge_color is None else {"color": args.edge_color}),
+            subject=args.subject,
         )
         part = "" if args.holdout is None else " held out"
         text = (
-            f"{result['model']} on {result['images']}{part} images (refine={'on' if args.refine else 'off'}): "
-            f"mean IoU {result['mean_iou']:.4f}, boundary F {result['boundary_f']:.4f}"
+            f"{result['model']} on {result['images']}{part} images (refine={'on' if args.refine else 'off'}, "
+            f"edges={'on' if args.edges else 'off'}): mean IoU {result['mean_iou']:.4f}, boundary F "
+            f"{result['boundary_f']:.4f}, edge error (+-{args.band} px, over {result['edge_color']}) "
+            f"{result['edge_error']:.1f}: outer {result['edge_error_outer']:.1f}, "
+            f"inner {result['edge_error_inner']:.1f}"
         )
     elif args.data.is_file():
         result = evaluate_video(
@@ -546,6 +573,37 @@ def build_parser() -> argparse.ArgumentParser:
         default=SessionConfig().smoothing,
         help="smoothing strength: compared against none for a video, used on frame sequences",
     )
+    evaluate.add_argument(
+        "--edges",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="clean edges in the composite the edge error measures (default: on, as sessions do)",
+    )
+    evaluate.add_argument(
+        "--band",
+        type=int,
+        default=6,
+        help="labelled images: the edge error's band, +-N px around the true boundary (default: 6)",
+    )
+    evaluate.add_argument(
+        "--edge-color",
+        default=None,
+        help="labelled images: the colour the edge error composites over, '#rrggbb' (default: #ff00ff, magenta)",
+    )
+    evaluate.add_argument(
+        "--subject",
+        default="all",
+        type=_subject_spec,
+        help="who is kept: all, main, X,Y (a point, 0..1 from the top left) or click (a click on the labelled "
+        "person, deepest inside their mask); on a sequence, read on its first frame, then followed (default: all)",
+    )
+    evaluate.add_argument(
+        "--keyframes",
+        type=int,
+        default=0,
+        help="frame sequences: the model runs at most every N frames while the flow explains the mask (default: "
+        "0, every frame)",
+    )
     evaluate.add_argument("--gallery", type=Path, default=None, help="write the worst cases to this .png or .html file")
     evaluate.add_argument("--limit", type=int, default=None, help="only the first N images / frames")
     evaluate.add_argument(
@@ -557,6 +615,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
     _add_device_options(evaluate, compile_default=False)
     evaluate.set_defaults(func=cmd_evaluate)
+
+    crowd = sub.add_parser(
+        "crowd",
+        help="a multi-person dev set from a labelled portrait folder: other portraits' people pasted behind each "
+        "subject, the truth still the subject's mask (for evaluate --subject)",
+    )
+    crowd.add_argument("--data", type=Path, required=True, help="folder with images/*.jpg + masks/*.png")
+    crowd.add_argument("--out", type=Path, required=True, help="the folder to write images/ and masks/ to")
+    crowd.add_argument("--limit", type=int, default=None, help="only the first N images")
+    crowd.add_argument("--seed", type=int, default=0, help="the same seed gives the same set (default: 0)")
+    crowd.set_defaults(func=cmd_crowd)
 
     bench = sub.add_parser(
         "bench", help="per-stage timings at several sizes and batch sizes, vs the TFLite interpreter"
