@@ -32,7 +32,7 @@ def labelled(tmp_path_factory, astronaut, grace_hopper, pipeline) -> Path:
     for name, photo in (("00001", astronaut), ("00002", grace_hopper)):
         frame = photo_frames(photo, size=(320, 240), count=1)[0]
         Image.fromarray(frame).save(root / "images" / f"{name}.jpg", quality=98)
-        mask = pipeline.masks([Frame(frame, StreamState(), SessionConfig(smoothing=0.0))])[0].mask
+        mask = pipeline.masks([Frame(frame, StreamState(), SessionConfig(smoothing=0.0, refine=False))])[0].mask
         Image.fromarray(((mask >= 0.5).numpy() * 255).astype(np.uint8)).save(root / "masks" / f"{name}.png")
     return root
 

@@ -3,7 +3,8 @@
 
 Blending is linear and so is the conversion between RGB and YUV, so blending each plane with the mask at
 that plane's size gives the RGB composite, up to rounding and the chroma's coarser mask (which the
-encoder's 4:2:0 would bring anyway).
+encoder's 4:2:0 would bring anyway). With `edges` (the default) the person's planes are first given the
+person's own colour where the mask is soft (foreground.py), so no fringe of the old background is blended in.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 from .backgrounds import BackgroundState, BackgroundStore
 from .config import SessionConfig
 from .filters import blend, box_blur, downscale, gaussian_blur, max_filter, resize_bilinear
+from .foreground import foreground
 from .frames import cover_fit, rgb_to_yuv
 from .yuv import RGB_TO_YUV
 
@@ -91,6 +93,8 @@ def compose(
         background = _color(config.rgb(), y.device)
     else:  # image
         background, state = _background_image(config.image, y, uv, state, backgrounds)
+    if config.edges:  # the person's own colour at the soft edge, not the old background's
+        y, uv = foreground(y, uv, mask)
     return composite(y, uv, mask, background, config.light_wrap), state
 
 
