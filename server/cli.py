@@ -19,7 +19,7 @@ from models.labelled import DEFAULT_HOLDOUT
 from models.names import MODEL_CHOICES_TEXT
 from models.nets import ARCHS
 
-from .pipeline.config import ConfigError, SessionConfig
+from .pipeline.config import ConfigError, SessionConfig, first_error
 from .web.settings import DeviceSettings, ServerSettings, env_name, flag
 
 if TYPE_CHECKING:
@@ -190,8 +190,9 @@ def _subject_spec(value: str) -> str:
     if value != "click":
         try:
             SessionConfig(subject=value)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(f"{value!r}: all, main, click or X,Y from 0 to 1 ({exc})") from None
+        except ValidationError as exc:
+            reason = first_error(exc, "")[0]
+            raise argparse.ArgumentTypeError(f"{value!r}: all, main, click or X,Y from 0 to 1 ({reason})") from None
     return value
 
 
