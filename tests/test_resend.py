@@ -72,3 +72,13 @@ def test_it_remembers_a_bounded_number_of_packets() -> None:
     for sequence in range(2000):
         assert resend.due(sequence)
     assert len(resend.resent) == 512 and 1999 in resend.resent and 0 not in resend.resent
+
+
+def test_one_copy_while_the_link_is_congested() -> None:
+    """Above 10% reported loss (congestion.follow_losses) a narrow link's queue is overflowing: a second copy
+    of each retransmission would only add to it."""
+    clock = Clock()
+    resend, sent, scheduled = resender(clock)
+    resend.twice = False
+    asyncio.run(resend(7))
+    assert sent == [7] and scheduled == []

@@ -15,8 +15,10 @@ from aiortc import RTCPeerConnection
 
 from . import aiortc_hooks
 from .encoders import BitrateCeiling
+from .resend import Resender
 
 FLOOR = 150_000  # b/s: 640x480 VP8 still moves at this rate
+CONGESTED = 0.10  # a reported loss above this is the link's queue overflowing, not random loss
 
 
 @dataclass
@@ -31,7 +33,7 @@ class LossBasedCap:
         self.cap = float(self.ceiling)
 
     def update(self, fraction_lost: float) -> int:
-        if fraction_lost > 0.10:
+        if fraction_lost > CONGESTED:
             self.cap = max(float(self.floor), self.cap * (1 - 0.5 * fraction_lost))
         elif fraction_lost < 0.02:
             self.cap = min(float(self.ceiling), self.cap * 1.08)
@@ -39,7 +41,9 @@ class LossBasedCap:
 
 
 async def follow_losses(pc: RTCPeerConnection, every: float = 0.5) -> None:
-    """Cap each video sender of `pc` by the loss its receiver reports, for as long as `pc` lives."""
+    """Cap each video sender of `pc` by the loss its receiver reports, for as long as `pc` lives; resend NACKed
+    packets twice (resend.py) only while the reported loss is under 10% (above it the link is congested, not
+    lossy: a second copy would only fill its queue)."""
     caps: dict[int, LossBasedCap] = {}
     seen: dict[int, datetime.datetime] = {}
     while pc.connectionState not in ("closed", "failed"):
@@ -53,4 +57,8 @@ async def follow_losses(pc: RTCPeerConnection, every: float = 0.5) -> None:
                 continue  # no receiver report yet, or none since the last look
             seen[id(sender)] = reports[0].timestamp
             cap = caps.setdefault(id(sender), LossBasedCap(encoder.ceiling))
-            encoder.cap(cap.update(reports[0].fractionLost / 256))  # RFC 3550: an 8-bit fixed-point fraction
+            fraction_lost = reports[0].fractionLost / 256  # RFC 3550: an 8-bit fixed-point fraction
+            encoder.cap(cap.update(fraction_lost))
+            resender = aiortc_hooks.retransmitter(sender)
+            if isinstance(resender, Resender):
+                resender.twice = fraction_lost <= CONGESTED

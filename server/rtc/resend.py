@@ -4,7 +4,8 @@ more at 40 ms each way). Here each NACKed packet is resent twice, a fifth of a r
 past most loss bursts), whatever the receiver does: browsers NACK once and ask again only a round trip
 later. A NACK for a packet resent less than half a round trip ago is not answered again: it was sent
 before the first copy could arrive (a receiver that echoes its requests, as Backdrop's own does, or retries
-too soon), and the second copy is on its way."""
+too soon), and the second copy is on its way. While the receiver reports more than 10% lost (a narrow
+link whose queue overflows: congestion.py), one copy only."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ class Resender:
         self.retransmit, self.round_trip, self.clock = retransmit, round_trip, clock
         self.later = later  # (delay, callback, *args) -> None; the running loop's call_later by default
         self.resent: OrderedDict[int, float] = OrderedDict()  # sequence number -> when last resent
+        self.twice = True  # False while the link is congested (congestion.follow_losses): one copy then
         self.answered = self.ignored = 0
 
     def spacing(self) -> float:
@@ -58,7 +60,8 @@ class Resender:
         if not self.due(sequence):
             return
         await self.retransmit(sequence)
-        (self.later or asyncio.get_running_loop().call_later)(self.spacing(), self._again, sequence)
+        if self.twice:
+            (self.later or asyncio.get_running_loop().call_later)(self.spacing(), self._again, sequence)
 
     def _again(self, sequence: int) -> None:
         task = asyncio.ensure_future(self.retransmit(sequence))
