@@ -255,7 +255,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         )
     elif args.data.is_file():
         result = evaluate_video(
-            pipeline, model, args.data, args.refine, args.smoothing, limit=args.limit, motion=args.motion
+            pipeline,
+            model,
+            args.data,
+            args.refine,
+            args.smoothing,
+            limit=args.limit,
+            motion=args.motion,
+            keyframes=args.keyframes,
         )
         text = (
             f"{result['model']} on {result['video']} ({result['frames']} frames): "
@@ -342,7 +349,9 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
         width, height = (int(v) for v in args.size.split("x"))
     except ValueError:
         raise CommandError(f"--size {args.size!r}: expected WIDTHxHEIGHT, e.g. 640x480") from None
-    config = {"mode": args.mode, "model": args.model}
+    config: dict[str, object] = {"mode": args.mode, "model": args.model}
+    if args.keyframes is not None:
+        config["keyframes"] = args.keyframes
     compile = bool(device_settings(args).compile)
     network = _network(args)
     if args.soak is not None:
@@ -602,8 +611,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--keyframes",
         type=int,
         default=0,
-        help="frame sequences: the model runs at most every N frames while the flow explains the mask (default: "
-        "0, every frame)",
+        help="frame sequences and videos: the model runs at most every N frames while the flow explains the mask "
+        "(default: 0, every frame)",
     )
     evaluate.add_argument("--gallery", type=Path, default=None, help="write the worst cases to this .png or .html file")
     evaluate.add_argument("--limit", type=int, default=None, help="only the first N images / frames")
@@ -681,6 +690,12 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--size", default="640x480", help="frame size WxH sent by each client (default: 640x480)")
     load.add_argument("--mode", default="blur", help="background mode (default: blur)")
     load.add_argument("--model", default="general", help="model name the sessions ask for (default: general)")
+    load.add_argument(
+        "--keyframes",
+        type=int,
+        default=None,
+        help="the sessions' config.keyframes: the model at most every N frames (default: the server's default)",
+    )
     load.add_argument("--url", default=None, help="server to test (default: start `backdrop serve` on a free port)")
     load.add_argument("--device", default=None, help="device for the started server")
     load.add_argument(

@@ -32,6 +32,8 @@ CENTRE_WEIGHT = 0.75  # "main": a part's area counts less by this much at the fr
 FRINGE = 2  # pixels of soft edge kept around the kept parts (the mask's ramp below PERSON)
 REACQUIRE = 15  # frames (0.5 s at 30 fps) a subject may be away before someone is picked again
 OTHERS = 0.25  # parts that are not the subject count as someone else from this share of their usual size
+HEAD_DIP = 0.08  # a dip in the outline between two heads, as a share of the mask's height, on both sides
+HEAD_WIDTH = 0.08  # a head's least width, as a share of the mask's width
 USUAL = 0.05  # how fast the subject's usual size follows their size
 
 
@@ -88,6 +90,31 @@ class _Parts:
             for k in range(1, len(centres)):
                 self.labels[ys[nearest == k], xs[nearest == k]] = self.count
                 self.count += 1
+        self._measure()
+
+    def split_by_heads(self) -> None:
+        """Each part whose outline along the top rises into two heads or more divided between them, at the
+        deepest point of the dip between each two (people side by side, shoulder to shoulder, as in a call):
+        a dip counts when it is `HEAD_DIP` of the mask's height deep on both sides and each side's rise is a
+        head's width (`HEAD_WIDTH` of the mask's) wide, not a raised hand."""
+        height, width = self.labels.shape
+        for part in np.flatnonzero(self.areas >= max(1.0, SPECK * height * width)):
+            pixels = self.labels == part
+            columns = pixels.any(axis=0)
+            top = np.where(columns, height - pixels.argmax(axis=0), 0).astype(np.float32)  # the outline's height
+            cuts = _dips(top, HEAD_DIP * height, max(1, round(HEAD_WIDTH * width)))
+            for left, right in zip([0, *cuts], [*cuts, width], strict=True):
+                if left > 0:  # the first side keeps the part's label
+                    pixels[:, :left] = False
+                    side = pixels.copy()
+                    side[:, right:] = False
+                    self.labels[side] = self.count
+                    self.count += 1
+        self._measure()
+
+    def _measure(self) -> None:
+        """Each part's area and centre, again, after a split."""
+        width = self.labels.shape[1]
         flat = self.labels.ravel()
         self.areas = np.bincount(flat, minlength=self.count).astype(np.int64)
         self.areas[0] = 0
@@ -110,6 +137,8 @@ def keep_subject(
         state = SubjectState(choice)
     parts = _Parts((mask[0, 0] >= PERSON).to(torch.uint8).cpu().numpy())
     if state.kept is None or state.absent >= REACQUIRE:
+        if parts.count > 1:
+            parts.split_by_heads()
         if people is not None and parts.count > 1:
             parts.split_by(people())
         picked = _pick(choice if state.kept is None else "main", parts)
@@ -178,6 +207,29 @@ def _pick(choice: Subject, parts: _Parts) -> int | None:
     offsets = (parts.centres[people] - [width / 2, height / 2]) / [width / 2, height / 2]
     distance = np.minimum(1.0, np.hypot(offsets[:, 0], offsets[:, 1]) / np.sqrt(2))
     return int(people[np.argmax(areas[people] * (1.0 - CENTRE_WEIGHT * distance))])
+
+
+def _dips(profile: np.ndarray, depth: float, width: int) -> list[int]:
+    """The columns where a profile (an outline's height per column) dips at least `depth` below a rise on
+    either side that is `width` columns wide at half that depth: the deepest column of each dip, in order."""
+    smooth = np.convolve(profile, np.ones(5, np.float32) / 5, mode="same")
+    left, right = np.maximum.accumulate(smooth), np.maximum.accumulate(smooth[::-1])[::-1]
+    below = np.minimum(left, right) - smooth
+    cuts: list[int] = []
+    start = None
+    for x in range(len(smooth) + 1):
+        if x < len(smooth) and below[x] >= depth:
+            start = x if start is None else start
+            continue
+        if start is not None:
+            cut = start + int(below[start:x].argmax())
+            level = smooth[cut] + depth / 2
+            before = smooth[cuts[-1] if cuts else 0 : cut]
+            after = smooth[cut:]
+            if (before >= level).sum() >= width and (after >= level).sum() >= width:
+                cuts.append(cut)
+            start = None
+    return cuts
 
 
 def _grow(pixels: np.ndarray, radius: int) -> np.ndarray:

@@ -294,12 +294,15 @@ def evaluate_video(
     limit: int | None = None,
     progress: bool = True,
     motion: bool = True,
+    keyframes: int = 0,
 ) -> dict:
     """Flicker (mean over consecutive frames of mean |p_t - p_t-1|) and warping error (see `WarpingError`)
-    with and without smoothing."""
+    with and without smoothing (both with `keyframes`)."""
     configs = [
-        SessionConfig(model=model, refine=refine, smoothing=s, mode="mask", motion=motion) for s in (0.0, smoothing)
+        SessionConfig(model=model, refine=refine, smoothing=s, mode="mask", motion=motion, keyframes=keyframes)
+        for s in (0.0, smoothing)
     ]
+    runs = 0
     states = [StreamState(), StreamState()]
     previous: list[torch.Tensor | None] = [None, None]
     totals: list[list[float]] = [[], []]
@@ -311,6 +314,7 @@ def evaluate_video(
     ):
         results = pipeline.masks([Frame(frame, state, config) for state, config in zip(states, configs, strict=True)])
         states = [r.state for r in results]
+        runs += states[1].smoothing.since_model == 0
         for k, result in enumerate(results):
             warping[k].add(frame, result.mask)
             before = previous[k]
@@ -331,4 +335,6 @@ def evaluate_video(
         "warping_error_raw": warping[0].value,
         "warping_error_smoothed": warping[1].value,
         "warping_reduction": 0.0 if warping[0].value == 0 else 1.0 - warping[1].value / warping[0].value,
+        "keyframes": keyframes,
+        "model_runs_share": runs / max(1, len(totals[1]) + 1),
     }
