@@ -67,11 +67,20 @@ def person_weight(mask: torch.Tensor, wrap: float) -> torch.Tensor:
 
 
 def composite(
-    y: torch.Tensor, uv: torch.Tensor, mask: torch.Tensor, background: tuple[torch.Tensor, torch.Tensor], wrap: float
+    y: torch.Tensor,
+    uv: torch.Tensor,
+    mask: torch.Tensor,
+    background: tuple[torch.Tensor, torch.Tensor],
+    wrap: float,
+    edges: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The person's planes over the background's, each blended with the weight at its own size."""
+    """The person's planes over the background's, each blended with the weight at its own size; with `edges`,
+    the person's own colour where the mask is soft (foreground.py), not the frame's mix with the old background."""
     weight = person_weight(mask, wrap)
     chroma_weight = downscale(weight, _size(uv))
+    if edges:
+        chroma_mask = chroma_weight if weight is mask else downscale(mask, _size(uv))
+        y, uv = foreground(y, uv, mask, chroma_mask)
     return blend(background[0], y, weight), blend(background[1], uv, chroma_weight)
 
 
@@ -93,9 +102,7 @@ def compose(
         background = _color(config.rgb(), y.device)
     else:  # image
         background, state = _background_image(config.image, y, uv, state, backgrounds)
-    if config.edges:  # the person's own colour at the soft edge, not the old background's
-        y, uv = foreground(y, uv, mask)
-    return composite(y, uv, mask, background, config.light_wrap), state
+    return composite(y, uv, mask, background, config.light_wrap, config.edges), state
 
 
 def _color(rgb: tuple[int, int, int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

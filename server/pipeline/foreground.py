@@ -35,27 +35,47 @@ _TINY = 1e-4  # a weight below this is no weight (far from the person, Fm is nev
 
 
 def foreground(
-    y: torch.Tensor, uv: torch.Tensor, mask: torch.Tensor, opencv: bool | None = None
+    y: torch.Tensor,
+    uv: torch.Tensor,
+    mask: torch.Tensor,
+    chroma_mask: torch.Tensor | None = None,
+    opencv: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Y (N,1,H,W) and UV (N,2,h,w) uint8 planes and the mask (N,1,H,W) in [0,1] -> the planes with the
     person's estimated colour where 0 < mask < 1 (the frame's own where it is 1), uint8, to be blended with
-    that mask (the chroma with the mask shrunk to its size, as `composite` does)."""
+    that mask; `chroma_mask`: the mask at the chroma's size as compositing shrinks it (made here if None)."""
     height, width = y.shape[-2:]
     factor = max(1, round(height / _WORK_HEIGHT))
     grid = (-(-height // factor), -(-width // factor))
-    chroma_mask = downscale(mask, (uv.shape[-2], uv.shape[-1]), opencv)
-    alpha = downscale(chroma_mask, grid, opencv)
-    image = torch.cat([downscale(y, grid, opencv), downscale(uv, grid, opencv)], dim=1).float()
-    if opencv_on(y, opencv) and mask.dtype == torch.float32:
-        fused = []
-        for n in range(y.shape[0]):
-            means = _local_means_opencv(image[n].numpy(), alpha[n, 0].numpy())
-            fused.append((_fuse_opencv(y[n], mask[n, 0], means[:1]), _fuse_opencv(uv[n], chroma_mask[n, 0], means[1:])))
-        return torch.stack([f[0] for f in fused]), torch.stack([f[1] for f in fused])
+    if chroma_mask is None:
+        chroma_mask = downscale(mask, (uv.shape[-2], uv.shape[-1]), opencv)
+    if opencv_on(y, opencv) and mask.dtype == torch.float32 and chroma_mask.dtype == torch.float32:
+        return _foreground_opencv(y, uv, mask, chroma_mask, grid)
+    # Sampled, not averaged: the grid's alpha and colours come from the same pixels, and the passes' box
+    # filters average them next (an area average also cost 3x as much on the CPU).
+    alpha = resize_bilinear(chroma_mask, grid, opencv)
+    image = torch.cat([resize_bilinear(y, grid, opencv), resize_bilinear(uv, grid, opencv)], dim=1).float()
     f_hat, difference = _local_means(image, alpha, opencv)
-    return _fuse(y, mask, f_hat[:, :1], difference[:, :1], opencv), _fuse(
-        uv, chroma_mask, f_hat[:, 1:], difference[:, 1:], opencv
-    )
+    fy = _fuse(y, mask, f_hat[:, :1], difference[:, :1], opencv)
+    return fy, _fuse(uv, chroma_mask, f_hat[:, 1:], difference[:, 1:], opencv)
+
+
+def _foreground_opencv(
+    y: torch.Tensor, uv: torch.Tensor, mask: torch.Tensor, chroma_mask: torch.Tensor, grid: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`foreground` on the CPU: NumPy and OpenCV throughout (torch's per-operation cost, and its copies,
+    were a third of the time)."""
+    fy = torch.empty(y.shape, dtype=torch.uint8)
+    fuv = torch.empty(uv.shape, dtype=torch.uint8)
+    size = (grid[1], grid[0])
+    for n in range(y.shape[0]):
+        planes = [y[n, 0].numpy(), *(plane.numpy() for plane in uv[n])]
+        image = [cv2.resize(plane, size, interpolation=cv2.INTER_LINEAR).astype(np.float32) for plane in planes]
+        chroma_alpha = np.ascontiguousarray(chroma_mask[n, 0].numpy())
+        means = _local_means_opencv(image, cv2.resize(chroma_alpha, size, interpolation=cv2.INTER_LINEAR))
+        _fuse_opencv(planes[:1], np.ascontiguousarray(mask[n, 0].numpy()), means[:1], fy[n].numpy())
+        _fuse_opencv(planes[1:], chroma_alpha, means[1:], fuv[n].numpy())
+    return fy, fuv
 
 
 def _local_means(image: torch.Tensor, alpha: torch.Tensor, opencv: bool | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,9 +110,9 @@ def _box(x: np.ndarray, radius: int) -> np.ndarray:
     return cv2.boxFilter(x, -1, (window, window), borderType=cv2.BORDER_REPLICATE)
 
 
-def _local_means_opencv(image: np.ndarray, alpha: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """`_local_means` on the CPU, one (C,h,w) image and its (h,w) alpha: per channel, Fm and Fm - Bm as
-    (h,w) arrays. NumPy and OpenCV on 2-D arrays: torch's per-operation cost was most of the time here."""
+def _local_means_opencv(image: list[np.ndarray], alpha: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`_local_means` on the CPU, the (h,w) float32 planes of one image on the grid and its (h,w) alpha: per
+    plane, Fm and Fm - Bm as (h,w) arrays (2-D arrays: the per-operation cost is most of the time here)."""
     inverse = 1.0 - alpha
     # The weights' blurs are the same for every channel: their reciprocals once per pass.
     weights = []
@@ -113,26 +133,25 @@ def _local_means_opencv(image: np.ndarray, alpha: np.ndarray) -> list[tuple[np.n
     return means
 
 
-def _fuse_opencv(plane: torch.Tensor, alpha: torch.Tensor, means: list[tuple[np.ndarray, np.ndarray]]) -> torch.Tensor:
-    """`_fuse` on the CPU for one (C,H,W) plane and its (H,W) alpha, with OpenCV's SIMD kernels, in this
-    thread's scratch buffers (fresh full-size buffers cost more in page faults than the arithmetic: 3.7
-    against 0.4 ms for a 640x480 plane)."""
-    size = (plane.shape[-2], plane.shape[-1])
-    out = torch.empty(plane.shape, dtype=torch.uint8)
+def _fuse_opencv(
+    planes: list[np.ndarray], alpha: np.ndarray, means: list[tuple[np.ndarray, np.ndarray]], out: np.ndarray
+) -> None:
+    """`_fuse` on the CPU: (H,W) uint8 planes of one size, their (H,W) alpha, each plane's grid means -> `out`
+    (C,H,W) uint8. OpenCV's SIMD kernels in this thread's scratch buffers (fresh full-size buffers cost more
+    in page faults than the arithmetic: 3.7 against 0.4 ms for a 640x480 plane)."""
+    size = alpha.shape
     upsampled, base, inverse = _scratch(size)
-    a = np.ascontiguousarray(alpha.numpy())
-    np.subtract(1.0, a, out=inverse)
-    for channel, (f_hat, difference) in enumerate(means):
+    np.subtract(1.0, alpha, out=inverse)
+    for channel, (plane, (f_hat, difference)) in enumerate(zip(planes, means, strict=True)):
         cv2.resize(f_hat, (size[1], size[0]), dst=upsampled, interpolation=cv2.INTER_LINEAR)
         cv2.resize(difference, (size[1], size[0]), dst=base, interpolation=cv2.INTER_LINEAR)
-        cv2.multiply(base, a, dst=base)
+        cv2.multiply(base, alpha, dst=base)
         cv2.add(base, upsampled, dst=base)
-        np.copyto(upsampled, plane[channel].numpy(), casting="unsafe")  # the frame's values, as float
-        cv2.blendLinear(upsampled, base, a, inverse, dst=upsampled)
+        np.copyto(upsampled, plane, casting="unsafe")  # the frame's values, as float
+        cv2.blendLinear(upsampled, base, alpha, inverse, dst=upsampled)
         # Negative values to 0 first: convertScaleAbs rounds and saturates at 255, but takes |x|.
         np.maximum(upsampled, 0.0, out=upsampled)
-        cv2.convertScaleAbs(upsampled, dst=out[channel].numpy())
-    return out
+        cv2.convertScaleAbs(upsampled, dst=out[channel])
 
 
 _local = threading.local()
