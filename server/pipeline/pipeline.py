@@ -81,12 +81,12 @@ def _motion(w: _Work, size: tuple[int, int]) -> _Motion | None:
 
 def _propagates(w: _Work) -> bool:
     """Whether the stream's last mask, moved along the flow, can stand for the model's on this frame
-    (config.keyframes): the model ran recently enough, nothing in the config changed, and the flow checks
-    out on the mask's edge, where a wrong move would show."""
+    (config.keyframes): the model ran recently enough, nothing in the config changed, the tracked region
+    has settled, and the flow checks out on the mask's edge, where a wrong move would show."""
     config, last = w.frame.config, w.state.smoothing
     if config.keyframes <= 0 or last.mask is None or last.since_model + 1 >= config.keyframes:
         return False
-    if last.config != config:
+    if last.config != config or w.state.tracking.moved:  # a new config, or a region still settling
         return False
     motion = _motion(w, (last.mask.shape[-2], last.mask.shape[-1]))
     if motion is None:

@@ -55,6 +55,7 @@ class TrackingState:
     since_detect: int = 0  # frames since the last whole-frame pass
     close_up: bool = False  # that pass found someone filling the frame: whole frames until the next one
     subject: SubjectState = field(default_factory=SubjectState)  # who is kept when config.subject chooses one person
+    moved: bool = False  # the last pass moved or resized the region: it has not settled on the person yet
 
 
 def person_box(mask: torch.Tensor, threshold: float = PERSON) -> tuple[float, float, float, float] | None:

@@ -243,7 +243,10 @@ def segment_regions(
             )
             s.region = follow(region, target, edge)
     masks = [s.mask for s in streams if s.mask is not None]
-    return masks, [TrackingState(s.region, s.since_detect, s.close_up, s.subject) for s in streams]
+    return masks, [
+        TrackingState(s.region, s.since_detect, s.close_up, s.subject, s.region != state.region)
+        for s, state in zip(streams, states, strict=True)
+    ]
 
 
 def find_people(models: ModelCache, picture: DeviceFrame) -> list[Body]:
