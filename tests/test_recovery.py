@@ -282,27 +282,6 @@ def test_one_late_packet_does_not_delay_the_next_repairs() -> None:
     assert asked_after is not None and asked_after <= 0.01
 
 
-def test_a_packet_sooner_than_a_repair_could_come_counts_as_reordered() -> None:
-    """With the round trip measured (RTCP) at 80 ms, a packet that comes 15 ms after its NACK was not
-    repaired but reordered: the wait before asking grows to let such packets come unasked."""
-    clock = Clock()
-    nacks = RetryingNackGenerator(RoundTrip(reference=lambda: 0.08), clock, echo=False)
-    nacks.add(vp8_packet(0, 0, True, True))
-    asked = 0
-    seq = 1
-    for _ in range(100):  # every other packet 20 ms late, a packet every 2 ms meanwhile
-        for later in range(seq + 1, seq + 11):
-            asked += nacks.add(vp8_packet(later, later, True, True))
-            clock.now += 0.002
-        nacks.add(vp8_packet(seq, seq, True, True))
-        for later in range(seq + 11, seq + 13):
-            nacks.add(vp8_packet(later, later, True, True))
-        seq += 13
-    assert 0.02 <= nacks.reorder_wait <= 0.05
-    assert asked <= 20  # the first ones, before the wait was learnt
-    assert nacks.rtt.estimate == pytest.approx(0.1)  # no repair was timed
-
-
 class LatestFrameConsumer:
     """The server's pipeline as a decoder queue's reader sees it: keeps only the newest of the frames that
     wait for it, and is busy 12 ms with each."""

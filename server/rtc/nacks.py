@@ -79,10 +79,13 @@ class RetryingNackGenerator(NackGenerator):
         self.rtt, self.clock, self.max_tries, self.max_age, self.echo = rtt, clock, max_tries, max_age, echo
         self.asked: dict[int, _Asked] = {}  # sequence number -> when first missed, last asked, how often
         # How long a gap waits before its first NACK: packets that arrive out of order fill most gaps within
-        # a few ms (jitter reorders them). Learnt from how late the last REORDER_SAMPLES reordered packets
-        # came (with those that came sooner after a NACK than its retransmission could, so the wait does
-        # not learn only from what beat it): 1.25 times their REORDER_QUANTILE. A maximum would let one
-        # late packet (a stall on either host) add tens of ms to every repair that follows.
+        # a few ms (jitter reorders them). Learnt from how late the last REORDER_SAMPLES packets that filled
+        # a gap before it was asked for came: 1.25 times their REORDER_QUANTILE (only what beat the wait is
+        # seen, and 1.25 x 0.9 > 1 lets the wait grow until it covers that share). A maximum would let one
+        # late packet (a stall on either host) add tens of ms to every repair that follows. (Counting a
+        # packet that came sooner after its NACK than the RTCP round trip allows as reordered instead fed
+        # the wait its own length: on loopback, where RTCP's round trip is inflated by the hosts, it climbed
+        # to 50 ms.)
         self.reorder_wait = 0.005
         self.lateness: deque[float] = deque(maxlen=REORDER_SAMPLES)
 
@@ -101,10 +104,9 @@ class RetryingNackGenerator(NackGenerator):
             self.max_seq = seq
         else:
             asked = self.asked.pop(seq, None)
-            measured = self.rtt.measured()
-            if asked is not None and asked.tries and (measured is None or now - asked.first_sent >= 0.5 * measured):
+            if asked is not None and asked.tries:
                 self.rtt.sample(now - (asked.last_sent if asked.tries == 1 else asked.first_sent))
-            elif asked is not None:  # out of order, not lost (or sooner than a repair could come)
+            elif asked is not None:  # out of order, not lost: wait about that long before asking next time
                 self._reordered(now - asked.first_seen)
         oldest = uint16_add(self.max_seq, -RTP_HISTORY_SIZE)
         retry = self.rtt.retry_after()
