@@ -26,9 +26,9 @@ from .filters import box_blur, downscale, opencv_on, resize_bilinear
 # The reduced grid's height (rows), and the two passes' radii on it: at 480 rows (cells of 6 px), windows
 # of 78 and 30 frame pixels. The first reaches past the soft edge into the person and the background, the
 # second keeps the estimate local (on a 14 px ramp between two flat colours, radii of 6 and 2 left a mean
-# error of 1.9 grey levels, 4 and 1 left 3.8; a full-size grid with the paper's 90 and 6 px, 1.5). On the
-# CPU the grid's arrays stay under glibc's 128 KiB mmap threshold up to 1080p: at 120 rows the same
-# arithmetic took 4x as long, most of it in page faults.
+# error of 1.5 grey levels, 4 and 1 left 3.0, one pass 14.7; a full-size grid with the paper's 90 and 6 px,
+# 1.5). On the CPU the grid's arrays stay under glibc's 128 KiB mmap threshold up to 1080p: at 120 rows the
+# same arithmetic took 4x as long, most of it in page faults.
 _WORK_HEIGHT = 80
 _RADII = (6, 2)
 _TINY = 1e-4  # a weight below this is no weight (far from the person, Fm is never seen)
@@ -100,6 +100,7 @@ def _fuse(
 ) -> torch.Tensor:
     """F = lerp(Fm + a(Fm - Bm), I, a) at the plane's size, (N,C,H,W) uint8, Fm and Fm - Bm upsampled to it."""
     size = (plane.shape[-2], plane.shape[-1])
+    alpha = alpha.float()
     f_hat = resize_bilinear(f_hat, size, opencv)
     base = resize_bilinear(difference, size, opencv).mul_(alpha).add_(f_hat)
     return torch.lerp(base, plane.float(), alpha).round_().clamp_(0, 255).to(torch.uint8)
