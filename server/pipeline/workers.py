@@ -116,7 +116,8 @@ class PipelineWorkers:
             for _, future in jobs:
                 future.set_exception(exc)
             return
-        for (_, future), result in zip(jobs, results, strict=True):
-            future.set_result(result)
+        # Observed before the results go out: a frame a client holds has had its stages counted.
         if self._observe is not None and times is not None:
             self._observe(times, len(jobs))
+        for (_, future), result in zip(jobs, results, strict=True):
+            future.set_result(result)
