@@ -51,7 +51,7 @@ def test_a_request_before_the_copies_could_arrive_is_not_answered_again() -> Non
     clock = Clock()
     resend, sent, scheduled = resender(clock)
     asyncio.run(resend(7))
-    clock.now += 0.018  # the receiver's echo of the same request
+    clock.now += 0.03  # the receiver's echo of the same request, within two spacings (32 ms)
     asyncio.run(resend(7))
     assert sent == [7] and len(scheduled) == 1 and resend.ignored == 1
     clock.now += 0.09  # a retry a round trip later: both copies were lost

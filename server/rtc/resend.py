@@ -2,9 +2,10 @@
 retransmission (RTX), so a lost retransmission costs the viewer another round trip (a freeze of 200 ms or
 more at 40 ms each way). Here each NACKed packet is resent twice, a fifth of a round trip apart (10-30 ms:
 past most loss bursts), whatever the receiver does: browsers NACK once and ask again only a round trip
-later. A NACK for a packet resent less than half a round trip (at most 30 ms) ago is not answered again: it was sent
-before the first copy could arrive (a receiver that echoes its requests, as Backdrop's own does, or retries
-too soon), and the second copy is on its way. While the receiver reports more than 10% lost (a narrow
+later. A NACK for a packet resent less than two spacings (20-60 ms) ago is not answered again: the second
+copy has only just gone, and the request came before either could arrive (a receiver that echoes its
+requests, as Backdrop's own does, or retries too soon; on loopback, answering those too made a receiver
+that lost 1.8 s of packets get four copies of each every 12 ms). While the receiver reports more than 10% lost (a narrow
 link whose queue overflows: congestion.py), one copy only."""
 
 from __future__ import annotations
@@ -19,9 +20,6 @@ from aiortc import RTCRtpSender
 from . import aiortc_hooks
 from .nacks import Clock
 
-# At most this long (s) after a resend, a NACK for the same packet is taken for an echo: a round trip from
-# RTCP can be inflated by busy hosts, and a receiver's real retry must not wait on it.
-ECHO_WINDOW = 0.03
 REMEMBERED = 512  # packets whose last resend is remembered (aiortc keeps 128 in its history)
 
 
@@ -47,9 +45,9 @@ class Resender:
 
     def due(self, sequence: int) -> bool:
         """Whether a NACK for `sequence` now is answered (and noted as answered)."""
-        now, rtt = self.clock(), self.round_trip() or 0.1
+        now = self.clock()
         last = self.resent.get(sequence)
-        if last is not None and now - last < min(0.5 * rtt, ECHO_WINDOW):
+        if last is not None and now - last < 2 * self.spacing():
             self.ignored += 1
             return False
         self.resent[sequence] = now
