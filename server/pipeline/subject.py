@@ -3,9 +3,10 @@
 The mask's people are split into connected parts (p >= 0.5, 8-connected); people who touch make one part,
 which the person detector splits (`people`: each pixel goes to the nearest body, relative to its size).
 The subject is picked once: the part under a point (the nearest part when the point misses), or for
-"main" the largest part near the frame's centre. From then on it is followed: each frame keeps the parts
-that lie mostly within reach of where the subject was on the last frame (grown by how far a person moves
-between frames), so a limb that comes apart stays and a bystander does not. Someone who comes to touch
+"main" the largest part near the frame's centre, with the small pieces near it (a hand, a lock of hair).
+From then on it is followed: each frame keeps the parts that lie mostly within reach of where the subject
+was on the last frame (grown by how far a person moves between frames), so a limb that comes apart stays
+and a bystander does not. Someone who comes to touch
 the subject keeps their side: where the parts now join, each pixel goes to whoever was nearer it on the
 last frame. When what would be kept still grows well beyond the subject's usual size, the detector splits
 the parts; if it cannot, what lies beyond the reach is cut. When no part is within reach, the subject is away: what
@@ -141,6 +142,7 @@ def keep_subject(
     if state.choice != choice or (state.kept is not None and state.kept.shape != binary.shape):
         state = SubjectState(choice)
     parts = _Parts(binary)
+    keep: np.ndarray | None
     if state.kept is None or state.absent >= REACQUIRE:
         if parts.count > 1:
             parts.split_by_heads()
@@ -149,7 +151,7 @@ def keep_subject(
         picked = _pick(choice if state.kept is None else "main", parts)
         if picked is None:
             return torch.zeros_like(mask), SubjectState(choice, None, None, 0.0, state.absent + 1)
-        keep = parts.labels == picked
+        keep = _with_pieces(parts, picked, max(1, round(REACH * height)))
         usual = float(keep.sum())
     else:
         reach = _grow(state.kept, max(1, round(REACH * height)))
@@ -185,6 +187,16 @@ def _nearer(kept: np.ndarray, others: np.ndarray) -> np.ndarray:
     to_kept = cv2.distanceTransform((~kept).astype(np.uint8), cv2.DIST_L2, 3)
     to_others = cv2.distanceTransform((~others).astype(np.uint8), cv2.DIST_L2, 3)
     return to_kept <= to_others
+
+
+def _with_pieces(parts: _Parts, picked: int, reach: int) -> np.ndarray:
+    """The picked part's pixels, and those of the smaller parts within `reach` of it (a hand or a lock of
+    hair the threshold cut off): anything under `OTHERS` of its size is not someone else."""
+    keep = parts.labels == picked
+    near = np.bincount(parts.labels[_grow(keep, reach)], minlength=parts.count)
+    pieces = (near > 0) & (parts.areas < OTHERS * parts.areas[picked])
+    pieces[0] = False
+    return keep | pieces[parts.labels] if pieces.any() else keep
 
 
 def _within(parts: _Parts, reach: np.ndarray) -> np.ndarray | None:
