@@ -123,7 +123,8 @@ def subject_for(spec: str, truth: np.ndarray) -> Subject:
     at the pixel of `truth` ((H,W) bool) deepest inside their mask (a person's first frame, for a sequence)."""
     if spec != "click":
         return SessionConfig(subject=spec).subject
-    depth = cv2.distanceTransform(truth.astype(np.uint8), cv2.DIST_L2, 3)
+    # The frame's border counts as background: a person cut by it is clicked inside what is seen of them.
+    depth = cv2.distanceTransform(np.pad(truth.astype(np.uint8), 1), cv2.DIST_L2, 3)[1:-1, 1:-1]
     y, x = np.unravel_index(int(depth.argmax()), depth.shape)
     return SubjectPoint(x=(x + 0.5) / truth.shape[1], y=(y + 0.5) / truth.shape[0])
 
