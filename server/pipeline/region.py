@@ -152,13 +152,7 @@ def reaches_edge(mask: torch.Tensor, region: Region, frame: tuple[int, int]) -> 
     x0, x1 = max(0, round(left * scale_x)), min(w, round(right * scale_x))
     if y0 >= y1 or x0 >= x1:
         return False
-    p = mask[0, 0, y0:y1, x0:x1]
-    return bool(
-        (top > 0 and p[0].max() >= PERSON)
-        or (bottom < frame[0] and p[-1].max() >= PERSON)
-        or (left > 0 and p[:, 0].max() >= PERSON)
-        or (right < frame[1] and p[:, -1].max() >= PERSON)
-    )
+    return touches_edge(mask[..., y0:y1, x0:x1], region, frame)
 
 
 def canvas_size(frame: tuple[int, int], longest: int = 320) -> tuple[int, int]:

@@ -71,12 +71,10 @@ class _Parts:
         self.count, self.labels, stats, self.centres = cv2.connectedComponentsWithStats(binary, connectivity=8)
         self.areas = stats[:, cv2.CC_STAT_AREA].astype(np.int64)
         self.areas[0] = 0
-        self.split = False
 
     def split_by(self, people: list[Body]) -> None:
         """Each part that holds several people's centres divided between them: each pixel to the nearest
         body, its distance counted in that body's radius."""
-        self.split = True
         height, width = self.labels.shape
         by_part: dict[int, list[tuple[float, float, float]]] = {}
         for body in people:
