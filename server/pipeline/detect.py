@@ -3,12 +3,13 @@
 The frame is letterboxed (scaled to fit, centred, black bars) to the detector's square input, as the
 detector was trained. Each detection's keypoints 0 (hips) and 1 (on the circle around the body) give the
 body's square; the box returned covers every detection above the score threshold, so the region covers
-all the people in the frame.
+all the people in the frame. `bodies` gives them one by one, for subject selection.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -33,26 +34,30 @@ def letterbox(frame: DeviceFrame, size: int) -> tuple[torch.Tensor, float, tuple
     return F.pad(fitted, (left, size - w - left, top, size - h - top)), scale, (top, left)
 
 
-def body_box(
-    scores: torch.Tensor,
-    keypoints: torch.Tensor,
-    frame: tuple[int, int],
+def detect(
+    detector: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    frame: DeviceFrame,
     size: int,
-    scale: float,
-    padding: tuple[int, int],
-) -> Box | None:
-    """The box (fractions of the frame) around every detection's body square, or None if nobody is there.
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """The people a detector (square input of `size`) finds on a frame, best first: (D,2,2) keypoints 0 (the
+    hips) and 1 (on the circle around the body) of each detection above the score threshold, as (x, y) in
+    frame pixels (the letterbox undone), on the CPU."""
+    square, scale, (top, left) = letterbox(frame, size)
+    scores, keypoints = detector(square.to(dtype))
+    found = (scores[0] >= SCORE).nonzero()[:, 0]
+    found = found[scores[0, found].argsort(descending=True)]
+    points = keypoints[0, found, :2].float().cpu() * size
+    return (points - torch.tensor([float(left), float(top)])) / scale
 
-    `scores` (A,) and `keypoints` (A,4,2) are one frame's detector outputs, the keypoints as fractions of
-    the letterboxed input."""
-    found = (scores >= SCORE).nonzero()[:, 0]
-    if len(found) == 0:
+
+def body_box(points: torch.Tensor, frame: tuple[int, int]) -> Box | None:
+    """The box (fractions of the frame) around every detection's body square (`detect`'s points), or None if
+    nobody is there."""
+    if len(points) == 0:
         return None
     height, width = frame
-    # Keypoints in frame pixels: undo the letterbox.
-    points = keypoints[found, :2].float().cpu() * size
-    xs = (points[..., 0] - padding[1]) / scale
-    ys = (points[..., 1] - padding[0]) / scale
+    xs, ys = points[..., 0], points[..., 1]
     radius = torch.hypot(xs[:, 1] - xs[:, 0], ys[:, 1] - ys[:, 0])
     # Not clipped to the frame: a person seen from the waist up has their hips, the square's centre, below
     # it, and the pose segmenter expects the square MediaPipe would give it (black outside the frame).
@@ -65,26 +70,12 @@ def body_box(
     return top, bottom, left, right
 
 
-def bodies(
-    scores: torch.Tensor,
-    keypoints: torch.Tensor,
-    frame: tuple[int, int],
-    size: int,
-    scale: float,
-    padding: tuple[int, int],
-) -> list[Body]:
-    """Each person the detector found once (its anchors overlap: the best-scored of each cluster stays),
-    best first; the outputs as in `body_box`."""
-    found = (scores >= SCORE).nonzero()[:, 0]
-    if len(found) == 0:
-        return []
-    found = found[scores[found].argsort(descending=True)]
+def bodies(points: torch.Tensor, frame: tuple[int, int]) -> list[Body]:
+    """Each person the detector found once (`detect`'s points, best first; its anchors overlap: the first of
+    each cluster stays), best first."""
     height, width = frame
-    points = keypoints[found, :2].float().cpu() * size
-    xs = ((points[..., 0] - padding[1]) / scale).tolist()
-    ys = ((points[..., 1] - padding[0]) / scale).tolist()
     kept: list[tuple[float, float, float]] = []
-    for (x0, x1), (y0, y1) in zip(xs, ys, strict=True):
+    for (x0, y0), (x1, y1) in points.tolist():
         radius = math.hypot(x1 - x0, y1 - y0)
         if not (math.isfinite(x0 + y0 + radius) and radius > 0):
             continue

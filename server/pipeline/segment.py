@@ -15,7 +15,7 @@ from models.wrappers import CompiledOnCPU
 from models.zoo import ModelRegistry, Network, Plan, check_precision, default_device
 
 from .config import Subject
-from .detect import Box, bodies, body_box, letterbox
+from .detect import Box, bodies, body_box, detect
 from .filters import resize_bilinear
 from .frames import DeviceFrame
 from .region import (
@@ -252,10 +252,7 @@ def segment_regions(
 def find_people(models: ModelCache, picture: DeviceFrame) -> list[Body]:
     """Everyone the person detector finds on a frame, once each."""
     network = models.registry.people_detector()
-    size = network.input_size[0]
-    square, scale, padding = letterbox(picture, size)
-    scores, keypoints = models.detector(network)(square.to(models.dtype))
-    return bodies(scores[0], keypoints[0], picture.size, size, scale, padding)
+    return bodies(detect(models.detector(network), picture, network.input_size[0], models.dtype), picture.size)
 
 
 def _find(
@@ -271,12 +268,9 @@ def _find(
     for finder, indices in by_finder.items():
         if finder.detector:
             detector = models.detector(finder)
-            size = finder.input_size[0]
             for i in indices:
-                square, scale, padding = letterbox(pictures[i], size)
-                scores, keypoints = detector(square.to(models.dtype))
-                frame = pictures[i].size
-                boxes[i] = body_box(scores[0], keypoints[0], frame, size, scale, padding)
+                points = detect(detector, pictures[i], finder.input_size[0], models.dtype)
+                boxes[i] = body_box(points, pictures[i].size)
         else:
             found = _whole_frames(models, [pictures[i] for i in indices], [finder] * len(indices))
             for i, mask in zip(indices, found, strict=True):
