@@ -19,7 +19,7 @@ def runs(pipeline: Pipeline, frames: list[np.ndarray], config: SessionConfig) ->
     for frame in frames:
         result = pipeline.process_one(frame, state, config)
         state = result.state
-        ran.append(state.smoothing.since_model == 0)
+        ran.append(state.smoothing.model_ran)
         out.append(result.pixels)
     return ran, out
 
@@ -46,11 +46,11 @@ def test_a_cut_or_a_config_change_runs_the_model_at_once(
         state = pipeline.process_one(astronaut, state, config).state
     assert state.smoothing.since_model == 2
     state = pipeline.process_one(other, state, config).state  # a cut: the flow explains nothing
-    assert state.smoothing.since_model == 0
+    assert state.smoothing.model_ran
     state = pipeline.process_one(other, state, config).state
     assert state.smoothing.since_model == 1
     state = pipeline.process_one(other, state, config.updated({"color": "#ff0000"})).state
-    assert state.smoothing.since_model == 0
+    assert state.smoothing.model_ran
 
 
 @pytest.mark.unit

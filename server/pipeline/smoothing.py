@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from .config import SessionConfig
 
 # Changes smaller than about this are treated as noise rather than motion.
 _NOISE_LEVEL = 0.2
@@ -22,7 +26,12 @@ class SmoothingState:
     key: tuple | None = None  # (frame size, model) it was made for: smoothing restarts when it changes
     grey: np.ndarray | None = None  # the frame's luma at mask size, for the flow to the next
     since_model: int = 0  # frames since the model last ran (config.keyframes): 0 on a frame it ran on
-    config: object = None  # the session config the mask was made with: a change runs the model again
+    config: SessionConfig | None = None  # the session config the mask was made with: a change runs the model again
+
+    @property
+    def model_ran(self) -> bool:
+        """Whether the model made this frame's mask (rather than the last mask moved along the flow)."""
+        return self.since_model == 0
 
 
 def smooth_mask(

@@ -80,7 +80,7 @@ class BackgroundReplacementTrack(MediaStreamTrack):
             submitted = Frame(Planes.of_video_frame(frame), self._state, config, plan)
             processed = await asyncio.wrap_future(self._workers.submit(submitted))
             self._state = processed.state
-            model_ran = config.mode != "none" and processed.state.smoothing.since_model == 0
+            model_ran = config.mode != "none" and processed.state.smoothing.model_ran
             out = processed.planes.video_frame()
         except asyncio.CancelledError:
             raise

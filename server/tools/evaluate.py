@@ -249,7 +249,7 @@ def evaluate_sequences(
             if chosen is None:
                 chosen = config.updated({"subject": subject_for(subject, truth.numpy())})
             result = pipeline.masks([Frame(image, state, chosen)])[0]
-            runs += result.state.smoothing.since_model == 0
+            runs += result.state.smoothing.model_ran
             state = result.state
             warping.add(image, result.mask)
             prediction = result.mask.cpu() >= 0.5
@@ -315,7 +315,7 @@ def evaluate_video(
     ):
         results = pipeline.masks([Frame(frame, state, config) for state, config in zip(states, configs, strict=True)])
         states = [r.state for r in results]
-        runs += states[1].smoothing.since_model == 0
+        runs += states[1].smoothing.model_ran
         for k, result in enumerate(results):
             warping[k].add(frame, result.mask)
             before = previous[k]
