@@ -27,7 +27,7 @@ from .config import Subject, SubjectPoint
 
 PERSON = 0.5  # probability from which a pixel belongs to a person
 REACH = 0.05  # how far a subject may move between frames, as a fraction of the mask's height
-GROWTH = 1.6  # a kept part larger than this times the subject's last area is cut back to the reach
+GROWTH = 1.6  # kept parts larger than this times the subject's usual area are split, else cut back to the reach
 SPECK = 0.002  # parts smaller than this share of the mask are nobody, when picking
 CENTRE_WEIGHT = 0.75  # "main": a part's area counts less by this much at the frame's corners
 FRINGE = 1  # pixels (of the parts' grid) of soft edge kept around the kept parts: the mask's ramp below PERSON
