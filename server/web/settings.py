@@ -137,11 +137,11 @@ class ServerSettings(DeviceSettings):
         "(mobile), a start that does not overfill them; the receiver's estimate and the loss it reports move it",
     )
     vp8_speed: int = Field(
-        8,
+        6,
         ge=4,
         le=16,
         description="libvpx's real-time encoding speed for VP8 sent back: 4 (best pictures) to 16 (least CPU); "
-        "aiortc's is 6 (8: 0.9x its time for 0.1-0.2 dB)",
+        "aiortc's is 6",
     )
     drain_timeout: float = Field(
         30.0,
