@@ -15,7 +15,7 @@ import torch
 from .backgrounds import BackgroundState, BackgroundStore
 from .config import SessionConfig
 from .filters import blend, box_blur, downscale, gaussian_blur, max_filter, resize_bilinear
-from .foreground import foreground
+from .foreground import over
 from .frames import cover_fit, rgb_to_yuv
 from .yuv import RGB_TO_YUV
 
@@ -80,7 +80,7 @@ def composite(
     chroma_weight = downscale(weight, _size(uv))
     if edges:
         chroma_mask = chroma_weight if weight is mask else downscale(mask, _size(uv))
-        y, uv = foreground(y, uv, mask, chroma_mask)
+        return over(background, y, uv, mask, (weight, chroma_weight), chroma_mask)
     return blend(background[0], y, weight), blend(background[1], uv, chroma_weight)
 
 

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import torch
 
-from .filters import box_blur, downscale, opencv_on, resize_bilinear
+from .filters import blend, box_blur, downscale, opencv_on, resize_bilinear
 
 # The reduced grid's height (rows), and the two passes' radii on it: at 480 rows (cells of 6 px), windows
 # of 78 and 30 frame pixels. The first reaches past the soft edge into the person and the background, the
@@ -44,11 +44,7 @@ def foreground(
     """Y (N,1,H,W) and UV (N,2,h,w) uint8 planes and the mask (N,1,H,W) in [0,1] -> the planes with the
     person's estimated colour where 0 < mask < 1 (the frame's own where it is 1), uint8, to be blended with
     that mask; `chroma_mask`: the mask at the chroma's size as compositing shrinks it (made here if None)."""
-    height, width = y.shape[-2:]
-    factor = max(1, round(height / _WORK_HEIGHT))
-    grid = (-(-height // factor), -(-width // factor))
-    if chroma_mask is None:
-        chroma_mask = downscale(mask, (uv.shape[-2], uv.shape[-1]), opencv)
+    grid, chroma_mask = _grid(y, uv, mask, chroma_mask, opencv)
     if opencv_on(y, opencv) and mask.dtype == torch.float32 and chroma_mask.dtype == torch.float32:
         return _foreground_opencv(y, uv, mask, chroma_mask, grid)
     # Sampled, not averaged: the grid's alpha and colours come from the same pixels, and the passes' box
@@ -60,11 +56,51 @@ def foreground(
     return fy, _fuse(uv, chroma_mask, f_hat[:, 1:], difference[:, 1:], opencv)
 
 
-def _foreground_opencv(
-    y: torch.Tensor, uv: torch.Tensor, mask: torch.Tensor, chroma_mask: torch.Tensor, grid: tuple[int, int]
+def over(
+    background: tuple[torch.Tensor, torch.Tensor],
+    y: torch.Tensor,
+    uv: torch.Tensor,
+    mask: torch.Tensor,
+    weights: tuple[torch.Tensor, torch.Tensor],
+    chroma_mask: torch.Tensor | None = None,
+    opencv: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """`foreground` on the CPU: NumPy and OpenCV throughout (torch's per-operation cost, and its copies,
-    were a third of the time)."""
+    """The person, in the colour `foreground` estimates, over `background` (Y and UV uint8 planes, or (N,C,1,1)
+    values), blended with `weights` (the Y and the chroma's, (N,1,H,W) and (N,1,h,w) in [0,1]): the composited
+    Y and UV uint8 planes. On the CPU in one pass per plane, the estimate kept in float (rounding it to uint8
+    and blending that took 0.3 ms more a 640x480 frame)."""
+    grid, chroma_mask = _grid(y, uv, mask, chroma_mask, opencv)
+    tensors = (mask, chroma_mask, *weights)
+    if opencv_on(y, opencv) and all(t.dtype == torch.float32 for t in tensors):
+        return _foreground_opencv(y, uv, mask, chroma_mask, grid, (background, weights))
+    fy, fuv = foreground(y, uv, mask, chroma_mask, opencv)
+    return blend(background[0], fy, weights[0], opencv), blend(background[1], fuv, weights[1], opencv)
+
+
+def _grid(
+    y: torch.Tensor, uv: torch.Tensor, mask: torch.Tensor, chroma_mask: torch.Tensor | None, opencv: bool | None
+) -> tuple[tuple[int, int], torch.Tensor]:
+    """The reduced grid's size (rows, columns) for `y`'s size, and the chroma's mask (made if None)."""
+    height, width = y.shape[-2:]
+    factor = max(1, round(height / _WORK_HEIGHT))
+    if chroma_mask is None:
+        chroma_mask = downscale(mask, (uv.shape[-2], uv.shape[-1]), opencv)
+    return (-(-height // factor), -(-width // factor)), chroma_mask
+
+
+_Over = tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # background, weights
+
+
+def _foreground_opencv(
+    y: torch.Tensor,
+    uv: torch.Tensor,
+    mask: torch.Tensor,
+    chroma_mask: torch.Tensor,
+    grid: tuple[int, int],
+    over: _Over | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`foreground` (or, with `over`, `over`) on the CPU: NumPy and OpenCV throughout (torch's per-operation
+    cost, and its copies, were a third of the time)."""
     fy = torch.empty(y.shape, dtype=torch.uint8)
     fuv = torch.empty(uv.shape, dtype=torch.uint8)
     size = (grid[1], grid[0])
@@ -73,9 +109,24 @@ def _foreground_opencv(
         image = [cv2.resize(plane, size, interpolation=cv2.INTER_LINEAR).astype(np.float32) for plane in planes]
         chroma_alpha = np.ascontiguousarray(chroma_mask[n, 0].numpy())
         means = _local_means_opencv(image, cv2.resize(chroma_alpha, size, interpolation=cv2.INTER_LINEAR))
-        _fuse_opencv(planes[:1], np.ascontiguousarray(mask[n, 0].numpy()), means[:1], fy[n].numpy())
-        _fuse_opencv(planes[1:], chroma_alpha, means[1:], fuv[n].numpy())
+        alpha = np.ascontiguousarray(mask[n, 0].numpy())
+        luma_over = chroma_over = None
+        if over is not None:  # each weight the very array of its mask where it is the mask (no light wrap)
+            (background_y, background_uv), (weight_y, weight_uv) = over
+            luma_weight = alpha if weight_y is mask else np.ascontiguousarray(weight_y[n, 0].numpy())
+            chroma_weight = chroma_alpha if weight_uv is chroma_mask else np.ascontiguousarray(weight_uv[n, 0].numpy())
+            luma_over = (_plane_values(background_y, n), luma_weight)
+            chroma_over = (_plane_values(background_uv, n), chroma_weight)
+        _fuse_opencv(planes[:1], alpha, means[:1], fy[n].numpy(), luma_over)
+        _fuse_opencv(planes[1:], chroma_alpha, means[1:], fuv[n].numpy(), chroma_over)
     return fy, fuv
+
+
+def _plane_values(background: torch.Tensor, n: int) -> list[np.ndarray | float]:
+    """The background's planes of image `n`: (H,W) uint8 arrays, or one value each where it is (N,C,1,1)."""
+    if background.shape[-2:] == (1, 1):
+        return [float(value) for value in background[min(n, background.shape[0] - 1), :, 0, 0]]
+    return [np.ascontiguousarray(plane.numpy()) for plane in background[n]]
 
 
 def _local_means(image: torch.Tensor, alpha: torch.Tensor, opencv: bool | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,11 +186,16 @@ def _local_means_opencv(image: list[np.ndarray], alpha: np.ndarray) -> list[tupl
 
 
 def _fuse_opencv(
-    planes: list[np.ndarray], alpha: np.ndarray, means: list[tuple[np.ndarray, np.ndarray]], out: np.ndarray
+    planes: list[np.ndarray],
+    alpha: np.ndarray,
+    means: list[tuple[np.ndarray, np.ndarray]],
+    out: np.ndarray,
+    over: tuple[list[np.ndarray | float], np.ndarray] | None = None,
 ) -> None:
     """`_fuse` on the CPU: (H,W) uint8 planes of one size, their (H,W) alpha, each plane's grid means -> `out`
-    (C,H,W) uint8. OpenCV's SIMD kernels in this thread's scratch buffers (fresh full-size buffers cost more
-    in page faults than the arithmetic: 3.7 against 0.4 ms for a 640x480 plane)."""
+    (C,H,W) uint8; with `over` (each plane's background, an (H,W) uint8 array or a value, and the (H,W)
+    weight), that blended over the background. OpenCV's SIMD kernels in this thread's scratch buffers (fresh
+    full-size buffers cost more in page faults than the arithmetic: 3.7 against 0.4 ms for a 640x480 plane)."""
     size = alpha.shape
     upsampled, base, inverse = _scratch(size)
     np.subtract(1.0, alpha, out=inverse)
@@ -150,9 +206,31 @@ def _fuse_opencv(
         cv2.add(base, upsampled, dst=base)
         np.copyto(upsampled, plane, casting="unsafe")  # the frame's values, as float
         cv2.blendLinear(upsampled, base, alpha, inverse, dst=upsampled)
+        if over is not None:
+            _blend_over(upsampled, over[0][channel], over[1], base, inverse if over[1] is alpha else None)
         # Negative values to 0 first: convertScaleAbs rounds and saturates at 255, but takes |x|.
         np.maximum(upsampled, 0.0, out=upsampled)
         cv2.convertScaleAbs(upsampled, dst=out[channel])
+
+
+def _blend_over(
+    person: np.ndarray,
+    background: np.ndarray | float,
+    weight: np.ndarray,
+    spare: np.ndarray,
+    inverse: np.ndarray | None,
+) -> None:
+    """`person` (float, in place) blended over `background` with `weight`; `spare` a float buffer of its size,
+    `inverse` 1 - weight if at hand."""
+    if isinstance(background, float):  # a plain colour: c + w(F - c)
+        np.subtract(person, background, out=person)
+        cv2.multiply(person, weight, dst=person)
+        np.add(person, background, out=person)
+        return
+    if inverse is None:
+        inverse = np.subtract(1.0, weight, dtype=np.float32)
+    np.copyto(spare, background, casting="unsafe")
+    cv2.blendLinear(person, spare, weight, inverse, dst=person)
 
 
 _local = threading.local()
