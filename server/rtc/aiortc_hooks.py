@@ -30,6 +30,17 @@ into it through the functions here. Nothing in site-packages is edited. The hook
 10. `RTCRtpSender._retransmit`: what a sender does for each sequence number a NACK lists (resends it as RTX
    from its history of 128 packets); replaced per sender, the original kept (`retransmitter`,
    `set_retransmitter`: `resend.resend_twice`).
+12. `RTCDtlsTransport._send_rtp` and `RTCDtlsTransport._handle_rtp_data`: the bytes of every RTP packet a
+   transport sends (before SRTP) and receives (after SRTP, before aiortc parses and routes it); replaced per
+   transport, the originals kept (`rtp_sender`, `set_rtp_sender`, `rtp_handler`, `set_rtp_handler`:
+   `fec.protect`, which wraps video in RED with FEC and unwraps and repairs it).
+13. `RTCRtpSender._ssrc`, `RTCRtpSender._rtx_ssrc` and `RTCRtpSender._handle_rtcp_packet`: a sender's two
+   streams, and what it does with each RTCP packet routed to it; the latter replaced per sender, the original
+   kept (`sender_ssrcs`, `rtcp_handler`, `set_rtcp_handler`: `fec.protect`, which sizes its protection from
+   the receiver reports).
+14. `RTCRtpReceiver.__remote_streams` and `StreamStatistics.packets_received`: the count of packets received
+   per stream that its receiver reports give the loss from (`uncounted`: `fec.protect`, so that a packet
+   rebuilt from FEC or unwrapped from RTX for RED is not counted as received, as libwebrtc does not).
 
 Name-mangled attributes fail silently when a release renames them (aiortc would read its own, and ours would
 sit unused), so the version is checked where this module is imported, which is before any server, client or
@@ -38,6 +49,7 @@ session exists: another aiortc stops the program with `AiortcVersionError`.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 from collections.abc import Awaitable, Callable, Iterator
 from importlib.metadata import version
@@ -46,7 +58,7 @@ from aiortc import RTCPeerConnection, RTCRtpCodecParameters, RTCRtpReceiver, RTC
 from aiortc.codecs import vpx
 from aiortc.codecs.base import Encoder
 from aiortc.jitterbuffer import JitterBuffer
-from aiortc.rtcdtlstransport import RTCCertificate, SRTPProtectionProfile
+from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsTransport, SRTPProtectionProfile
 from aiortc.rtcrtpreceiver import NackGenerator
 from aiortc.rtp import RtpPacket
 from OpenSSL import SSL
@@ -173,3 +185,57 @@ def retransmitter(sender: RTCRtpSender) -> Callable[[int], Awaitable[None]]:
 def set_retransmitter(sender: RTCRtpSender, resend: Callable[[int], Awaitable[None]]) -> None:
     """Have `sender` call `resend` for each sequence number a NACK lists."""
     sender._retransmit = resend  # type: ignore[method-assign,assignment]
+
+
+# 12. The RTP bytes a transport sends and receives.
+def rtp_sender(transport: RTCDtlsTransport) -> Callable[[bytes], Awaitable[None]]:
+    """`transport`'s own send of one RTP or RTCP packet's bytes (it protects them with SRTP)."""
+    send: Callable[[bytes], Awaitable[None]] = transport._send_rtp
+    return send
+
+
+def set_rtp_sender(transport: RTCDtlsTransport, send: Callable[[bytes], Awaitable[None]]) -> None:
+    """Have every sender on `transport` send its RTP and RTCP packets' bytes through `send`."""
+    transport._send_rtp = send  # type: ignore[method-assign,assignment]
+
+
+def rtp_handler(transport: RTCDtlsTransport) -> Callable[[bytes, int], Awaitable[None]]:
+    """`transport`'s own handling of one received RTP packet's bytes (parse, route to its receiver)."""
+    handle: Callable[[bytes, int], Awaitable[None]] = transport._handle_rtp_data
+    return handle
+
+
+def set_rtp_handler(transport: RTCDtlsTransport, handle: Callable[[bytes, int], Awaitable[None]]) -> None:
+    """Have `transport` pass each received RTP packet's bytes (and arrival ms) to `handle`."""
+    transport._handle_rtp_data = handle  # type: ignore[method-assign,assignment]
+
+
+# 13. A sender's streams and its RTCP.
+def sender_ssrcs(sender: RTCRtpSender) -> tuple[int, int]:
+    """(media SSRC, RTX SSRC) of `sender`."""
+    return sender._ssrc, sender._rtx_ssrc
+
+
+def rtcp_handler(sender: RTCRtpSender) -> Callable[..., Awaitable[None]]:
+    """`sender`'s own handling of an RTCP packet routed to it."""
+    handle: Callable[..., Awaitable[None]] = sender._handle_rtcp_packet
+    return handle
+
+
+def set_rtcp_handler(sender: RTCRtpSender, handle: Callable[..., Awaitable[None]]) -> None:
+    """Have the RTCP packets routed to `sender` go to `handle`."""
+    sender._handle_rtcp_packet = handle  # type: ignore[method-assign,assignment]
+
+
+# 14. What a receiver counts as received.
+@contextlib.contextmanager
+def uncounted(receiver: RTCRtpReceiver, ssrc: int) -> Iterator[None]:
+    """Whatever `receiver` counts as received on stream `ssrc` inside the block is taken back out."""
+    streams: dict = getattr(receiver, "_RTCRtpReceiver__remote_streams", {})
+    before = streams[ssrc].packets_received if ssrc in streams else 0
+    try:
+        yield
+    finally:
+        stream = streams.get(ssrc)
+        if stream is not None and stream.packets_received > before:
+            stream.packets_received -= stream.packets_received - before

@@ -76,7 +76,15 @@ class RecoveringJitterBuffer(MarkerJitterBuffer):
         seq = packet.sequence_number
         if self.newest is None or uint16_gt(seq, self.newest) or uint16_add(self.newest, -seq) >= MAX_MISORDER:
             self.newest = seq  # newer, or a sender that started over (aiortc's buffer resets then too)
-        pli, frame = super().add(packet)
+        if not packet.payload and (self._origin is None or seq == self._origin):
+            # A filler (a FEC packet's number, fec.py): it only closes a gap in the numbers, so at the head
+            # it is passed over, not held (aiortc's timestamp rule would hand it on as an empty frame).
+            if self._origin is None:
+                return False, None
+            self.remove(1)
+            pli, frame = False, self._complete()
+        else:
+            pli, frame = super().add(packet)
         try:
             if self.awaiting_key and packet.payload_type in self.vp8_types and _vp8_starts_keyframe(packet):
                 self.last_pli = self.clock() + 1.0  # a keyframe is on its way: no more asking while it comes
@@ -106,6 +114,12 @@ class RecoveringJitterBuffer(MarkerJitterBuffer):
             pli, self.last_pli = True, now
         self.keyframe_requests += pli
         return pli, frame
+
+    def remove(self, count: int) -> None:
+        super().remove(count)
+        # Fillers never head the buffer (see `add`): those the removal uncovered are passed over too.
+        while (head := next(aiortc_hooks.buffered(self), None)) is not None and not head.payload:
+            super().remove(1)
 
     def drain(self, most: int = 64) -> list[JitterFrame]:
         """The frames that are complete behind the one `add` returned (after a stall, a backlog that aiortc

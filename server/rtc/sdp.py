@@ -1,4 +1,5 @@
-"""What the WHIP/WHEP exchanges need to know of SDP: an offer's video direction, trickled ICE fragments."""
+"""What the WHIP/WHEP exchanges need to know of SDP: an offer's video direction, trickled ICE fragments, and the
+payload types of forward error correction (RED, ULPFEC), which aiortc does not know."""
 
 from __future__ import annotations
 
@@ -74,3 +75,61 @@ def parse_fragment(text: str) -> Fragment:
         elif line[:2] not in ("a=", "m=", "c="):
             raise Malformed(f"not an SDP fragment line: {line[:120]}", "sdpfrag")
     return Fragment(ufrag, pwd, candidates, end)
+
+
+def _video_section(lines: list[str]) -> tuple[int, int] | None:
+    """(first, end) line indices of the first video media section."""
+    start = next((i for i, line in enumerate(lines) if line.startswith("m=video ")), None)
+    if start is None:
+        return None
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("m=")), len(lines))
+    return start, end
+
+
+def fec_payload_types(sdp: str) -> tuple[int, int, int | None] | None:
+    """(RED, ULPFEC, RTX for RED or None) as the first video section maps them; None without RED and ULPFEC."""
+    lines = sdp.splitlines()
+    section = _video_section(lines)
+    if section is None:
+        return None
+    names: dict[int, str] = {}
+    apt: dict[int, int] = {}
+    for line in lines[section[0] : section[1]]:
+        if line.startswith("a=rtpmap:"):
+            number, _, name = line[len("a=rtpmap:") :].partition(" ")
+            if number.isdigit():
+                names[int(number)] = name.split("/")[0].lower()
+        elif line.startswith("a=fmtp:") and "apt=" in line:
+            number, _, params = line[len("a=fmtp:") :].partition(" ")
+            value = params.split("apt=")[1].split(";")[0].strip()
+            if number.isdigit() and value.isdigit():
+                apt[int(number)] = int(value)
+    red = next((pt for pt, name in names.items() if name == "red"), None)
+    ulpfec = next((pt for pt, name in names.items() if name == "ulpfec"), None)
+    if red is None or ulpfec is None:
+        return None
+    rtx = next((pt for pt, name in names.items() if name == "rtx" and apt.get(pt) == red), None)
+    return red, ulpfec, rtx
+
+
+def offer_fec(sdp: str) -> str:
+    """`sdp` (an offer aiortc made) with RED, ULPFEC and RTX for RED added to its first video section, on
+    dynamic payload types it leaves free, as a browser offers them (aiortc itself offers neither)."""
+    newline = "\r\n" if "\r\n" in sdp else "\n"
+    lines = sdp.splitlines()
+    section = _video_section(lines)
+    if section is None or fec_payload_types(sdp) is not None:
+        return sdp
+    used = {int(pt) for line in lines if line.startswith("m=") for pt in line.split()[3:] if pt.isdigit()}
+    red, ulpfec, rtx = [pt for pt in range(96, 128) if pt not in used][:3]
+    start, end = section
+    lines[start] += f" {red} {ulpfec} {rtx}"
+    codec_lines = [i for i in range(start, end) if lines[i].startswith(("a=rtpmap:", "a=fmtp:", "a=rtcp-fb:"))]
+    at = (codec_lines[-1] if codec_lines else start) + 1
+    lines[at:at] = [
+        f"a=rtpmap:{red} red/90000",
+        f"a=rtpmap:{ulpfec} ulpfec/90000",
+        f"a=rtpmap:{rtx} rtx/90000",
+        f"a=fmtp:{rtx} apt={red}",
+    ]
+    return newline.join(lines) + newline
