@@ -369,6 +369,7 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
             args.processes,
             args.client_receive == "marker",
             network,
+            fec=args.fec,
         )
     )
     if args.output:
@@ -743,6 +744,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--network", default="", metavar="SPEC", help="the same impairment both ways (--uplink/--downlink add to it)"
     )
     load.add_argument("--seed", type=int, default=0, help="seed of the impairments' draws (default: 0)")
+    load.add_argument(
+        "--fec",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the client peers offer forward error correction (ULPFEC in RED), and a server it starts takes it "
+        "(--no-fec: neither, for a comparison in the same build) (default: on)",
+    )
     load.add_argument("--output", type=Path, default=None, help="also write the JSON report to this file")
     load.add_argument("--json", action="store_true", help="print JSON")
     load.set_defaults(func=cmd_loadtest, compile_default=True)

@@ -10,6 +10,7 @@ import re
 import numpy as np
 import pytest
 
+from server.rtc.fec import totals
 from server.tools.client import Network, Peer, count_frames, freezes
 from server.tools.impair import GilbertElliott, Impairment, Link, is_media
 
@@ -122,3 +123,52 @@ async def test_a_client_that_nacks_once_gets_each_lost_packet_resent_twice(make_
     resent = sum(n for link in peer.links for pt, n in link.received.rtp.items() if pt in rtx)
     assert dropped[0] >= 15
     assert resent >= 1.8 * dropped[0], (resent, dropped[0])  # aiortc's sender alone: one each
+
+
+async def test_fec_repairs_losses_both_ways_where_both_ends_offer_it(make_client, frames) -> None:
+    """The project's client offers RED and ULPFEC as browsers do and the server takes them: through bursty
+    loss both ways, each end rebuilds lost packets from the other's FEC packets (server/rtc/fec.py) and the
+    picture keeps coming."""
+    client = await make_client()
+    lossy = Impairment(loss=0.05, burst=2, delay_ms=20, jitter_ms=5)
+    peer = Peer(frames, network=Network(lossy, lossy, seed=5))
+    answer = await open_session(client, peer, {"mode": "color", "color": "#ff0000"})
+    arrivals: list[float] = []
+    try:
+        count = await count_frames(peer, 8.0, arrivals)
+        last = (await peer.frames(1))[0]
+        response = await client.get(answer["resource"])
+        stats = (await response.json())["stats"]
+    finally:
+        await peer.close()
+    assert re.search(r"a=rtpmap:\d+ red/90000", answer["sdp"]) and re.search(
+        r"a=rtpmap:\d+ ulpfec/90000", answer["sdp"]
+    )
+    mine = totals(peer.fec_links)
+    assert stats["fec_sent"] > 50 and stats["fec_received"] > 50, stats  # both ends protect what they send
+    assert stats["fec_recovered"] >= 5, stats  # the server rebuilt lost uplink packets
+    assert mine["fec_recovered"] >= 5 and mine["fec_sent"] > 50, mine  # and the client lost downlink ones
+    assert count >= 8 * 10, f"{count} frames in 8 s"
+    assert freezes(arrivals)["longest_freeze_ms"] <= LONGEST_FREEZE_MS
+    for corner in (TOP_LEFT, TOP_RIGHT):
+        assert np.abs(region(last, corner) - (255, 0, 0)).mean() < 40
+
+
+async def test_a_client_without_red_and_ulpfec_streams_as_before(make_client, frames) -> None:
+    """An aiortc client that offers no FEC (as aiortc alone does) gets an answer without it, and its session
+    streams over a lossy network on NACKs alone."""
+    client = await make_client()
+    lossy = Impairment(loss=0.02, burst=2, delay_ms=10)
+    peer = Peer(frames, network=Network(lossy, lossy, seed=2), fec=False)
+    answer = await open_session(client, peer, {"mode": "color", "color": "#0000ff"})
+    try:
+        count = await count_frames(peer, 4.0)
+        last = (await peer.frames(1))[0]
+        response = await client.get(answer["resource"])
+        stats = (await response.json())["stats"]
+    finally:
+        await peer.close()
+    assert "red/90000" not in answer["sdp"] and "ulpfec" not in answer["sdp"]
+    assert peer.fec_links == [] and stats["fec_sent"] == stats["fec_recovered"] == 0, stats
+    assert count >= 4 * 10, f"{count} frames in 4 s"
+    assert np.abs(region(last, TOP_LEFT) - (0, 0, 255)).mean() < 40

@@ -23,6 +23,7 @@ class SessionPolicy:
     default_model: str = "general"
     max_players: int = 8  # WHEP players per session
     encoders: EncoderSettings = field(default_factory=EncoderSettings)  # answers' codec, bitrate ceiling
+    fec: bool = True  # answer an offer's RED and ULPFEC: forward error correction both ways (fec.py)
 
     def peer_connection(self) -> RTCPeerConnection:
         """A new peer connection that gathers candidates through this policy's STUN/TURN servers."""

@@ -24,6 +24,7 @@ from .collect import Collector
 from .congestion import follow_losses
 from .encoders import fit_senders, prefer_codec
 from .errors import Invalid, Malformed, NoRoom, NotFound
+from .fec import Fec, FecFormats, accept, protect, totals
 from .messages import MESSAGE_BURST, MESSAGE_RATE, TokenBucket
 from .players import Player, Players
 from .policy import SessionPolicy
@@ -53,6 +54,7 @@ class Session:
     tasks: list[asyncio.Task] = field(default_factory=list)
     messages: TokenBucket = field(default_factory=lambda: TokenBucket(MESSAGE_RATE, MESSAGE_BURST))
     receivers: list[RecoveringJitterBuffer] = field(default_factory=list)  # the video's loss recovery
+    fec: list[Fec] = field(default_factory=list)  # its forward error correction, where both ends negotiated it
 
     def settings(self) -> tuple[SessionConfig, Plan]:
         """The config and its plan, read together for each frame."""
@@ -74,6 +76,7 @@ class Session:
                 **(self.stats() or StreamStats()).snapshot(),
                 "gaps_skipped": sum(r.skips for r in self.receivers),
                 "keyframes_requested": sum(r.keyframe_requests for r in self.receivers),
+                **totals(self.fec),
             },
         }
 
@@ -135,8 +138,10 @@ class SessionManager:
             # the pipeline keeps only the newest frame, so a backlog comes paced.
             session.receivers = recover_losses(pc, pace_backlogs=True)
             prefer_codec(pc, self.policy.encoders)
+            fec = accept(pc, FecFormats.from_sdp(sdp)) if self.policy.fec else None  # RED and ULPFEC (fec.py)
             await pc.setLocalDescription(await pc.createAnswer())
             fit_senders(pc, self.policy.encoders)
+            session.fec = protect(pc, fec) if fec is not None else []
             session.tasks.append(asyncio.ensure_future(follow_losses(pc)))  # the bitrate under a narrow link
         except Exception:
             self._reserved -= 1

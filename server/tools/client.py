@@ -15,7 +15,9 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSes
 from av import VideoFrame
 from PIL import Image
 
+from ..rtc.fec import Fec, FecFormats, protect
 from ..rtc.recovery import recover_losses
+from ..rtc.sdp import offer_fec
 from .impair import ImpairedTransport, Impairment, impair
 from .latency import LatencyProbe
 
@@ -74,13 +76,21 @@ class Receiver:
     """A peer connection that receives the processed video: offers, accepts the answer, collects frames.
 
     With `marker` (the default) its video is decoded as soon as a frame's last packet arrives, as browsers
-    do; without, on aiortc's rule, a frame interval later (see server/rtc/jitter.py)."""
+    do; without, on aiortc's rule, a frame interval later (see server/rtc/jitter.py). With `fec` (and
+    `marker`) it offers RED and ULPFEC, as browsers do, and where the answer takes them, protects what it
+    sends and repairs what it receives with them (server/rtc/fec.py)."""
 
     def __init__(
-        self, marker: bool = True, network: Network | None = None, ice: RTCConfiguration | None = None
+        self,
+        marker: bool = True,
+        network: Network | None = None,
+        ice: RTCConfiguration | None = None,
+        fec: bool = True,
     ) -> None:
         self.pc = RTCPeerConnection(ice)  # `ice`: STUN/TURN servers, a relay-only policy
         self.marker = marker
+        self.fec = fec and marker  # the filler packets FEC leaves need the marker buffer (recovery.py)
+        self.fec_links: list[Fec] = []  # with FEC negotiated: what it sent and recovered
         self.network = network
         self.links: list[ImpairedTransport] = []  # with a `network`: the impaired transports, their counters
         self.remote: asyncio.Future = asyncio.get_event_loop().create_future()
@@ -92,7 +102,8 @@ class Receiver:
 
     async def offer(self) -> str:
         await self.pc.setLocalDescription(await self.pc.createOffer())
-        return self.pc.localDescription.sdp
+        sdp: str = self.pc.localDescription.sdp
+        return offer_fec(sdp) if self.fec else sdp  # aiortc offers no FEC of its own
 
     async def accept(self, answer_sdp: str) -> None:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
@@ -100,6 +111,9 @@ class Receiver:
             self.links = impair(self.pc, self.network.up, self.network.down, self.network.seed)
         if self.marker:  # as browsers: a frame on its last packet, NACKs retried, a keyframe asked for in time
             recover_losses(self.pc)
+        formats = FecFormats.from_sdp(answer_sdp) if self.fec else None
+        if formats is not None:  # the server took the offer's RED and ULPFEC
+            self.fec_links = protect(self.pc, formats)
 
     async def frames(self, count: int, wait_s: float = 30.0) -> list[np.ndarray]:
         """The next `count` processed frames, as RGB arrays."""
@@ -120,9 +134,13 @@ class Player(Receiver):
     """A WHEP player: receives a session's processed video (recvonly), sends nothing."""
 
     def __init__(
-        self, marker: bool = True, network: Network | None = None, ice: RTCConfiguration | None = None
+        self,
+        marker: bool = True,
+        network: Network | None = None,
+        ice: RTCConfiguration | None = None,
+        fec: bool = True,
     ) -> None:
-        super().__init__(marker, network, ice)
+        super().__init__(marker, network, ice, fec)
         self.pc.addTransceiver("video", direction="recvonly")
 
 
@@ -139,8 +157,9 @@ class Peer(Receiver):
         marker: bool = True,
         network: Network | None = None,
         ice: RTCConfiguration | None = None,
+        fec: bool = True,
     ) -> None:
-        super().__init__(marker, network, ice)
+        super().__init__(marker, network, ice, fec)
         self.probe = LatencyProbe() if latency else None  # glass-to-glass delays, when asked
         self.source = FramesTrack(frames, self.probe)
         self.pc.addTransceiver(self.source, direction=direction)

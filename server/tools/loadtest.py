@@ -20,6 +20,7 @@ import aiohttp
 import numpy as np
 
 from ..pipeline.workers import cpu_cores
+from ..rtc.fec import totals
 from .client import Network, Peer, count_frames, freezes, photo_frames
 from .proxy import process_ports
 from .soak import soak
@@ -98,6 +99,7 @@ async def measure(
     cores: int | None = None,
     client_marker: bool = True,
     network: Network | None = None,
+    fec: bool = True,
 ) -> dict:
     """Open `sessions` sessions at once and count the frames each receives over `seconds`, and measure each
     frame's glass-to-glass latency (see latency.py: from leaving the client's camera track to arriving
@@ -112,7 +114,7 @@ async def measure(
     """
     frames = photo_frames(_photo(), size=size, count=48)
     networks = [None if network is None else replace(network, seed=network.seed + 1000 * i) for i in range(sessions)]
-    peers = [Peer(frames, latency=True, marker=client_marker, network=n) for n in networks]
+    peers = [Peer(frames, latency=True, marker=client_marker, network=n, fec=fec) for n in networks]
     arrivals: list[list[float]] = [[] for _ in peers]
     resources: list[str] = []  # each session's URL, which names its process behind a proxy
     async with aiohttp.ClientSession() as http:
@@ -201,6 +203,7 @@ def _repair(peer: Peer) -> dict:
         "plis_received": sum(link.received.pli + link.received.fir for link in peer.links),
         "retransmissions_received": sum(n for link in peer.links for pt, n in link.received.rtp.items() if pt in rtx),
         "retransmissions_sent": sum(n for link in peer.links for pt, n in link.sent.rtp.items() if pt in rtx),
+        **{f"client_{name}": value for name, value in totals(peer.fec_links).items()},
     }
 
 
@@ -217,7 +220,13 @@ def split_cores(server_cores: int) -> tuple[list[int], list[int]]:
 
 @contextlib.asynccontextmanager
 async def serving(
-    url: str | None, max_sessions: int, device: str | None, compile: bool, server_cores: int, processes: int = 1
+    url: str | None,
+    max_sessions: int,
+    device: str | None,
+    compile: bool,
+    server_cores: int,
+    processes: int = 1,
+    fec: bool = True,
 ) -> AsyncIterator[tuple[str, int | None, dict, int]]:
     """(url, server pid, pinning, cores): `backdrop serve` started in a subprocess unless `url` is given,
     on `server_cores` cores with this process's client peers on the others when asked (Linux); with
@@ -230,6 +239,7 @@ async def serving(
     port = free_port()
     cmd = [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--max-sessions", str(max_sessions), "--compile" if compile else "--no-compile"]
+    cmd += [] if fec else ["--no-fec"]
     cmd += ["--device", device] if device else []
     cmd += ["--processes", str(processes), "--proxy", "haproxy"] if processes > 1 else []
     affinity, pinned, cores = None, {}, cpu_cores()
@@ -264,17 +274,20 @@ async def run_loadtest(
     processes: int = 1,
     client_marker: bool = True,
     network: Network | None = None,
+    fec: bool = True,
 ) -> dict:
     """Measure each session count in turn; starts `backdrop serve` in a subprocess unless `url` is given.
 
     With `server_cores`, the started server runs on that many cores and the client peers on the others,
-    so the figures are the server's alone (Linux).
+    so the figures are the server's alone (Linux). Without `fec`, neither the clients nor the started server
+    offer or take forward error correction (server/rtc/fec.py).
     """
-    async with serving(url, max(sessions), device, compile, server_cores, processes) as (url, pid, pinned, cores):
+    started = serving(url, max(sessions), device, compile, server_cores, processes, fec)
+    async with started as (url, pid, pinned, cores):
         health = await wait_healthy(url)
         results = []
         for n in sessions:
-            results.append(await measure(url, n, seconds, size, config, pid, cores, client_marker, network))
+            results.append(await measure(url, n, seconds, size, config, pid, cores, client_marker, network, fec))
             await asyncio.sleep(1.0)  # let the server close the previous sessions
         report = {
             "url": url,
@@ -283,6 +296,7 @@ async def run_loadtest(
             "seconds": seconds,
             "config": config,
             "client_receive": "marker" if client_marker else "timestamp",
+            "fec": fec,
             "network": None if network is None else {"up": asdict(network.up), "down": asdict(network.down)},
             "health": health,
         }

@@ -113,6 +113,7 @@ async def _sessions(app: web.Application) -> AsyncIterator[None]:
             settings.vp8_speed,
             None if settings.start_bitrate is None else settings.start_bitrate * 1000,
         ),
+        fec=settings.fec,
     )
     manager = SessionManager(policy, app[WORKERS], app[METRICS].totals)
     manager.start()

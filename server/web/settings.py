@@ -143,6 +143,11 @@ class ServerSettings(DeviceSettings):
         description="libvpx's real-time encoding speed for VP8 sent back: 4 (best pictures) to 16 (least CPU); "
         "aiortc's is 6",
     )
+    fec: bool = Field(
+        True,
+        description="forward error correction (ULPFEC in RED) both ways where the peer offers it (browsers do): "
+        "FEC packets after each frame, as many as the loss the receiver reports calls for, none on a clean link",
+    )
     drain_timeout: float = Field(
         30.0,
         ge=0,
