@@ -55,6 +55,9 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(
                 flag(name, field), dest=name, action="append", type=kind, default=argparse.SUPPRESS, help=text
             )
+        elif isinstance(default, bool):  # --name / --no-name
+            action = argparse.BooleanOptionalAction
+            parser.add_argument(flag(name, field), dest=name, action=action, default=argparse.SUPPRESS, help=text)
         else:
             parser.add_argument(flag(name, field), dest=name, type=kind, default=argparse.SUPPRESS, help=text)
     _add_device_options(parser, compile_default=True)

@@ -111,7 +111,19 @@ def test_protection_grows_with_the_reported_loss_and_is_none_on_a_clean_link() -
     assert fec.protection(8, 0.02) == 2  # at least two: a burst of two costs each one packet
     assert fec.protection(1, 0.05) == 1
     assert fec.protection(10, 0.05) == 4
-    assert fec.protection(10, 0.5) == 5  # at most half
+    assert fec.protection(10, 0.1) == 5  # at most half
+    assert fec.protection(10, 0.2) == 0  # a queue overflowing: FEC would add to it
+
+
+def test_the_protection_follows_a_higher_loss_at_once_and_a_lower_one_slowly() -> None:
+    sender = FecSender(FORMATS, SSRC, RTX_SSRC)
+    sender.report(0.05)
+    assert sender.loss == 0.05
+    sender.report(0.01)
+    assert sender.loss == pytest.approx(0.035)
+    for _ in range(5):
+        sender.report(0.0)
+    assert fec.protection(10, sender.loss) == 0  # a clean link: none within a few reports
 
 
 def _send_all(sender: FecSender, packets: list[bytes]) -> list[bytes]:

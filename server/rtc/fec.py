@@ -203,15 +203,19 @@ def fec_groups(count: int, groups: int) -> list[list[int]]:
 
 # How many FEC packets a frame gets: a share of its packets that grows with the loss the receiver reports
 # (RATE_PER_LOSS times it, at most MAX_RATE), at least two where the frame has two packets or more, so that
-# a burst of two costs each FEC packet one; none under MIN_LOSS, where NACK repairs the rare loss for less.
+# a burst of two costs each FEC packet one; none under MIN_LOSS, where NACK repairs the rare loss for less,
+# and none over CONGESTED, where the loss is a narrow link's queue overflowing (congestion.py): FEC would
+# only add to what it drops.
 MIN_LOSS = 0.01
+CONGESTED = 0.10
 RATE_PER_LOSS = 8.0
 MAX_RATE = 0.5
+DECAY = 0.7  # of the loss the protection is sized for, kept at each report that shows less
 
 
 def protection(packets: int, loss: float) -> int:
     """FEC packets for a frame of `packets` media packets at a reported `loss` (0..1)."""
-    if packets == 0 or loss < MIN_LOSS:
+    if packets == 0 or not MIN_LOSS <= loss <= CONGESTED:
         return 0
     share = min(MAX_RATE, RATE_PER_LOSS * loss)
     return min(packets, max(2 if packets > 1 else 1, math.ceil(packets * share)))
@@ -300,6 +304,11 @@ class FecSender:
         self.fec_sent += len(out)
         return out
 
+    def report(self, fraction_lost: float) -> None:
+        """A receiver report's loss (0..1): followed up at once, down by at most DECAY a report, since one
+        report covers a second or so of packets and a lucky one would leave the next bursts unprotected."""
+        self.loss = max(fraction_lost, DECAY * self.loss)
+
     def retransmission(self, seq: int) -> bytes | None:
         """The RTX packet for a NACKed `seq` (its RED packet; as is without RTX), None if not kept."""
         red = self.history.get(seq)
@@ -348,6 +357,9 @@ class FecReceiver:
     recovered: int = 0
     fec_received: int = 0
     filled: int = 0
+    late: int = 0  # rebuilt packets that came after all (reordered, or resent): what a rebuild won
+    mismatched: int = 0  # of those, ones that differ from the rebuild (a bug, or a sender that is not ours)
+    rebuilt: OrderedDict[int, bytes] = field(default_factory=OrderedDict)  # seq -> recent rebuild
     media: OrderedDict[int, bytes] = field(default_factory=OrderedDict)  # seq -> recent media packet
     seen: OrderedDict[int, None] = field(default_factory=OrderedDict)  # every number handed on
     fecs: list[tuple[FecPacket, bytes]] = field(default_factory=list)  # with the header they came under
@@ -379,6 +391,9 @@ class FecReceiver:
         return [(data, True)]
 
     def _media(self, packet: bytes, counted: bool) -> list[tuple[bytes, bool]]:
+        if (rebuild := self.rebuilt.pop(seq_of(packet), None)) is not None:
+            self.late += 1
+            self.mismatched += rebuild != packet
         out = [(packet, counted)]
         self._store(packet)
         out += self._recover()
@@ -448,6 +463,9 @@ class FecReceiver:
                 if rebuilt is None:
                     continue
                 self.recovered += 1
+                self.rebuilt[missing[0]] = rebuilt
+                while len(self.rebuilt) > 64:
+                    self.rebuilt.popitem(last=False)
                 self._store(rebuilt)
                 out.append((rebuilt, False))
                 progress = True
@@ -491,6 +509,8 @@ class Fec:
     def stats(self) -> dict[str, int]:
         return {
             "fec_recovered": self.receiver.recovered if self.receiver else 0,
+            "fec_recovered_late": self.receiver.late if self.receiver else 0,
+            "fec_mismatched": self.receiver.mismatched if self.receiver else 0,
             "fec_received": self.receiver.fec_received if self.receiver else 0,
             "fec_sent": self.sender.fec_sent if self.sender else 0,
             "media_sent": self.sender.media_sent if self.sender else 0,
@@ -596,7 +616,7 @@ def _follow_reports(fec: FecSender, sender: RTCRtpSender) -> None:
         if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
             for report in packet.reports:
                 if report.ssrc == fec.ssrc:
-                    fec.loss = report.fraction_lost / 256  # RFC 3550: an 8-bit fixed-point fraction
+                    fec.report(report.fraction_lost / 256)  # RFC 3550: an 8-bit fixed-point fraction
         await handle(packet)
 
     aiortc_hooks.set_rtcp_handler(sender, on_rtcp)
