@@ -7,6 +7,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
@@ -168,7 +169,7 @@ class _Stream:
 
     def chosen(self, mask: torch.Tensor, models: ModelCache) -> torch.Tensor:
         """The mask with only the stream's subject kept (see subject.py): what the region follows."""
-        mask, self.subject = keep_subject(mask, self.choice, self.subject, lambda: find_people(models, self.picture))
+        mask, self.subject = keep_subject(mask, self.choice, self.subject, partial(find_people, models, self.picture))
         return mask
 
     @property
