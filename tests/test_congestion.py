@@ -1,17 +1,21 @@
-"""The bitrate under a narrow link: the loss-based cap (server/rtc/congestion.py) and the encoder's ceiling
-it moves (server/rtc/encoders.py)."""
+"""The bitrate under a narrow link: the cap from what receiver reports say got through (server/rtc/congestion.py),
+the resend budget, and the encoder's ceiling they move (server/rtc/encoders.py)."""
 
 from __future__ import annotations
 
 import pytest
+from aiortc import RTCPeerConnection, VideoStreamTrack
+from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket
 
-from server.rtc.congestion import FLOOR, LossBasedCap
+from server.rtc import aiortc_hooks
+from server.rtc.congestion import FLOOR, MARGIN, Follower, LossBasedCap, ResendBudget
 from server.rtc.encoders import Vp8Encoder
+from server.rtc.resend import Resender
 
 pytestmark = pytest.mark.unit
 
 
-def test_heavy_loss_lowers_the_cap_light_loss_holds_it_none_raises_it() -> None:
+def test_without_rates_heavy_loss_lowers_the_cap_light_loss_holds_it_none_raises_it() -> None:
     cap = LossBasedCap(2_000_000)
     assert cap.update(0.30) == 1_700_000  # 30% lost: down by half of it
     assert cap.update(0.05) == 1_700_000  # a few percent (Wi-Fi): NACKs repair that, the cap holds
@@ -22,6 +26,115 @@ def test_heavy_loss_lowers_the_cap_light_loss_holds_it_none_raises_it() -> None:
     for _ in range(50):
         cap.update(0.9)
     assert cap.update(0.9) == FLOOR  # never under the floor
+
+
+def test_an_overflowing_queue_sets_the_cap_to_what_got_through_in_one_report() -> None:
+    cap = LossBasedCap(2_000_000)
+    # 2 Mb/s into a 600 kb/s link: 70% lost, 580 kb/s through
+    assert cap.update(0.70, delivered=580_000, sent=2_000_000) == int(MARGIN * 580_000)
+    assert cap.link == 580_000
+
+
+def test_a_queue_filling_before_it_drops_lowers_the_cap_too() -> None:
+    """The first report can come before any loss shows: what got through is far less than what was sent."""
+    cap = LossBasedCap(2_000_000)
+    assert cap.update(0.0, delivered=580_000, sent=1_200_000) == int(MARGIN * 580_000)
+
+
+def test_random_loss_leaves_the_cap_alone() -> None:
+    cap = LossBasedCap(2_000_000)
+    for lost in (0.02, 0.05, 0.08, 0.04, 0.10):
+        assert cap.update(lost, delivered=2_000_000 * (1 - lost), sent=2_000_000) == 2_000_000
+    # a report of 10-20% (a long burst) takes off half the loss from what was sent, no more
+    assert cap.update(0.12, delivered=1_760_000, sent=2_000_000) == 1_880_000
+
+
+def test_the_cap_rises_on_clean_reports_slowly_near_what_the_link_carried() -> None:
+    cap = LossBasedCap(2_000_000)
+    cap.update(0.6, delivered=600_000, sent=1_500_000)
+    assert cap.cap == pytest.approx(510_000)
+    assert cap.update(0.0, delivered=500_000, sent=500_000) == pytest.approx(510_000 * 1.02, abs=1)  # near: 2%
+    far = LossBasedCap(2_000_000)
+    far.cap = 300_000.0
+    assert far.update(0.0, delivered=290_000, sent=290_000) == pytest.approx(324_000, abs=1)  # no link known: 8%
+    low = LossBasedCap(2_000_000)
+    low.cap = 1_000_000.0
+    assert low.update(0.0, delivered=400_000, sent=400_000) == 1_000_000  # never lowered by a rise's bound
+    low.cap = 500_000.0
+    assert low.update(0.0, delivered=200_000, sent=200_000) == 500_000  # 1.5x what got through is below it
+
+
+def test_a_few_percent_lost_above_what_the_link_carried_is_the_link() -> None:
+    cap = LossBasedCap(2_000_000)
+    cap.update(0.5, delivered=600_000, sent=1_200_000)
+    for _ in range(10):
+        cap.update(0.0, delivered=cap.cap, sent=cap.cap)
+    assert cap.cap > 520_000
+    # probing past 600 kb/s: the queue fills and drops a few percent
+    assert cap.update(0.04, delivered=595_000, sent=620_000) == int(MARGIN * 595_000)
+
+
+def test_the_resend_budget_lets_a_burst_through_then_refills_with_time() -> None:
+    now = [0.0]
+    sent: list[int] = []
+
+    async def retransmit(sequence: int) -> None:
+        sent.append(sequence)
+
+    budget = ResendBudget(retransmit, lambda: 48_000.0, lambda: now[0])  # bytes/s: 40 packets of 1200
+    allowed = [budget.allows() for _ in range(20)]
+    assert allowed.count(True) == 10  # a quarter of a second's worth at once
+    assert budget.refused == 10
+    now[0] = 0.5
+    assert [budget.allows() for _ in range(25)].count(True) == 10  # refilled, up to the burst again
+
+
+class _Sender:
+    """What a Follower sees of a sender: its transport's totals and its media's."""
+
+    def __init__(self) -> None:
+        self.wire, self.media, self.seq = [0, 0], [0, 0], 999
+
+    def send(self, packets: int, size: int = 1200) -> None:
+        self.wire[0] += packets
+        self.wire[1] += packets * (size + 40)
+        self.media[0] += packets
+        self.media[1] += packets * size
+        self.seq = (self.seq + packets) & 0xFFFF
+
+
+def _report(highest: int, lost: int, fraction: float) -> RtcpReceiverInfo:
+    return RtcpReceiverInfo(
+        ssrc=1, fraction_lost=int(fraction * 256), packets_lost=lost, highest_sequence=highest, jitter=0, lsr=0, dlsr=0
+    )
+
+
+async def test_a_follower_brings_the_encoder_under_a_narrow_link_at_the_first_report() -> None:
+    """2 Mb/s (about 200 packets a second) into a link that carries 600 kb/s: the first report (0.8 s in)
+    shows a third of it through, before any loss; the encoder's target comes under the link at once."""
+    now = [0.0]
+    encoder = Vp8Encoder(2_000_000)
+
+    async def retransmit(sequence: int) -> None:
+        pass
+
+    resender = Resender(retransmit, lambda: 0.1, clock=lambda: now[0], later=lambda *args: None)
+    follower = Follower(encoder, resender, clock=lambda: now[0])
+    sender = _Sender()
+    sender.send(10)
+    follower.look((sender.wire[0], sender.wire[1]), (sender.media[0], sender.media[1]), sender.seq)
+    first = (sender.seq - 9) & 0xFFFF
+    for _ in range(16):  # 0.8 s at 20 packets each 0.05 s
+        now[0] += 0.05
+        sender.send(10)
+        follower.look((sender.wire[0], sender.wire[1]), (sender.media[0], sender.media[1]), None)
+    received = 48  # 600 kb/s for 0.8 s, at 1240 bytes a packet
+    follower.report(_report((first + received - 1) & 0xFFFF, 0, 0.0), (sender.media[0], sender.media[1]))
+    assert 0.7 * 600_000 < encoder.target_bitrate < 600_000
+    assert resender.twice  # nothing lost yet: two copies of what is NACKed
+    follower.report(_report((first + received + 40) & 0xFFFF, 60, 0.6), (sender.media[0], sender.media[1]))
+    assert not resender.twice  # 60% lost: one copy
+    assert follower.resend_rate() < 0.2 * 600_000 / 8
 
 
 def test_the_encoder_follows_the_cap_and_remb_below_it() -> None:
@@ -47,3 +160,30 @@ def test_an_encoder_can_start_below_its_ceiling() -> None:
     assert encoder.target_bitrate == 400_000  # a narrow link is not overfilled from the first frame
     encoder.target_bitrate = 1_200_000  # the receiver's estimate raises it
     assert encoder.target_bitrate == 1_200_000
+
+
+async def test_the_report_hooks_land_where_aiortc_keeps_what_they_read() -> None:
+    pc = RTCPeerConnection()
+    sender = pc.addTrack(VideoStreamTrack())
+    try:
+        assert aiortc_hooks.sent(sender) == (0, 0)
+        assert hasattr(sender, "_RTCRtpSender__packet_count") and hasattr(sender, "_RTCRtpSender__octet_count")
+        assert aiortc_hooks.newest_sequence(sender) is None
+        history = sender._RTCRtpSender__rtp_history  # type: ignore[attr-defined]
+        assert isinstance(history, dict)
+
+        class Packet:
+            def __init__(self, sequence_number: int) -> None:
+                self.sequence_number = sequence_number
+
+        for number in (65534, 65535, 0, 1):  # across the wrap
+            history[number % 128] = Packet(number)
+        assert aiortc_hooks.newest_sequence(sender) == 1
+        told: list[RtcpReceiverInfo] = []
+        aiortc_hooks.on_receiver_reports(sender, told.append)
+        block = _report(5, 0, 0.0)
+        block.ssrc = sender._ssrc
+        await sender._handle_rtcp_packet(RtcpRrPacket(ssrc=7, reports=[block, _report(6, 0, 0.0)]))
+        assert told == [block]  # only the block about this sender's stream
+    finally:
+        await pc.close()

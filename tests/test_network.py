@@ -181,3 +181,54 @@ async def test_a_client_without_red_and_ulpfec_streams_as_before(make_client, fr
     assert peer.fec_links == [] and stats["fec_sent"] == stats["fec_recovered"] == 0, stats
     assert count >= 4 * 10, f"{count} frames in 4 s"
     assert np.abs(region(last, TOP_LEFT) - (0, 0, 255)).mean() < 40
+
+
+async def test_a_narrow_downlink_is_followed_from_the_default_start(make_client, frames) -> None:
+    """A 600 kb/s downlink with a 300 ms drop-tail queue (a mobile link), the encoder starting at its 2 Mb/s
+    ceiling: what the server sends comes under the link within 5 s (congestion.py: the first receiver report
+    shows how little got through) and stays under it, the queue no longer dropping, and the viewer's picture
+    comes steadily and on time. (The first seconds' losses can still hold the client's picture back for a few
+    seconds: its buffer gives up one unrepaired gap at a time, recovery.py.)"""
+    client = await make_client()
+    up = Impairment(delay_ms=20)
+    down = Impairment(delay_ms=20, rate_kbps=600, queue_ms=300)
+    peer = Peer(frames, latency=True, network=Network(up, down, seed=1))
+    await open_session(client, peer, {"mode": "color", "color": "#00ff00"})
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    link = peer.links[0].down
+    offered: list[tuple[float, int, bool]] = []  # (seconds in, bytes, let through)
+    offer = link.offer
+
+    def counted(packet: bytes, now: float) -> float | None:
+        at = offer(packet, now)
+        offered.append((now - start, len(packet), at is not None))
+        return at
+
+    link.offer = counted  # type: ignore[method-assign]
+    seen: list[tuple[float, float | None]] = []  # (seconds in, glass-to-glass ms) of each frame
+    try:
+        track = await asyncio.wait_for(peer.remote, 30.0)
+        while loop.time() - start < 16.0:
+            frame = await asyncio.wait_for(track.recv(), 10.0)
+            assert peer.probe is not None
+            seen.append((loop.time() - start, peer.probe.received(frame.to_ndarray(format="gray"))))
+    finally:
+        await peer.close()
+    each = [  # kb/s offered to the link, and packets its queue dropped, each second
+        (
+            round(sum(n for t, n, _ in offered if int(t) == i) * 8 / 1000),
+            sum(not ok for t, _, ok in offered if int(t) == i),
+        )
+        for i in range(16)
+    ]
+    settled = [(size, through) for t, size, through in offered if t >= 5.0]
+    kbps = sum(size for size, _ in settled) * 8 / 1000 / 11.0
+    dropped = sum(not through for _, through in settled)
+    assert kbps < 600 and dropped <= 0.02 * len(settled), (
+        f"{kbps:.0f} kb/s, {dropped} dropped: {each}"
+    )  # under the link after 5 s: no more overflowing
+    last = [ms for t, ms in seen if t >= 14.0]
+    assert len(last) >= 2 * 20, f"{len(last)} frames in the last 2 s"
+    delays = [ms for ms in last if ms is not None]
+    assert delays and float(np.percentile(delays, 95)) <= 400, (each, delays)

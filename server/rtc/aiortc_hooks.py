@@ -30,6 +30,11 @@ into it through the functions here. Nothing in site-packages is edited. The hook
 10. `RTCRtpSender._retransmit`: what a sender does for each sequence number a NACK lists (resends it as RTX
    from its history of 128 packets); replaced per sender, the original kept (`retransmitter`,
    `set_retransmitter`: `resend.resend_twice`).
+11. `RTCRtpSender._handle_rtcp_packet`, `RTCRtpSender._ssrc`, `RTCRtpSender.__packet_count`,
+   `RTCRtpSender.__octet_count` and `RTCRtpSender.__rtp_history`: the receiver reports a sender gets (their
+   report blocks: the highest sequence number received and the packets lost, which aiortc's stats leave out),
+   what it has sent, and its newest packet's sequence number (`on_receiver_reports`, `sent`,
+   `newest_sequence`: `congestion.follow_losses`).
 12. `RTCDtlsTransport._send_rtp` and `RTCDtlsTransport._handle_rtp_data`: the bytes of every RTP packet a
    transport sends (before SRTP) and receives (after SRTP, before aiortc parses and routes it); replaced per
    transport, the originals kept (`rtp_sender`, `set_rtp_sender`, `rtp_handler`, `set_rtp_handler`:
@@ -62,7 +67,7 @@ from aiortc.codecs.base import Encoder
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsTransport, SRTPProtectionProfile
 from aiortc.rtcrtpreceiver import NackGenerator
-from aiortc.rtp import RtpPacket
+from aiortc.rtp import AnyRtcpPacket, RtcpReceiverInfo, RtcpRrPacket, RtcpSrPacket, RtpPacket
 from OpenSSL import SSL
 
 AIORTC_VERSION = "1.16.0"  # the version pyproject.toml pins, whose private API the hooks were written for
@@ -187,6 +192,40 @@ def retransmitter(sender: RTCRtpSender) -> Callable[[int], Awaitable[None]]:
 def set_retransmitter(sender: RTCRtpSender, resend: Callable[[int], Awaitable[None]]) -> None:
     """Have `sender` call `resend` for each sequence number a NACK lists."""
     sender._retransmit = resend  # type: ignore[method-assign,assignment]
+
+
+# 11. The receiver reports a sender gets, and what it has sent.
+def on_receiver_reports(sender: RTCRtpSender, callback: Callable[[RtcpReceiverInfo], None]) -> None:
+    """Have `sender` call `callback` with each report block about its stream in the receiver reports (RR, or an
+    SR's) it gets, after aiortc has taken them (its round trip and stats updated)."""
+    handle = sender._handle_rtcp_packet
+
+    async def handle_and_tell(packet: AnyRtcpPacket) -> None:
+        await handle(packet)
+        if isinstance(packet, RtcpRrPacket | RtcpSrPacket):
+            for report in packet.reports:
+                if report.ssrc == sender._ssrc:
+                    callback(report)
+
+    sender._handle_rtcp_packet = handle_and_tell  # type: ignore[method-assign]
+
+
+def sent(sender: RTCRtpSender) -> tuple[int, int]:
+    """(packets, payload bytes) `sender` has sent as RTP, retransmissions not counted."""
+    packets: int = getattr(sender, "_RTCRtpSender__packet_count", 0)
+    octets: int = getattr(sender, "_RTCRtpSender__octet_count", 0)
+    return packets, octets
+
+
+def newest_sequence(sender: RTCRtpSender) -> int | None:
+    """The sequence number of the newest RTP packet in `sender`'s history (of the last 128 sent); None before
+    the first."""
+    history: dict[int, RtpPacket] = getattr(sender, "_RTCRtpSender__rtp_history", {})
+    numbers = [packet.sequence_number for packet in list(history.values())]
+    if not numbers:
+        return None
+    ref = numbers[0]
+    return max(numbers, key=lambda n: (n - ref + 0x8000) % 0x10000)
 
 
 # 12. The RTP bytes a transport sends and receives.

@@ -1,64 +1,241 @@
 """The bitrate sent back under a narrow link: aiortc follows the receiver's estimate (REMB) alone, and that
 estimate is delay-based, which a full drop-tail queue blinds (the delay stops growing while the queue
-drops). Here the loss the receiver reports (RTCP receiver reports' fraction lost) also caps the encoder's
-target, as libwebrtc's loss-based controller does: above 10% lost the cap falls by half the loss, below
-2% it rises 8% a report, between it holds; it never goes under a floor that still carries a picture.
-Random loss of a few percent (Wi-Fi) leaves it alone: NACKs repair that."""
+drops). Here each receiver report also caps the encoder's target, as libwebrtc's loss-based controller does
+with the rate the receiver acknowledged: from its highest sequence number and the packets it counts lost,
+the packets that got through since the last report, so the bitrate that got through (`delivered`); with
+the loss it reports over that interval:
+
+- over 20% lost (a queue overflowing: a few percent of random loss never reports that much), the cap goes
+  straight to what got through times a margin (0.85), so the queue drains;
+- 10-20% lost: it falls to the rate sent less half the loss;
+- under 2% it rises 8% a report, to at most 1.5 times what got through, and only 2% a report once it nears
+  (0.85 times) the most the link was seen to carry since it last overflowed;
+- between, it holds (random loss: NACKs repair that), unless more is being sent than the link last carried:
+  then the loss is the link's, and the cap goes to what got through times the margin.
+
+It never goes under a floor that still carries a picture. Retransmissions are held to a budget (half the
+encoder's target; 15% while the link is congested), so that a burst of NACKs for what an overfilled queue
+dropped does not overfill it again."""
 
 from __future__ import annotations
 
 import asyncio
-import datetime
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from aiortc import RTCPeerConnection
+from aiortc import RTCPeerConnection, RTCRtpSender
+from aiortc.rtp import RtcpReceiverInfo
 
 from . import aiortc_hooks
 from .encoders import BitrateCeiling
+from .nacks import Clock
 from .resend import Resender
 
 FLOOR = 150_000  # b/s: 640x480 VP8 still moves at this rate
 CONGESTED = 0.10  # a reported loss above this is the link's queue overflowing, not random loss
+OVERFLOWING = 0.20  # above this, certainly: the cap goes to what got through
+QUEUED = 0.75  # less than this share of what was sent got through: the rest waits in a queue, or was dropped
+CLEAN = 0.02  # under this the cap may rise
+MARGIN = 0.85  # of what got through: room for the queue to drain, for retransmissions and keyframes
+RISE = 1.08  # a clean report's rise
+PROBE = 1.02  # a clean report's rise near what the link carried when it last overflowed
+HEADROOM = 1.5  # a rise goes at most this far above what the last report saw delivered
+OVERHEAD = 34  # bytes a packet carries besides its payload: RTP header, extensions, SRTP's tag
+RESEND_SHARE = 0.5  # of the encoder's target: what retransmissions may take
+RESEND_SHARE_CONGESTED = 0.15  # while the link is congested (the margin the cap leaves)
+RESEND_BURST = 0.25  # seconds of the retransmission budget that may go at once
+IN_FLIGHT = 0.1  # s: what was sent this long before a report had not reached the receiver when it wrote it
 
 
 @dataclass
 class LossBasedCap:
-    """The cap from the fraction of packets the receiver reports lost, one report at a time."""
+    """The cap from one receiver report at a time: the fraction of packets it says were lost and, when known,
+    the bitrate that got through (`delivered`) and that was sent (`sent`) over its interval."""
 
     ceiling: int
     floor: int = FLOOR
     cap: float = 0.0
+    link: float | None = None  # b/s: the most the link carried since it last overflowed
 
     def __post_init__(self) -> None:
         self.cap = float(self.ceiling)
 
-    def update(self, fraction_lost: float) -> int:
-        if fraction_lost > CONGESTED:
-            self.cap = max(float(self.floor), self.cap * (1 - 0.5 * fraction_lost))
-        elif fraction_lost < 0.02:
-            self.cap = min(float(self.ceiling), self.cap * 1.08)
+    def update(self, fraction_lost: float, delivered: float | None = None, sent: float | None = None) -> int:
+        if delivered is None or sent is None:  # no rates yet: by the loss alone
+            if fraction_lost > CONGESTED:
+                self.lower(self.cap * (1 - 0.5 * fraction_lost))
+            elif fraction_lost < CLEAN:
+                self.cap = min(float(self.ceiling), self.cap * RISE)
+            return int(self.cap)
+        beyond = self.link is not None and sent > self.link
+        queued = sent > self.floor and delivered < QUEUED * sent  # a queue filling before it drops
+        if fraction_lost > OVERFLOWING or queued or (fraction_lost > CLEAN and beyond):
+            self.link = delivered
+            self.lower(MARGIN * delivered)
+        elif fraction_lost > CONGESTED:
+            self.lower(min(self.cap, sent) * (1 - 0.5 * fraction_lost))
+        elif fraction_lost < CLEAN:
+            if self.link is not None:
+                self.link = max(self.link, delivered)
+            near = self.link is not None and self.cap * RISE > MARGIN * self.link
+            top = min(float(self.ceiling), max(self.cap, HEADROOM * delivered))
+            self.cap = min(top, self.cap * (PROBE if near else RISE))
+        return int(self.cap)
+
+    def lower(self, cap: float) -> int:
+        """The cap brought down to `cap` (not under the floor), if it is above."""
+        self.cap = max(float(self.floor), min(self.cap, cap))
         return int(self.cap)
 
 
-async def follow_losses(pc: RTCPeerConnection, every: float = 0.5) -> None:
-    """Cap each video sender of `pc` by the loss its receiver reports, for as long as `pc` lives; resend NACKed
-    packets twice (resend.py) only while the reported loss is under 10% (above it the link is congested, not
-    lossy: a second copy would only fill its queue)."""
-    caps: dict[int, LossBasedCap] = {}
-    seen: dict[int, datetime.datetime] = {}
+class ResendBudget:
+    """Resends a NACKed packet (`retransmit`) only while the budget allows: `rate()` bytes a second, up to
+    RESEND_BURST seconds of it at once, each resend costing `size` bytes (a packet's usual size)."""
+
+    def __init__(self, retransmit: Callable[[int], Awaitable[None]], rate: Callable[[], float], clock: Clock) -> None:
+        self.retransmit, self.rate, self.clock = retransmit, rate, clock
+        self.size = 1200.0
+        self.tokens = 0.0
+        self.last: float | None = None
+        self.refused = 0
+        self.resent = 0.0  # bytes resent (at `size` each)
+
+    def allows(self) -> bool:
+        now, rate = self.clock(), self.rate()
+        burst = max(RESEND_BURST * rate, 2 * self.size)
+        self.tokens = burst if self.last is None else min(burst, self.tokens + rate * (now - self.last))
+        self.last = now
+        if self.tokens < self.size:
+            self.refused += 1
+            return False
+        self.tokens -= self.size
+        self.resent += self.size
+        return True
+
+    async def __call__(self, sequence: int) -> None:
+        if self.allows():
+            await self.retransmit(sequence)
+
+
+@dataclass
+class _Mark:
+    """Where a sender stood at a receiver report (or when it started): what it had sent (its media's packets
+    and payload bytes), and what the report said the receiver had (the highest sequence number, the packets
+    lost so far)."""
+
+    when: float
+    media: tuple[int, int]
+    highest: int
+    lost: int
+
+
+class Follower:
+    """One video sender's cap and resend budget, moved by each receiver report about its stream.
+
+    Over each report's interval: what got through, from the packets the report says the receiver got (at the
+    size of what the transport sent then) and the resends that went (as many of them got through); and what
+    was sent, from what the transport sent until IN_FLIGHT before the report (what went after had not reached
+    the receiver: a keyframe just sent is not taken for a queue). The cap (LossBasedCap) is on all that the
+    connection sends; the encoder gets the media's share of what is not resends (FEC and RTCP take the rest)."""
+
+    def __init__(self, encoder: BitrateCeiling, resender: Resender | None = None, clock: Clock = time.monotonic):
+        self.encoder, self.resender, self.clock = encoder, resender, clock
+        self.cap = LossBasedCap(encoder.ceiling)
+        self.mark: _Mark | None = None
+        self.sent: deque[tuple[float, int, int, float]] = deque()  # (when, wire packets, wire bytes, resent bytes)
+        self.share = 1.0  # of what the transport sends besides resends, the media's (payload and headers)
+        self.congested = False
+        self.budget: ResendBudget | None = None
+        if resender is not None:
+            self.budget = ResendBudget(resender.retransmit, self.resend_rate, clock)
+            resender.retransmit = self.budget
+
+    def resend_rate(self) -> float:
+        """Bytes a second retransmissions may take."""
+        return (RESEND_SHARE_CONGESTED if self.congested else RESEND_SHARE) * self.encoder.target_bitrate / 8
+
+    def look(self, wire: tuple[int, int], media: tuple[int, int], newest: int | None) -> None:
+        """What the sender has sent by now (every 0.05 s): its transport `wire` (packets, bytes), its media
+        (packets, payload bytes), and the newest media packet's sequence number; the receiver's count starts
+        at the first of them."""
+        now = self.clock()
+        self.sent.append((now, wire[0], wire[1], self.budget.resent if self.budget is not None else 0.0))
+        while len(self.sent) > 2 and now - self.sent[1][0] > 5.0:
+            self.sent.popleft()
+        if self.mark is None and media[0] > 0 and newest is not None:
+            first = (newest - media[0] + 1) & 0xFFFF
+            self.mark = _Mark(now, (0, 0), highest=(first - 1) & 0xFFFF, lost=0)
+
+    def _sent_by(self, when: float) -> tuple[float, int, int, float]:
+        """The last look at or before `when` (the first if none)."""
+        found = self.sent[0]
+        for look in self.sent:
+            if look[0] > when:
+                break
+            found = look
+        return found
+
+    def report(self, report: RtcpReceiverInfo, media: tuple[int, int]) -> None:
+        """A receiver report about the stream, when the sender had sent `media` (packets, payload bytes)."""
+        now, fraction_lost = self.clock(), report.fraction_lost / 256  # RFC 3550: an 8-bit fixed-point fraction
+        mark = _Mark(now, media, report.highest_sequence & 0xFFFF, report.packets_lost)
+        delivered = sent = None
+        last = self.mark
+        if last is not None and self.sent and now - last.when > 0.05:
+            _, packets0, bytes0, resent0 = self._sent_by(last.when)
+            _, packets1, bytes1, resent1 = self.sent[-1]
+            _, _, early0, _ = self._sent_by(last.when - IN_FLIGHT)
+            _, _, early1, _ = self._sent_by(now - IN_FLIGHT)
+            if packets1 > packets0 and bytes1 > bytes0 and early1 > early0:
+                seconds, size, resends = now - last.when, (bytes1 - bytes0) / (packets1 - packets0), resent1 - resent0
+                received = ((mark.highest - last.highest) & 0xFFFF) - (mark.lost - last.lost)
+                # resends crossed the link too, as many of them as of the rest
+                delivered = (max(received, 0) * size + resends * (1 - fraction_lost)) * 8 / seconds
+                sent = (early1 - early0) * 8 / seconds
+                media_packets, media_bytes = media[0] - last.media[0], media[1] - last.media[1]
+                stream = max(bytes1 - bytes0 - resends, 1.0)  # media and FEC, and RTCP
+                self.share = min(max((media_bytes + OVERHEAD * media_packets) / stream, 0.3), 1.0)
+                if self.budget is not None:
+                    self.budget.size = size
+        self.mark = mark
+        cap = self.cap.update(fraction_lost, delivered, sent)
+        self.encoder.cap(cap if cap >= self.cap.ceiling else int(cap * self.share))
+        self.congested = fraction_lost > CONGESTED
+        if self.resender is not None:
+            self.resender.twice = not self.congested
+
+
+async def _wire(sender: RTCRtpSender) -> tuple[int, int]:
+    """(packets, bytes) `sender`'s transport has sent (SRTP and SRTCP, and what else it carries)."""
+    stats = (await sender.getStats()).values()
+    return (
+        sum(getattr(s, "packetsSent", 0) for s in stats if s.type == "transport"),
+        sum(getattr(s, "bytesSent", 0) for s in stats if s.type == "transport"),
+    )
+
+
+async def follow_losses(pc: RTCPeerConnection, every: float = 0.05) -> None:
+    """Fit each video sender of `pc` with a Follower (its cap and resend budget, moved by each receiver report
+    and the NACKs between them), for as long as `pc` lives; resend NACKed packets twice (resend.py) only while
+    the reported loss is under 10% (above it the link is congested, not lossy: a second copy would only fill
+    its queue). Looks at what each has sent every `every` seconds."""
+    followers: dict[int, tuple[RTCRtpSender, Follower]] = {}
     while pc.connectionState not in ("closed", "failed"):
-        await asyncio.sleep(every)
         for sender in pc.getSenders():
             encoder = aiortc_hooks.encoder(sender)
-            if sender.kind != "video" or not isinstance(encoder, BitrateCeiling):
+            if sender.kind != "video" or not isinstance(encoder, BitrateCeiling) or id(sender) in followers:
                 continue
-            reports = [s for s in (await sender.getStats()).values() if s.type == "remote-inbound-rtp"]
-            if not reports or seen.get(id(sender)) == reports[0].timestamp:
-                continue  # no receiver report yet, or none since the last look
-            seen[id(sender)] = reports[0].timestamp
-            cap = caps.setdefault(id(sender), LossBasedCap(encoder.ceiling))
-            fraction_lost = reports[0].fractionLost / 256  # RFC 3550: an 8-bit fixed-point fraction
-            encoder.cap(cap.update(fraction_lost))
             resender = aiortc_hooks.retransmitter(sender)
-            if isinstance(resender, Resender):
-                resender.twice = fraction_lost <= CONGESTED
+            follower = Follower(encoder, resender if isinstance(resender, Resender) else None)
+            followers[id(sender)] = (sender, follower)
+
+            def tell(report: RtcpReceiverInfo, sender: RTCRtpSender = sender, follower: Follower = follower) -> None:
+                follower.report(report, aiortc_hooks.sent(sender))
+
+            aiortc_hooks.on_receiver_reports(sender, tell)
+        for sender, follower in followers.values():
+            newest = aiortc_hooks.newest_sequence(sender) if follower.mark is None else None
+            follower.look(await _wire(sender), aiortc_hooks.sent(sender), newest)
+        await asyncio.sleep(every)
