@@ -8,7 +8,7 @@ from aiortc import RTCPeerConnection, VideoStreamTrack
 from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket
 
 from server.rtc import aiortc_hooks
-from server.rtc.congestion import FLOOR, MARGIN, Follower, LossBasedCap, ResendBudget
+from server.rtc.congestion import FLOOR, HOLD, MARGIN, PROBE, Follower, LossBasedCap, ResendBudget
 from server.rtc.encoders import Vp8Encoder
 from server.rtc.resend import Resender
 
@@ -49,11 +49,20 @@ def test_random_loss_leaves_the_cap_alone() -> None:
     assert cap.update(0.12, delivered=1_760_000, sent=2_000_000) == 1_880_000
 
 
-def test_the_cap_rises_on_clean_reports_slowly_near_what_the_link_carried() -> None:
+def test_the_cap_rises_on_clean_reports_holds_near_what_the_link_carried_then_probes() -> None:
     cap = LossBasedCap(2_000_000)
     cap.update(0.6, delivered=600_000, sent=1_500_000)
     assert cap.cap == pytest.approx(510_000)
-    assert cap.update(0.0, delivered=500_000, sent=500_000) == pytest.approx(510_000 * 1.02, abs=1)  # near: 2%
+    for _ in range(HOLD):  # near the link: held at the margin below it for a while
+        assert cap.update(0.0, delivered=500_000, sent=500_000) == 510_000
+    assert cap.update(0.0, delivered=500_000, sent=500_000) == pytest.approx(510_000 * PROBE, abs=1)  # then probes
+    below = LossBasedCap(2_000_000)
+    below.update(0.6, delivered=600_000, sent=1_500_000)
+    below.cap = 400_000.0  # well under it (REMB's doing, or a floor): back up 8% a report, to the margin
+    assert below.update(0.0, delivered=390_000, sent=390_000) == 432_000
+    assert below.update(0.0, delivered=420_000, sent=420_000) == 466_560
+    assert below.update(0.0, delivered=450_000, sent=450_000) == 503_884
+    assert below.update(0.0, delivered=480_000, sent=480_000) == 510_000
     far = LossBasedCap(2_000_000)
     far.cap = 300_000.0
     assert far.update(0.0, delivered=290_000, sent=290_000) == pytest.approx(324_000, abs=1)  # no link known: 8%
@@ -67,11 +76,12 @@ def test_the_cap_rises_on_clean_reports_slowly_near_what_the_link_carried() -> N
 def test_a_few_percent_lost_above_what_the_link_carried_is_the_link() -> None:
     cap = LossBasedCap(2_000_000)
     cap.update(0.5, delivered=600_000, sent=1_200_000)
-    for _ in range(10):
+    for _ in range(HOLD + 10):
         cap.update(0.0, delivered=cap.cap, sent=cap.cap)
-    assert cap.cap > 520_000
+    assert cap.cap > 600_000
     # probing past 600 kb/s: the queue fills and drops a few percent
     assert cap.update(0.04, delivered=595_000, sent=620_000) == int(MARGIN * 595_000)
+    assert cap.clean == 0
 
 
 def test_the_resend_budget_lets_a_burst_through_then_refills_with_time() -> None:

@@ -8,8 +8,9 @@ the loss it reports over that interval:
 - over 20% lost (a queue overflowing: a few percent of random loss never reports that much), the cap goes
   straight to what got through times a margin (0.85), so the queue drains;
 - 10-20% lost: it falls to the rate sent less half the loss;
-- under 2% it rises 8% a report, to at most 1.5 times what got through, and only 2% a report once it nears
-  (0.85 times) the most the link was seen to carry since it last overflowed;
+- under 2% it rises 8% a report, to at most 1.5 times what got through; once it nears (0.85 times) the most
+  the link was seen to carry since it last overflowed, it holds there for 10 clean reports, then rises 2% a
+  report (the link may have widened);
 - between, it holds (random loss: NACKs repair that), unless more is being sent than the link last carried:
   then the loss is the link's, and the cap goes to what got through times the margin.
 
@@ -40,7 +41,8 @@ QUEUED = 0.75  # less than this share of what was sent got through: the rest wai
 CLEAN = 0.02  # under this the cap may rise
 MARGIN = 0.85  # of what got through: room for the queue to drain, for retransmissions and keyframes
 RISE = 1.08  # a clean report's rise
-PROBE = 1.02  # a clean report's rise near what the link carried when it last overflowed
+PROBE = 1.02  # a clean report's rise near what the link carried when it last overflowed...
+HOLD = 10  # ...after this many clean reports there (10-15 s): a narrow link seldom widens sooner
 HEADROOM = 1.5  # a rise goes at most this far above what the last report saw delivered
 OVERHEAD = 34  # bytes a packet carries besides its payload: RTP header, extensions, SRTP's tag
 RESEND_SHARE = 0.5  # of the encoder's target: what retransmissions may take
@@ -58,6 +60,7 @@ class LossBasedCap:
     floor: int = FLOOR
     cap: float = 0.0
     link: float | None = None  # b/s: the most the link carried since it last overflowed
+    clean: int = 0  # clean reports since it last overflowed
 
     def __post_init__(self) -> None:
         self.cap = float(self.ceiling)
@@ -72,16 +75,19 @@ class LossBasedCap:
         beyond = self.link is not None and sent > self.link
         queued = sent > self.floor and delivered < QUEUED * sent  # a queue filling before it drops
         if fraction_lost > OVERFLOWING or queued or (fraction_lost > CLEAN and beyond):
-            self.link = delivered
+            self.link, self.clean = delivered, 0
             self.lower(MARGIN * delivered)
         elif fraction_lost > CONGESTED:
             self.lower(min(self.cap, sent) * (1 - 0.5 * fraction_lost))
         elif fraction_lost < CLEAN:
+            self.clean += 1
+            top = min(float(self.ceiling), max(self.cap, HEADROOM * delivered))
+            rise = self.cap * RISE
             if self.link is not None:
                 self.link = max(self.link, delivered)
-            near = self.link is not None and self.cap * RISE > MARGIN * self.link
-            top = min(float(self.ceiling), max(self.cap, HEADROOM * delivered))
-            self.cap = min(top, self.cap * (PROBE if near else RISE))
+                if rise > MARGIN * self.link:  # near what the link carried: up to the margin, then after a while probe
+                    rise = self.cap * PROBE if self.clean > HOLD else MARGIN * self.link
+            self.cap = max(self.cap, min(top, rise))
         return int(self.cap)
 
     def lower(self, cap: float) -> int:
