@@ -12,7 +12,7 @@ from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtp import RtpPacket
 
 from server.rtc import fec
-from server.rtc.fec import FecFormats, FecPacket, FecReceiver, FecSender
+from server.rtc.fec import REBUILT, RECEIVED, RESENT, FecFormats, FecPacket, FecReceiver, FecSender
 from server.rtc.nacks import RoundTrip
 from server.rtc.recovery import RecoveringJitterBuffer
 from server.rtc.sdp import fec_payload_types, offer_fec
@@ -126,6 +126,12 @@ def test_the_protection_follows_a_higher_loss_at_once_and_a_lower_one_slowly() -
     assert fec.protection(10, sender.loss) == 0  # a clean link: none within a few reports
 
 
+def test_no_fec_while_the_bitrate_is_capped_for_a_narrow_link() -> None:
+    media = frames(3, random.Random(6), smallest=2)
+    capped = FecSender(FORMATS, SSRC, RTX_SSRC, loss=0.05, capped=lambda: True)
+    assert len(_send_all(capped, media)) == len(media) and capped.fec_sent == 0
+
+
 def _send_all(sender: FecSender, packets: list[bytes]) -> list[bytes]:
     return [out for packet in packets for out in sender.send(packet)]
 
@@ -149,7 +155,7 @@ def test_through_bursts_of_two_every_media_packet_comes_without_a_retransmission
         assert by_seq[seq][0] == packet
     lost_media = {fec.seq_of(wire[i]) for i in lost} & set(sent_media)
     assert receiver.recovered == len(lost_media) > 0
-    assert all(not by_seq[seq][1] for seq in lost_media)  # repairs are not counted as received
+    assert all(by_seq[seq][1] == REBUILT for seq in lost_media)  # repairs are not counted as received
     assert all(len(p) == 12 and p[1] & 0x7F == VP8 for seq, (p, _) in by_seq.items() if seq not in sent_media)
 
 
@@ -164,7 +170,7 @@ def test_nothing_is_added_on_a_clean_link_and_rtx_gives_back_a_lost_packet() -> 
         receiver.receive(packet)
     resent = sender.retransmission(fec.seq_of(wire[3]))
     assert resent is not None and resent[1] & 0x7F == RTX and fec.ssrc_of(resent) == RTX_SSRC
-    assert receiver.receive(resent) == [(fec.red_unwrap(wire[3])[1], False)]  # type: ignore[index]
+    assert receiver.receive(resent) == [(fec.red_unwrap(wire[3])[1], RESENT)]  # type: ignore[index]
     assert sender.retransmission(1) is None  # not sent (or a FEC packet): nothing to resend
 
 
@@ -173,7 +179,7 @@ def test_other_streams_and_rtcp_pass_untouched() -> None:
     other = rtp(1, 1, b"x")[:8] + struct.pack("!I", 99) + b"x"
     rtcp = bytes([0x80, 201, 0, 1]) + struct.pack("!I", SSRC)
     assert sender.send(other) == [other] and sender.send(rtcp) == [rtcp]
-    assert receiver.receive(rtp(1, 1, b"\x10plain")) == [(rtp(1, 1, b"\x10plain"), True)]
+    assert receiver.receive(rtp(1, 1, b"\x10plain")) == [(rtp(1, 1, b"\x10plain"), RECEIVED)]
 
 
 def test_a_lost_fec_packet_is_filled_in_from_the_picture_ids() -> None:

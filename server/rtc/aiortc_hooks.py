@@ -46,8 +46,8 @@ into it through the functions here. Nothing in site-packages is edited. The hook
 14. `RTCRtpReceiver.__remote_streams`, `StreamStatistics.packets_received` and
    `RTCRtpReceiver.__remote_bitrate_estimator`: the count of packets received per stream that its receiver
    reports give the loss from, and the delay-based estimate (REMB) each packet feeds (`uncounted`:
-   `fec.protect`, so that a packet rebuilt from FEC or unwrapped from RTX for RED is neither counted as
-   received, as libwebrtc does not, nor read as a packet delayed since its send time, abs-send-time).
+   `fec.protect`, so that a packet rebuilt from FEC or unwrapped from RTX for RED is not counted as received,
+   as libwebrtc does not, and a rebuilt one is not read as a packet delayed since its send time).
 
 Name-mangled attributes fail silently when a release renames them (aiortc would read its own, and ours would
 sit unused), so the version is checked where this module is imported, which is before any server, client or
@@ -270,13 +270,15 @@ def set_rtcp_handler(sender: RTCRtpSender, handle: Callable[..., Awaitable[None]
 
 # 14. What a receiver counts as received.
 @contextlib.contextmanager
-def uncounted(receiver: RTCRtpReceiver, ssrc: int) -> Iterator[None]:
-    """Whatever `receiver` counts as received on stream `ssrc` inside the block is taken back out, and what it
-    handles there does not feed its bandwidth estimate (a repair's send time is the lost packet's)."""
+def uncounted(receiver: RTCRtpReceiver, ssrc: int, estimated: bool = False) -> Iterator[None]:
+    """Whatever `receiver` counts as received on stream `ssrc` inside the block is taken back out, and unless
+    `estimated`, what it handles there does not feed its bandwidth estimate (a rebuilt packet's send time is
+    the lost packet's)."""
     streams: dict = getattr(receiver, "_RTCRtpReceiver__remote_streams", {})
     before = streams[ssrc].packets_received if ssrc in streams else 0
     estimator = getattr(receiver, "_RTCRtpReceiver__remote_bitrate_estimator", None)
-    receiver._RTCRtpReceiver__remote_bitrate_estimator = None  # type: ignore[attr-defined]
+    if not estimated:
+        receiver._RTCRtpReceiver__remote_bitrate_estimator = None  # type: ignore[attr-defined]
     try:
         yield
     finally:

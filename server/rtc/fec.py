@@ -24,13 +24,14 @@ import logging
 import math
 import struct
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from aiortc import RTCPeerConnection, RTCRtpCodecParameters, RTCRtpSender
 from aiortc.rtp import RtcpRrPacket, RtcpSrPacket, is_rtcp
 
 from . import aiortc_hooks
+from .encoders import BitrateCeiling
 from .resend import Resender
 from .sdp import fec_payload_types
 
@@ -270,6 +271,9 @@ class FecSender:
     rtx_seq: int = 0
     history: OrderedDict[int, bytes] = field(default_factory=OrderedDict)
     frame: list[bytes] = field(default_factory=list)  # this frame's media packets so far (as protected)
+    # Whether the bitrate is held below its ceiling for the loss the receiver reports (congestion.py): the
+    # loss is then a narrow link's queue overflowing, which FEC on top of the media would only fill more.
+    capped: Callable[[], bool] = lambda: False
 
     def send(self, data: bytes) -> list[bytes]:
         """What goes out for `data` (an RTP or RTCP packet aiortc sends): itself unless it is this stream's
@@ -294,7 +298,7 @@ class FecSender:
     def _protect(self, frame: list[bytes]) -> list[bytes]:
         out = []
         head = frame[-1][: header_length(frame[-1])]  # as libwebrtc: the last media packet's header
-        groups = fec_groups(len(frame), protection(len(frame), self.loss))
+        groups = fec_groups(len(frame), 0 if self.capped() else protection(len(frame), self.loss))
         # The group after the last media packet's goes first: a burst that takes that packet and the FEC
         # packet after it then costs two groups one packet each.
         first = len(frame) % len(groups) if groups and len(frame) <= MAX_MASK else 0
@@ -342,14 +346,21 @@ def _vp8_picture(payload: bytes) -> tuple[bool, int | None, int]:
     return starts, payload[2] & 0x7F, 1 << 7
 
 
+# What the receiver hands aiortc, and how aiortc should take it: RECEIVED (a packet that came, FEC packets'
+# fillers too), RESENT (unwrapped from RTX: not counted as received, as aiortc counts RTX apart; fed to the
+# bandwidth estimate as aiortc fed its RTX packets), REBUILT (from FEC, or a filler for a lost FEC packet:
+# neither counted nor fed to the estimate, since its send time is the lost packet's).
+RECEIVED, RESENT, REBUILT = "received", "resent", "rebuilt"
+
+
 @dataclass
 class FecReceiver:
     """One stream's incoming RED, ULPFEC and RTX-for-RED packets turned back into media packets.
 
-    `receive` returns what to hand aiortc, each with whether it counts as received (a packet that came;
-    not a repair). FEC packets are handed on as empty packets of the media's payload type, so that their
-    sequence numbers close the gaps they would leave (the jitter buffer drops them); a lost FEC packet's
-    number is filled in likewise once VP8's picture ids show that nothing else was sent between two frames."""
+    `receive` returns what to hand aiortc, each with how it came (RECEIVED, RESENT, REBUILT). FEC packets
+    are handed on as empty packets of the media's payload type, so that their sequence numbers close the
+    gaps they would leave (the jitter buffer drops them); a lost FEC packet's number is filled in likewise
+    once VP8's picture ids show that nothing else was sent between two frames."""
 
     formats: FecFormats
     media_pt: int | None = None  # learnt from the RED blocks
@@ -366,9 +377,9 @@ class FecReceiver:
     ends: OrderedDict[int, tuple[int, bytes]] = field(default_factory=OrderedDict)  # picture -> (last seq, ts)
     starts: OrderedDict[int, int] = field(default_factory=OrderedDict)  # picture -> first seq
 
-    def receive(self, data: bytes) -> list[tuple[bytes, bool]]:
+    def receive(self, data: bytes) -> list[tuple[bytes, str]]:
         if len(data) < HEADER or is_rtcp(data):
-            return [(data, True)]
+            return [(data, RECEIVED)]
         pt = data[1] & 0x7F
         if pt == self.formats.red:
             unwrapped = red_unwrap(data)
@@ -379,7 +390,7 @@ class FecReceiver:
             if block_pt == self.formats.ulpfec:
                 return self._fec(packet)
             self.media_pt = block_pt
-            return self._media(packet, counted=True)
+            return self._media(packet, RECEIVED)
         if pt == self.formats.rtx and self.formats.rtx is not None:
             if self.ssrc is None:
                 return []
@@ -387,25 +398,25 @@ class FecReceiver:
             unwrapped = None if original is None else red_unwrap(original)
             if unwrapped is None or unwrapped[0] == self.formats.ulpfec:
                 return []
-            return self._media(unwrapped[1], counted=False)
-        return [(data, True)]
+            return self._media(unwrapped[1], RESENT)
+        return [(data, RECEIVED)]
 
-    def _media(self, packet: bytes, counted: bool) -> list[tuple[bytes, bool]]:
+    def _media(self, packet: bytes, kind: str) -> list[tuple[bytes, str]]:
         if (rebuild := self.rebuilt.pop(seq_of(packet), None)) is not None:
             self.late += 1
             self.mismatched += rebuild != packet
-        out = [(packet, counted)]
+        out = [(packet, kind)]
         self._store(packet)
         out += self._recover()
         for media, _ in list(out):
             out += self._fill_between_frames(media)
         return out
 
-    def _fec(self, packet: bytes) -> list[tuple[bytes, bool]]:
+    def _fec(self, packet: bytes) -> list[tuple[bytes, str]]:
         at = header_length(packet)
         fec = FecPacket.parse(packet[at:])
         self.fec_received += 1
-        out = [(self._filler(seq_of(packet), packet[4:8]), True)]
+        out = [(self._filler(seq_of(packet), packet[4:8]), RECEIVED)]
         if fec is not None:
             self.fecs.append((fec, packet))
             del self.fecs[:-32]  # a few frames' worth: older ones come too late to help
@@ -443,9 +454,9 @@ class FecReceiver:
             while len(kept) > 64:
                 kept.popitem(last=False)
 
-    def _recover(self) -> list[tuple[bytes, bool]]:
+    def _recover(self) -> list[tuple[bytes, str]]:
         """Media packets rebuilt from the FEC packets kept, each counted in `recovered`."""
-        out: list[tuple[bytes, bool]] = []
+        out: list[tuple[bytes, str]] = []
         progress = True
         while progress:
             progress = False
@@ -467,11 +478,11 @@ class FecReceiver:
                 while len(self.rebuilt) > 64:
                     self.rebuilt.popitem(last=False)
                 self._store(rebuilt)
-                out.append((rebuilt, False))
+                out.append((rebuilt, REBUILT))
                 progress = True
         return out
 
-    def _fill_between_frames(self, packet: bytes) -> list[tuple[bytes, bool]]:
+    def _fill_between_frames(self, packet: bytes) -> list[tuple[bytes, str]]:
         """Fillers for the numbers between a frame's last packet and the next picture's first that never
         came: nothing but FEC (or padding) is sent there, so they are not worth a NACK or a wait."""
         at = header_length(packet)
@@ -491,7 +502,7 @@ class FecReceiver:
                 seq = (last + offset) & 0xFFFF
                 if seq not in self.seen:
                     self.filled += 1
-                    out.append((self._filler(seq, timestamp), False))
+                    out.append((self._filler(seq, timestamp), REBUILT))
         return out
 
 
@@ -572,12 +583,12 @@ def _receive_through(fec: FecReceiver, receiver: object) -> None:
             packets = fec.receive(data)
         except Exception:  # this runs in aiortc's receive loop: a bug here must not end the connection
             log.exception("FEC receive failed; the packet goes on as it came")
-            packets = [(data, True)]
-        for packet, counted in packets:
-            if counted:
+            packets = [(data, RECEIVED)]
+        for packet, kind in packets:
+            if kind == RECEIVED:
                 await handle(packet, arrival_time_ms)
             else:  # a repair: not counted as received in the receiver reports (the loss before repair)
-                with aiortc_hooks.uncounted(receiver, ssrc_of(packet)):  # type: ignore[arg-type]
+                with aiortc_hooks.uncounted(receiver, ssrc_of(packet), estimated=kind == RESENT):  # type: ignore[arg-type]
                     await handle(packet, arrival_time_ms)
 
     aiortc_hooks.set_rtp_handler(transport, receive)
@@ -585,7 +596,12 @@ def _receive_through(fec: FecReceiver, receiver: object) -> None:
 
 def _send_through(formats: FecFormats, sender: RTCRtpSender) -> FecSender:
     ssrc, rtx_ssrc = aiortc_hooks.sender_ssrcs(sender)
-    fec = FecSender(formats, ssrc, rtx_ssrc)
+
+    def capped() -> bool:
+        encoder = aiortc_hooks.encoder(sender)
+        return isinstance(encoder, BitrateCeiling) and encoder.limit < encoder.ceiling
+
+    fec = FecSender(formats, ssrc, rtx_ssrc, capped=capped)
     transport = sender.transport
     send = aiortc_hooks.rtp_sender(transport)
 
