@@ -176,6 +176,37 @@ def test_a_gap_that_outlives_its_deadline_is_skipped_and_a_keyframe_asked_for_un
     assert buffer.skips == 1
 
 
+def test_every_gap_past_its_deadline_is_given_up_at_once_and_a_fresh_one_still_waits() -> None:
+    """A narrow link's first second leaves dozens of frames each missing a packet: given up one deadline at
+    a time, they kept the picture still for seconds after the link had settled."""
+    clock, rtt = Clock(), RoundTrip(estimate=0.1)
+    buffer = RecoveringJitterBuffer(rtt, None, clock, frozenset({VP8}))
+    packets = frames_of(40, per_frame=2)
+    buffer.add(packets[0])
+    assert buffer.add(packets[1])[1] is not None  # frame 0
+    for f in range(1, 20):  # frames 1-18 lose their second packet for good; frame 19 is whole
+        for packet in packets[2 * f : 2 * f + (2 if f == 19 else 1)]:
+            clock.now += 0.005
+            assert buffer.add(packet)[1] is None
+    clock.now += 0.5  # then nothing for half a second (the link's queue): every one of those gaps is stale
+    delivered: list[tuple[float, int]] = []
+    late = packets[61]  # frame 30's second packet comes 50 ms late: a fresh gap, repaired in time
+    for packet in packets[40:]:
+        if packet is late:
+            continue
+        clock.now += 0.0165
+        frames = [buffer.add(packet)[1]]
+        if packet.sequence_number == 64:
+            frames.append(buffer.add(late)[1])
+        frames += buffer.drain() if frames[-1] is not None else []
+        delivered += [(clock.now, f.timestamp // 3000) for f in frames if f is not None]
+    stalled_until = 100.0 + 0.1 + 0.5
+    assert delivered[0] == (pytest.approx(stalled_until + 0.0165), 19)  # on the first packet after the stall
+    assert [f for _, f in delivered] == list(range(19, 40))  # then every frame, the late one's included
+    assert all(t - stalled_until < 0.03 * (f - 18) + 0.06 for t, f in delivered)  # none held a deadline
+    assert buffer.skips == 1 and buffer.awaiting_key
+
+
 def test_a_gap_repaired_in_time_costs_no_frame_and_no_keyframe() -> None:
     clock, rtt = Clock(), RoundTrip(estimate=0.1)
     buffer = RecoveringJitterBuffer(rtt, None, clock, frozenset({VP8}))

@@ -5,14 +5,17 @@ aiortc NACKs a missing packet once, when a later packet shows the gap, and its j
 the packet until 512 newer ones have come (1-2 s of video at 640x480): one lost NACK or retransmission
 froze the picture that long. Here a gap that blocks the oldest frame for longer than its deadline (3
 round trips, 120-400 ms; the round trip from the connection's sender's RTCP, else from NACK repairs) is
-skipped: the buffer moves on to the next frame that starts after it, tells the NACK generator to stop
+skipped, and with it every later gap as old (a gap's age is that of the first packet received after it):
+the buffer moves on to the next frame that starts after the last of them, tells the NACK generator to stop
 asking for what it skipped, and asks the sender for a keyframe (PLI), repeated each round trip until one
-arrives, so the decoder is clean again. The frames between are decoded, not held: a moment of smearing,
-not a freeze.
+arrives, so the decoder is clean again. The frames after are decoded, not held: a moment of smearing,
+not a freeze. Skipping old gaps one deadline at a time would cost a deadline each: after a narrow link's
+first second left dozens, the picture stood still for 5-10 s.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import time
@@ -65,7 +68,7 @@ class RecoveringJitterBuffer(MarkerJitterBuffer):
         super().__init__(capacity)
         self.rtt, self.nacks, self.clock, self.vp8_types = rtt, nacks, clock, vp8_types
         self.newest: int | None = None  # the newest sequence number seen
-        self.blocked_since: float | None = None  # when a gap first held the oldest frame back
+        self.arrived = [0.0] * capacity  # when each slot's packet came (clock seconds), as aiortc's slots
         self.awaiting_key = False
         self.last_pli = float("-inf")
         self.skips = 0  # gaps given up
@@ -73,7 +76,8 @@ class RecoveringJitterBuffer(MarkerJitterBuffer):
         self.returned_timestamp = 0  # the RTP timestamp of the frame `add` returned last, as it came
 
     def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
-        seq = packet.sequence_number
+        seq, now = packet.sequence_number, self.clock()
+        self.arrived[seq % self.capacity] = now
         if self.newest is None or uint16_gt(seq, self.newest) or uint16_add(self.newest, -seq) >= MAX_MISORDER:
             self.newest = seq  # newer, or a sender that started over (aiortc's buffer resets then too)
         if not packet.payload and (self._origin is None or seq == self._origin):
@@ -88,7 +92,7 @@ class RecoveringJitterBuffer(MarkerJitterBuffer):
         try:
             if self.awaiting_key and packet.payload_type in self.vp8_types and _vp8_starts_keyframe(packet):
                 self.last_pli = self.clock() + 1.0  # a keyframe is on its way: no more asking while it comes
-            pli, frame = self._recover(pli, frame)
+            pli, frame = self._recover(pli, frame, now)
             if frame is not None:
                 self.returned_timestamp = frame.timestamp
             return pli, frame
@@ -96,16 +100,10 @@ class RecoveringJitterBuffer(MarkerJitterBuffer):
             log.exception("loss recovery failed; the buffer goes on as aiortc's")
             return pli, frame
 
-    def _recover(self, pli: bool, frame: JitterFrame | None) -> tuple[bool, JitterFrame | None]:
-        now = self.clock()
-        if frame is None and self._blocked():
-            if self.blocked_since is None:
-                self.blocked_since = now
-            elif now - self.blocked_since > self.rtt.deadline():
-                frame = self._skip()
-                self.awaiting_key, self.last_pli = True, float("-inf")
-        else:
-            self.blocked_since = None
+    def _recover(self, pli: bool, frame: JitterFrame | None, now: float) -> tuple[bool, JitterFrame | None]:
+        if frame is None and self._blocked() and (gap := self._last_stale_gap(now - self.rtt.deadline())) is not None:
+            frame = self._skip(gap)
+            self.awaiting_key, self.last_pli = True, float("-inf")
         if pli:  # aiortc's own reasons (a jump, an overflow) also spoil the decoder's references
             self.awaiting_key, self.last_pli = True, now
         if frame is not None and self.awaiting_key and is_keyframe(frame):
@@ -146,25 +144,38 @@ class RecoveringJitterBuffer(MarkerJitterBuffer):
                 return True
         return False
 
-    def _skip(self) -> JitterFrame | None:
-        """Drop everything before the first frame that starts after the first gap; returns that frame if it
-        is already complete."""
-        self.skips += 1
-        self.blocked_since = None
-        slots = list(aiortc_hooks.buffered(self))
-        first_gap = next((i for i, p in enumerate(slots) if p is None), None)
-        if first_gap is None:
+    def _last_stale_gap(self, received_before: float) -> int | None:
+        """The slot of the last gap whose next packet came before `received_before` (a request and its
+        retries have had their time), looking on from the oldest slot while the gaps are that old."""
+        if self._origin is None or self.newest is None:
             return None
-        after = [i for i in range(first_gap + 1, len(slots)) if slots[i] is not None]
-        if not after:
-            return None  # nothing waits behind a gap after all
-        held = {p.timestamp for p in slots[:first_gap] if p is not None}
-        start = None
-        for i in range(first_gap + 1, len(slots)):
-            packet = slots[i]
-            if packet is None or packet.timestamp in held:
+        origin, capacity = self._origin, self.capacity
+        span = uint16_add(self.newest, -origin) + 1  # the slots up to the newest packet
+        gap = last = None
+        for index, packet in enumerate(itertools.islice(aiortc_hooks.buffered(self), span)):
+            if packet is None:
+                gap = index if gap is None else gap
                 continue
-            before = slots[i - 1]
+            if gap is not None:
+                if self.arrived[(origin + index) % capacity] > received_before:
+                    break  # a gap newer than its deadline (packets come in order, so are those after it)
+                last, gap = index - 1, None
+        return last
+
+    def _skip(self, gap: int) -> JitterFrame | None:
+        """Drop everything before the first frame that starts after the gap at slot `gap`; returns that
+        frame if it is already complete."""
+        self.skips += 1
+        slots = list(aiortc_hooks.buffered(self))
+        after = [i for i in range(gap + 1, len(slots)) if slots[i] is not None]
+        if not after:
+            return None  # nothing waits behind the gap after all
+        held = {p.timestamp for p in slots[:gap] if p is not None}
+        start = None
+        for i in after:
+            packet, before = slots[i], slots[i - 1]
+            if packet is None or packet.timestamp in held:  # the frame the gap cut
+                continue
             if (before is not None and before.timestamp != packet.timestamp) or (
                 packet.payload_type in self.vp8_types and _vp8_starts_frame(packet)
             ):
