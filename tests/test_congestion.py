@@ -32,7 +32,7 @@ def test_an_overflowing_queue_sets_the_cap_to_what_got_through_in_one_report() -
     cap = LossBasedCap(2_000_000)
     # 2 Mb/s into a 600 kb/s link: 70% lost, 580 kb/s through
     assert cap.update(0.70, delivered=580_000, sent=2_000_000) == int(MARGIN * 580_000)
-    assert cap.link == 580_000
+    assert cap.link == 580_000 and cap.bound  # the link's rate: FEC goes off (fec.py)
 
 
 def test_a_queue_filling_before_it_drops_lowers_the_cap_too() -> None:
@@ -47,6 +47,18 @@ def test_random_loss_leaves_the_cap_alone() -> None:
         assert cap.update(lost, delivered=2_000_000 * (1 - lost), sent=2_000_000) == 2_000_000
     # a report of 10-20% (a long burst) takes off half the loss from what was sent, no more
     assert cap.update(0.12, delivered=1_760_000, sent=2_000_000) == 1_880_000
+    assert not cap.bound  # a step back from loss, not a narrow link: FEC stays on
+
+
+def test_the_cap_is_bound_to_the_link_until_it_is_back_at_the_ceiling() -> None:
+    cap = LossBasedCap(1_000_000)
+    cap.update(0.5, delivered=800_000, sent=1_600_000)
+    assert cap.bound
+    for _ in range(40):  # the link widened: clean reports at whatever is sent
+        cap.update(0.0, delivered=cap.cap, sent=cap.cap)
+        if cap.cap >= cap.ceiling:
+            break
+    assert cap.cap == cap.ceiling and not cap.bound
 
 
 def test_the_cap_rises_on_clean_reports_holds_near_what_the_link_carried_then_probes() -> None:
@@ -141,10 +153,35 @@ async def test_a_follower_brings_the_encoder_under_a_narrow_link_at_the_first_re
     received = 48  # 600 kb/s for 0.8 s, at 1240 bytes a packet
     follower.report(_report((first + received - 1) & 0xFFFF, 0, 0.0), (sender.media[0], sender.media[1]))
     assert 0.7 * 600_000 < encoder.target_bitrate < 600_000
+    assert encoder.link_bound
     assert resender.twice  # nothing lost yet: two copies of what is NACKed
     follower.report(_report((first + received + 40) & 0xFFFF, 60, 0.6), (sender.media[0], sender.media[1]))
     assert not resender.twice  # 60% lost: one copy
     assert follower.resend_rate() < 0.2 * 600_000 / 8
+
+
+async def test_a_long_burst_of_random_loss_keeps_fec_and_both_resend_copies() -> None:
+    """A second of 5% bursty loss reports 10-20% now and then: the cap steps back, but nothing overflowed,
+    so FEC stays on and NACKed packets still go twice (they were what kept such bursts from freezing)."""
+    now = [0.0]
+    encoder = Vp8Encoder(2_000_000)
+
+    async def retransmit(sequence: int) -> None:
+        pass
+
+    resender = Resender(retransmit, lambda: 0.1, clock=lambda: now[0], later=lambda *args: None)
+    follower = Follower(encoder, resender, clock=lambda: now[0])
+    sender = _Sender()
+    sender.send(10)
+    follower.look((sender.wire[0], sender.wire[1]), (sender.media[0], sender.media[1]), sender.seq)
+    first = (sender.seq - 9) & 0xFFFF
+    for _ in range(20):  # 1 s at 200 packets a second (2 Mb/s), 14% of them lost
+        now[0] += 0.05
+        sender.send(10)
+        follower.look((sender.wire[0], sender.wire[1]), (sender.media[0], sender.media[1]), None)
+    follower.report(_report((first + 199) & 0xFFFF, 28, 0.14), (sender.media[0], sender.media[1]))
+    assert encoder.limit < encoder.ceiling  # a step back, as libwebrtc's loss-based controller takes
+    assert not encoder.link_bound and resender.twice and not follower.congested
 
 
 def test_the_encoder_follows_the_cap_and_remb_below_it() -> None:

@@ -112,7 +112,8 @@ def test_protection_grows_with_the_reported_loss_and_is_none_on_a_clean_link() -
     assert fec.protection(1, 0.05) == 1
     assert fec.protection(10, 0.05) == 4
     assert fec.protection(10, 0.1) == 5  # at most half
-    assert fec.protection(10, 0.2) == 0  # a queue overflowing: FEC would add to it
+    assert fec.protection(10, 0.15) == 5  # a second of bursty loss reports this much now and then
+    assert fec.protection(10, 0.25) == 0  # a queue overflowing: FEC would add to it
 
 
 def test_the_protection_follows_a_higher_loss_at_once_and_a_lower_one_slowly() -> None:

@@ -15,8 +15,8 @@ the loss it reports over that interval:
   then the loss is the link's, and the cap goes to what got through times the margin.
 
 It never goes under a floor that still carries a picture. Retransmissions are held to a budget (half the
-encoder's target; 15% while the link is congested), so that a burst of NACKs for what an overfilled queue
-dropped does not overfill it again."""
+encoder's target; 15% while a link that overflowed loses over 10%), so that a burst of NACKs for what an
+overfilled queue dropped does not overfill it again."""
 
 from __future__ import annotations
 
@@ -61,6 +61,7 @@ class LossBasedCap:
     cap: float = 0.0
     link: float | None = None  # b/s: the most the link carried since it last overflowed
     clean: int = 0  # clean reports since it last overflowed
+    bound: bool = False  # the cap is held under the ceiling by the link's overflow (until it is back up)
 
     def __post_init__(self) -> None:
         self.cap = float(self.ceiling)
@@ -75,7 +76,7 @@ class LossBasedCap:
         beyond = self.link is not None and sent > self.link
         queued = sent > self.floor and delivered < QUEUED * sent  # a queue filling before it drops
         if fraction_lost > OVERFLOWING or queued or (fraction_lost > CLEAN and beyond):
-            self.link, self.clean = delivered, 0
+            self.link, self.clean, self.bound = delivered, 0, True
             self.lower(MARGIN * delivered)
         elif fraction_lost > CONGESTED:
             self.lower(min(self.cap, sent) * (1 - 0.5 * fraction_lost))
@@ -88,6 +89,7 @@ class LossBasedCap:
                 if rise > MARGIN * self.link:  # near what the link carried: up to the margin, then after a while probe
                     rise = self.cap * PROBE if self.clean > HOLD else MARGIN * self.link
             self.cap = max(self.cap, min(top, rise))
+        self.bound = self.bound and self.cap < self.ceiling
         return int(self.cap)
 
     def lower(self, cap: float) -> int:
@@ -208,7 +210,10 @@ class Follower:
         self.mark = mark
         cap = self.cap.update(fraction_lost, delivered, sent)
         self.encoder.cap(cap if cap >= self.cap.ceiling else int(cap * self.share))
-        self.congested = fraction_lost > CONGESTED
+        self.encoder.link_bound = self.cap.bound
+        # Congested: a narrow link losing what overflows its queue. A report of 10-20% on a link that never
+        # overflowed is a long burst of random loss, where the second copy of a resend is what helps.
+        self.congested = fraction_lost > CONGESTED and self.cap.bound
         if self.resender is not None:
             self.resender.twice = not self.congested
 
@@ -224,9 +229,9 @@ async def _wire(sender: RTCRtpSender) -> tuple[int, int]:
 
 async def follow_losses(pc: RTCPeerConnection, every: float = 0.05) -> None:
     """Fit each video sender of `pc` with a Follower (its cap and resend budget, moved by each receiver report
-    and the NACKs between them), for as long as `pc` lives; resend NACKed packets twice (resend.py) only while
-    the reported loss is under 10% (above it the link is congested, not lossy: a second copy would only fill
-    its queue). Looks at what each has sent every `every` seconds."""
+    and the NACKs between them), for as long as `pc` lives; resend NACKed packets twice (resend.py) unless a
+    link that overflowed reports over 10% lost (a second copy would only fill its queue). Looks at what each
+    has sent every `every` seconds."""
     followers: dict[int, tuple[RTCRtpSender, Follower]] = {}
     while pc.connectionState not in ("closed", "failed"):
         for sender in pc.getSenders():

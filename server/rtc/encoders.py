@@ -54,6 +54,9 @@ class BitrateCeiling:
         super().__init__()  # the codec's aiortc encoder, next in the MRO
         self.ceiling = ceiling
         self.limit = ceiling  # a lower ceiling for now, from the losses the receiver reports (congestion.py)
+        # Whether that limit is what a narrow link carries (its queue overflowed), not a step back from random
+        # loss: FEC (fec.py) would only add to what such a queue drops.
+        self.link_bound = False
         self.target_bitrate = ceiling if start is None else start
 
     @property

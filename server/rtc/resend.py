@@ -5,8 +5,8 @@ past most loss bursts), whatever the receiver does: browsers NACK once and ask a
 later. A NACK for a packet resent less than two spacings (20-60 ms) ago is not answered again: the second
 copy has only just gone, and the request came before either could arrive (a receiver that echoes its
 requests, as Backdrop's own does, or retries too soon; on loopback, answering those too made a receiver
-that lost 1.8 s of packets get four copies of each every 12 ms). While the receiver reports more than 10% lost (a narrow
-link whose queue overflows: congestion.py), one copy only."""
+that lost 1.8 s of packets get four copies of each every 12 ms). While a narrow link's queue overflows
+(congestion.py: over 10% lost where the link was seen to overflow), one copy only."""
 
 from __future__ import annotations
 
