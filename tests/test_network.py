@@ -187,8 +187,9 @@ async def test_a_narrow_downlink_is_followed_from_the_default_start(make_client,
     """A 600 kb/s downlink with a 300 ms drop-tail queue (a mobile link), the encoder starting at its 2 Mb/s
     ceiling: what the server sends comes under the link within 5 s (congestion.py: the first receiver report
     shows how little got through) and stays under it, the queue no longer dropping, and the viewer's picture
-    comes steadily and on time. (The first seconds' losses can still hold the client's picture back for a few
-    seconds: its buffer gives up one unrepaired gap at a time, recovery.py.)"""
+    comes steadily and on time from then on (the first seconds' losses leave dozens of gaps, which the client's
+    buffer gives up together once they are past their deadline, recovery.py; one at a time, they held its
+    picture back for 5-10 s)."""
     client = await make_client()
     up = Impairment(delay_ms=20)
     down = Impairment(delay_ms=20, rate_kbps=600, queue_ms=300)
@@ -228,7 +229,7 @@ async def test_a_narrow_downlink_is_followed_from_the_default_start(make_client,
     assert kbps < 600 and dropped <= 0.02 * len(settled), (
         f"{kbps:.0f} kb/s, {dropped} dropped: {each}"
     )  # under the link after 5 s: no more overflowing
-    last = [ms for t, ms in seen if t >= 14.0]
-    assert len(last) >= 2 * 20, f"{len(last)} frames in the last 2 s"
-    delays = [ms for ms in last if ms is not None]
+    after = [ms for t, ms in seen if t >= 5.0]
+    assert len(after) >= 11 * 20, f"{len(after)} frames from 5 s to 16 s"
+    delays = [ms for ms in after if ms is not None]
     assert delays and float(np.percentile(delays, 95)) <= 400, (each, delays)
