@@ -91,7 +91,7 @@ class RecoveringJitterBuffer(MarkerJitterBuffer):
             pli, frame = super().add(packet)
         try:
             if self.awaiting_key and packet.payload_type in self.vp8_types and _vp8_starts_keyframe(packet):
-                self.last_pli = self.clock() + 1.0  # a keyframe is on its way: no more asking while it comes
+                self.last_pli = now + 1.0  # a keyframe is on its way: no more asking while it comes
             pli, frame = self._recover(pli, frame, now)
             if frame is not None:
                 self.returned_timestamp = frame.timestamp
@@ -101,7 +101,7 @@ class RecoveringJitterBuffer(MarkerJitterBuffer):
             return pli, frame
 
     def _recover(self, pli: bool, frame: JitterFrame | None, now: float) -> tuple[bool, JitterFrame | None]:
-        if frame is None and self._blocked() and (gap := self._last_stale_gap(now - self.rtt.deadline())) is not None:
+        if frame is None and (gap := self._last_stale_gap(now - self.rtt.deadline())) is not None:
             frame = self._skip(gap)
             self.awaiting_key, self.last_pli = True, float("-inf")
         if pli:  # aiortc's own reasons (a jump, an overflow) also spoil the decoder's references
@@ -129,28 +129,17 @@ class RecoveringJitterBuffer(MarkerJitterBuffer):
                 self.awaiting_key = False
         return frames
 
-    def _blocked(self) -> bool:
-        """Whether a gap sits before the newest packet (the oldest frame cannot complete yet); looks only
-        from the oldest packet to the newest, a frame's worth when nothing is lost."""
-        if self._origin is None or self.newest is None:
-            return False
-        span = uint16_add(self.newest, -self._origin) + 1
-        if span > self.capacity:
-            return False
-        for index, packet in enumerate(aiortc_hooks.buffered(self)):
-            if index >= span:
-                return False
-            if packet is None:
-                return True
-        return False
-
     def _last_stale_gap(self, received_before: float) -> int | None:
         """The slot of the last gap whose next packet came before `received_before` (a request and its
-        retries have had their time), looking on from the oldest slot while the gaps are that old."""
+        retries have had their time), looking on from the oldest slot while the gaps are that old; None when
+        no gap holds the oldest frame back (looks only from the oldest packet to the newest, a frame's worth
+        when nothing is lost)."""
         if self._origin is None or self.newest is None:
             return None
         origin, capacity = self._origin, self.capacity
         span = uint16_add(self.newest, -origin) + 1  # the slots up to the newest packet
+        if span > capacity:
+            return None
         gap = last = None
         for index, packet in enumerate(itertools.islice(aiortc_hooks.buffered(self), span)):
             if packet is None:
@@ -167,23 +156,23 @@ class RecoveringJitterBuffer(MarkerJitterBuffer):
         frame if it is already complete."""
         self.skips += 1
         slots = list(aiortc_hooks.buffered(self))
-        after = [i for i in range(gap + 1, len(slots)) if slots[i] is not None]
+        after = [(i, p) for i, p in enumerate(slots) if i > gap and p is not None]
         if not after:
             return None  # nothing waits behind the gap after all
         held = {p.timestamp for p in slots[:gap] if p is not None}
         start = None
-        for i in after:
-            packet, before = slots[i], slots[i - 1]
-            if packet is None or packet.timestamp in held:  # the frame the gap cut
+        for i, packet in after:
+            if packet.timestamp in held:  # the frame the gap cut
                 continue
+            before = slots[i - 1]
             if (before is not None and before.timestamp != packet.timestamp) or (
                 packet.payload_type in self.vp8_types and _vp8_starts_frame(packet)
             ):
                 start = i
                 break
         if start is None:  # no frame start seen yet: keep only the packets of the newest timestamp
-            stamp = slots[after[-1]].timestamp  # type: ignore[union-attr]
-            start = next(i for i in after if slots[i].timestamp == stamp)  # type: ignore[union-attr]
+            stamp = after[-1][1].timestamp
+            start = next(i for i, p in after if p.timestamp == stamp)
         self.remove(start)
         if self.nacks is not None and self._origin is not None:
             self.nacks.forget_before(self._origin)
