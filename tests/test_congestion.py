@@ -131,9 +131,9 @@ def _report(highest: int, lost: int, fraction: float) -> RtcpReceiverInfo:
     )
 
 
-async def test_a_follower_brings_the_encoder_under_a_narrow_link_at_the_first_report() -> None:
-    """2 Mb/s (about 200 packets a second) into a link that carries 600 kb/s: the first report (0.8 s in)
-    shows a third of it through, before any loss; the encoder's target comes under the link at once."""
+def _streaming(looks: int) -> tuple[Vp8Encoder, Resender, Follower, _Sender, int]:
+    """A Follower of a 2 Mb/s encoder with its Resender, after `looks` looks 0.05 s apart at a sender that
+    sent 10 packets between each (200 a second); returns them, the sender and its first sequence number."""
     now = [0.0]
     encoder = Vp8Encoder(2_000_000)
 
@@ -146,10 +146,17 @@ async def test_a_follower_brings_the_encoder_under_a_narrow_link_at_the_first_re
     sender.send(10)
     follower.look((sender.wire[0], sender.wire[1]), (sender.media[0], sender.media[1]), sender.seq)
     first = (sender.seq - 9) & 0xFFFF
-    for _ in range(16):  # 0.8 s at 20 packets each 0.05 s
+    for _ in range(looks):
         now[0] += 0.05
         sender.send(10)
         follower.look((sender.wire[0], sender.wire[1]), (sender.media[0], sender.media[1]), None)
+    return encoder, resender, follower, sender, first
+
+
+async def test_a_follower_brings_the_encoder_under_a_narrow_link_at_the_first_report() -> None:
+    """2 Mb/s (about 200 packets a second) into a link that carries 600 kb/s: the first report (0.8 s in)
+    shows a third of it through, before any loss; the encoder's target comes under the link at once."""
+    encoder, resender, follower, sender, first = _streaming(looks=16)  # 0.8 s
     received = 48  # 600 kb/s for 0.8 s, at 1240 bytes a packet
     follower.report(_report((first + received - 1) & 0xFFFF, 0, 0.0), (sender.media[0], sender.media[1]))
     assert 0.7 * 600_000 < encoder.target_bitrate < 600_000
@@ -163,22 +170,7 @@ async def test_a_follower_brings_the_encoder_under_a_narrow_link_at_the_first_re
 async def test_a_long_burst_of_random_loss_keeps_fec_and_both_resend_copies() -> None:
     """A second of 5% bursty loss reports 10-20% now and then: the cap steps back, but nothing overflowed,
     so FEC stays on and NACKed packets still go twice (they were what kept such bursts from freezing)."""
-    now = [0.0]
-    encoder = Vp8Encoder(2_000_000)
-
-    async def retransmit(sequence: int) -> None:
-        pass
-
-    resender = Resender(retransmit, lambda: 0.1, clock=lambda: now[0], later=lambda *args: None)
-    follower = Follower(encoder, resender, clock=lambda: now[0])
-    sender = _Sender()
-    sender.send(10)
-    follower.look((sender.wire[0], sender.wire[1]), (sender.media[0], sender.media[1]), sender.seq)
-    first = (sender.seq - 9) & 0xFFFF
-    for _ in range(20):  # 1 s at 200 packets a second (2 Mb/s), 14% of them lost
-        now[0] += 0.05
-        sender.send(10)
-        follower.look((sender.wire[0], sender.wire[1]), (sender.media[0], sender.media[1]), None)
+    encoder, resender, follower, sender, first = _streaming(looks=20)  # 1 s, 14% of it lost
     follower.report(_report((first + 199) & 0xFFFF, 28, 0.14), (sender.media[0], sender.media[1]))
     assert encoder.limit < encoder.ceiling  # a step back, as libwebrtc's loss-based controller takes
     assert not encoder.link_bound and resender.twice and not follower.congested
