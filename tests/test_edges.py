@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from server.pipeline.backgrounds import BackgroundState, BackgroundStore
-from server.pipeline.composite import compose
+from server.pipeline.composite import compose, person_weight
 from server.pipeline.config import SessionConfig
-from server.pipeline.filters import downscale, torch_kernels
-from server.pipeline.foreground import foreground
+from server.pipeline.filters import blend, downscale, torch_kernels
+from server.pipeline.foreground import foreground, over
 from server.pipeline.frames import DeviceFrame, download
 from server.pipeline.refine import upsample_mask
 from server.pipeline.yuv import Planes
@@ -103,6 +103,40 @@ def test_the_edge_step_keeps_the_frame_where_the_mask_is_one(kernels: None) -> N
     chroma_inside = downscale(mask, (120, 160))[0, 0] >= 1.0  # the chroma's mask, as compositing makes it
     assert chroma_inside.sum() > 3000
     assert torch.equal(fuv[0][:, chroma_inside], picture.uv[0][:, chroma_inside])
+
+
+@pytest.mark.parametrize("mode", ["color", "image"])
+@pytest.mark.parametrize("wrap", [0.0, 0.7])
+def test_the_cpu_blends_the_estimate_only_where_it_shows_and_gives_torchs_frame(
+    backgrounds: BackgroundStore, mode: str, wrap: float
+) -> None:
+    """On the CPU `over` blends the estimated colour only where the mask is soft, which must give the frame
+    that blending it everywhere does (torch's kernels, the code CUDA runs), with the same masks and weights:
+    a textured person with a soft edge, over a colour and over an image, with light wrap too."""
+    alpha, frame = soft_square()
+    rng = np.random.default_rng(5)
+    textured = np.clip(frame.astype(int) + rng.integers(-40, 41, frame.shape), 0, 255).astype(np.uint8)
+    picture = DeviceFrame(Planes.of_video_frame(Planes.of_rgb(textured).video_frame()), torch.device("cpu"))
+    y, uv = picture.y, picture.uv
+    mask = torch.from_numpy(alpha)[None, None]
+    chroma_mask = downscale(mask, (uv.shape[-2], uv.shape[-1]))
+    weights = (person_weight(mask, wrap), person_weight(chroma_mask, wrap))
+    if mode == "color":
+        background = (
+            torch.tensor([120], dtype=torch.uint8).view(1, 1, 1, 1),
+            torch.tensor([60, 90]).to(torch.uint8).view(1, 2, 1, 1),
+        )
+    else:
+        picture_yuv = Planes.of_rgb(cv2.resize(backgrounds.get("bookshelf"), (640, 480)))
+        fitted = DeviceFrame(Planes.of_video_frame(picture_yuv.video_frame()), torch.device("cpu"))
+        background = (fitted.y, fitted.uv)
+    band_y, band_uv = over(background, y, uv, mask, weights, chroma_mask)
+    with torch_kernels():
+        all_y, all_uv = over(background, y, uv, mask, weights, chroma_mask)
+        plain_y = blend(background[0], y, weights[0])
+    ramp = torch.from_numpy((alpha > 0.05) & (alpha < 0.95))
+    assert (plain_y.int() - all_y.int()).abs()[0, 0][ramp].float().mean() > 5  # the estimate changes the edge
+    assert (band_y.int() - all_y.int()).abs().max() <= 1 and (band_uv.int() - all_uv.int()).abs().max() <= 1
 
 
 def test_light_wrap_still_works_with_clean_edges(backgrounds: BackgroundStore) -> None:
