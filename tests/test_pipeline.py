@@ -341,6 +341,7 @@ def test_opencv_and_torch_kernels_agree(astronaut: np.ndarray) -> None:
     """The CPU's OpenCV kernels and torch's (what CUDA runs) give the same filters, resizes and refined mask."""
     from server.pipeline.filters import (
         blend,
+        boundary,
         box_blur,
         downscale,
         downscale_antialiased,
@@ -356,6 +357,9 @@ def test_opencv_and_torch_kernels_agree(astronaut: np.ndarray) -> None:
     torch.testing.assert_close(gaussian_blur(x, 4.0), gaussian_blur(x, 4.0, opencv=False), atol=1e-5, rtol=0)
     for radius in (1, 3):  # a maximum is exact, at the edges too
         assert torch.equal(max_filter(x - 1.0, radius), max_filter(x - 1.0, radius, opencv=False))
+        person = x[:, :1] > 0.7
+        band = boundary(person, radius)
+        assert torch.equal(band, boundary(person, radius, opencv=False)) and 0 < band.float().mean() < 1
     for size in ((122, 166), (240, 320), (50, 70), (61, 83)):
         torch.testing.assert_close(resize_bilinear(x, size), resize_bilinear(x, size, opencv=False), atol=1e-5, rtol=0)
     planes = Planes.of_rgb(np.asarray(Image.fromarray(astronaut).resize((640, 480))))

@@ -186,6 +186,21 @@ def max_filter(x: torch.Tensor, radius: int, opencv: bool | None = None) -> torc
     return F.max_pool2d(x, 2 * radius + 1, stride=1, padding=radius)
 
 
+def boundary(person: torch.Tensor, radius: int, opencv: bool | None = None) -> torch.Tensor:
+    """(N,1,H,W) bool `person` -> (N,1,H,W) bool: the pixels within `radius` of where it changes (a dilation
+    that differs from the erosion), the frame's edge not counted. On the CPU one morphological gradient on
+    bytes (0.6 ms on floats with max_filter at 240x320, 10x less this way)."""
+    if opencv_on(person, opencv):
+        out = torch.empty(person.shape, dtype=torch.bool)
+        kernel = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
+        for plane, result in zip(person.contiguous().flatten(0, 1), out.flatten(0, 1), strict=True):
+            gradient = cv2.morphologyEx(plane.numpy().view(np.uint8), cv2.MORPH_GRADIENT, kernel)
+            np.greater(gradient, 0, out=result.numpy())
+        return out
+    solid = person.float()
+    return max_filter(solid, radius, opencv) != 1.0 - max_filter(1.0 - solid, radius, opencv)
+
+
 def gaussian_blur(x: torch.Tensor, sigma: float, opencv: bool | None = None) -> torch.Tensor:
     """Approximate Gaussian blur: three box passes of matching variance (central limit)."""
     radius = round((math.sqrt(4.0 * sigma * sigma + 1.0) - 1.0) / 2.0)

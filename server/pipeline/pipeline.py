@@ -21,7 +21,7 @@ from models.zoo import ModelRegistry, Plan
 from .backgrounds import BackgroundStore
 from .composite import compose
 from .config import SessionConfig
-from .filters import max_filter
+from .filters import boundary
 from .frames import DeviceFrame, Frame, Masked, Processed, StreamState, download, planes_of
 from .motion import flow, reproduces, warp
 from .refine import upsample_mask
@@ -100,9 +100,7 @@ def _propagates(w: _Work) -> bool:
 
 def _edge(mask: torch.Tensor) -> torch.Tensor:
     """(1,1,h,w) bool: the pixels within 2 px of the mask's person boundary (p = 0.5)."""
-    person = (mask >= 0.5).float()
-    # A dilation and an erosion (OpenCV's on the CPU: torch's max pooling took 2.4 ms a call at 240x320).
-    return max_filter(person, 2) != 1.0 - max_filter(1.0 - person, 2)
+    return boundary(mask >= 0.5, 2)
 
 
 def _segment(pipeline: Pipeline, work: list[_Work]) -> None:
