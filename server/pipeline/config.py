@@ -72,7 +72,7 @@ class SessionConfig(BaseModel):
         return value
 
     keyframes: int = Field(
-        3,
+        5,
         ge=0,
         le=30,
         description="run the model at most every N frames while the optical flow explains the mask's motion "
