@@ -43,6 +43,9 @@ async def test_the_hooks_land_where_aiortc_keeps_what_they_replace() -> None:
         assert [type(c) for c in certificates] == [InteropCertificate]
         transceiver = pc.addTransceiver("video")
         assert hasattr(transceiver.sender, "_RTCRtpSender__encoder")
+        stats = [s for s in (await transceiver.sender.getStats()).values() if s.type == "transport"]
+        assert [(s.packetsSent, s.bytesSent) for s in stats] == [aiortc_hooks.transport_sent(transceiver.sender)]
+        assert hasattr(transceiver.sender.transport, "_RTCDtlsTransport__tx_bytes")
         assert aiortc_hooks.codecs(transceiver) == []  # nothing negotiated yet
         assert len(recover_losses(pc)) == 1
         buffer = transceiver.receiver._RTCRtpReceiver__jitter_buffer  # type: ignore[attr-defined]

@@ -228,6 +228,16 @@ def newest_sequence(sender: RTCRtpSender) -> int | None:
     return max(numbers, key=lambda n: (n - ref + 0x8000) % 0x10000)
 
 
+def transport_sent(sender: RTCRtpSender) -> tuple[int, int]:
+    """(packets, bytes) `sender`'s transport has sent (SRTP and SRTCP, and what else it carries): the counters
+    its stats report, read without building the report (getStats 20 times a second was a tenth of the event
+    loop's time per session)."""
+    transport = sender.transport
+    packets: int = getattr(transport, "_RTCDtlsTransport__tx_packets", 0)
+    octets: int = getattr(transport, "_RTCDtlsTransport__tx_bytes", 0)
+    return packets, octets
+
+
 # 12. The RTP bytes a transport sends and receives.
 def rtp_sender(transport: RTCDtlsTransport) -> Callable[[bytes], Awaitable[None]]:
     """`transport`'s own send of one RTP or RTCP packet's bytes (it protects them with SRTP)."""

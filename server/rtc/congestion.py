@@ -218,15 +218,6 @@ class Follower:
             self.resender.twice = not self.congested
 
 
-async def _wire(sender: RTCRtpSender) -> tuple[int, int]:
-    """(packets, bytes) `sender`'s transport has sent (SRTP and SRTCP, and what else it carries)."""
-    stats = (await sender.getStats()).values()
-    return (
-        sum(getattr(s, "packetsSent", 0) for s in stats if s.type == "transport"),
-        sum(getattr(s, "bytesSent", 0) for s in stats if s.type == "transport"),
-    )
-
-
 async def follow_losses(pc: RTCPeerConnection, every: float = 0.05) -> None:
     """Fit each video sender of `pc` with a Follower (its cap and resend budget, moved by each receiver report
     and the NACKs between them), for as long as `pc` lives; resend NACKed packets twice (resend.py) unless a
@@ -248,5 +239,5 @@ async def follow_losses(pc: RTCPeerConnection, every: float = 0.05) -> None:
             aiortc_hooks.on_receiver_reports(sender, tell)
         for sender, follower in followers.values():
             newest = aiortc_hooks.newest_sequence(sender) if follower.mark is None else None
-            follower.look(await _wire(sender), aiortc_hooks.sent(sender), newest)
+            follower.look(aiortc_hooks.transport_sent(sender), aiortc_hooks.sent(sender), newest)
         await asyncio.sleep(every)
