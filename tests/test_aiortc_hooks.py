@@ -3,6 +3,7 @@ landing where that version keeps what they replace."""
 
 from __future__ import annotations
 
+import asyncio
 import tomllib
 from pathlib import Path
 
@@ -47,8 +48,14 @@ async def test_the_hooks_land_where_aiortc_keeps_what_they_replace() -> None:
         assert [(s.packetsSent, s.bytesSent) for s in stats] == [aiortc_hooks.transport_sent(transceiver.sender)]
         assert hasattr(transceiver.sender.transport, "_RTCDtlsTransport__tx_bytes")
         assert aiortc_hooks.codecs(transceiver) == []  # nothing negotiated yet
-        assert len(recover_losses(pc)) == 1
+        (recovering,) = recover_losses(pc)
+        timer = recovering.timer
+        assert timer is not None and not timer.done()  # NACKs between packets, while pc lives
+        assert hasattr(transceiver.receiver, "_send_rtcp_nack")
         buffer = transceiver.receiver._RTCRtpReceiver__jitter_buffer  # type: ignore[attr-defined]
-        assert isinstance(buffer, MarkerJitterBuffer) and list(aiortc_hooks.buffered(buffer)) == []
+        assert buffer is recovering and isinstance(buffer, MarkerJitterBuffer)
+        assert list(aiortc_hooks.buffered(buffer)) == []
     finally:
         await pc.close()
+    await asyncio.sleep(0.05)
+    assert timer.done()  # it ends with the connection

@@ -65,6 +65,28 @@ def test_a_gap_is_nacked_at_once_then_again_each_round_trip_and_a_half_until_it_
     assert nacks.add(packets[7]) and nacks.missing == {2}  # ... but not for the other
 
 
+def test_requests_fall_due_between_packets_too() -> None:
+    """After a frame's last packet the next comes a frame interval later: a first request, its echo and a
+    retry are sent when due (`poll`, on the receiver's timer), not when that packet comes."""
+    clock, rtt = Clock(), RoundTrip(estimate=0.1)
+    nacks = RetryingNackGenerator(rtt, clock)
+    packets = frames_of(4)
+    assert nacks.poll() == []  # nothing seen yet
+    nacks.add(packets[0])
+    assert not nacks.add(packets[3]) and nacks.ssrc == packets[3].ssrc  # a gap, then no packet for a while
+    assert nacks.poll() == []  # within the reordering wait
+    clock.now += 0.006
+    assert nacks.poll() == [1, 2]  # asked for without a packet
+    assert nacks.poll() == []  # once
+    clock.now += 0.021
+    assert nacks.poll() == [1, 2]  # the echo, a fifth of a round trip later
+    clock.now += 0.06
+    assert nacks.poll() == []
+    assert not nacks.add(packets[1])  # one repaired
+    clock.now += 0.06  # 1.25 round trips after the first request
+    assert nacks.poll() == [2]
+
+
 def test_each_request_is_echoed_once_a_fifth_of_a_round_trip_later() -> None:
     clock, rtt = Clock(), RoundTrip(estimate=0.1)
     nacks = RetryingNackGenerator(rtt, clock)

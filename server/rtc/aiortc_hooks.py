@@ -34,7 +34,8 @@ into it through the functions here. Nothing in site-packages is edited. The hook
    `RTCRtpSender.__octet_count` and `RTCRtpSender.__rtp_history`: the receiver reports a sender gets (their
    report blocks: the highest sequence number received and the packets lost, which aiortc's stats leave out),
    what it has sent, and its newest packet's sequence number (`on_receiver_reports`, `sent`,
-   `newest_sequence`: `congestion.follow_losses`).
+   `newest_sequence`: `congestion.follow_losses`); `RTCDtlsTransport.__tx_packets` and `__tx_bytes`, what its
+   transport has sent, as its stats report them (`transport_sent`: `congestion.follow_losses`).
 12. `RTCDtlsTransport._send_rtp` and `RTCDtlsTransport._handle_rtp_data`: the bytes of every RTP packet a
    transport sends (before SRTP) and receives (after SRTP, before aiortc parses and routes it); replaced per
    transport, the originals kept (`rtp_sender`, `set_rtp_sender`, `rtp_handler`, `set_rtp_handler`:
@@ -48,6 +49,8 @@ into it through the functions here. Nothing in site-packages is edited. The hook
    reports give the loss from, and the delay-based estimate (REMB) each packet feeds (`uncounted`:
    `fec.protect`, so that a packet rebuilt from FEC or unwrapped from RTX for RED is not counted as received,
    as libwebrtc does not, and a rebuilt one is not read as a packet delayed since its send time).
+15. `RTCRtpReceiver._send_rtcp_nack`: how a receiver NACKs, for NACKs that fall due between packets
+   (`nack_sender`: `recovery.recover_losses`).
 
 Name-mangled attributes fail silently when a release renames them (aiortc would read its own, and ours would
 sit unused), so the version is checked where this module is imported, which is before any server, client or
@@ -236,6 +239,13 @@ def transport_sent(sender: RTCRtpSender) -> tuple[int, int]:
     packets: int = getattr(transport, "_RTCDtlsTransport__tx_packets", 0)
     octets: int = getattr(transport, "_RTCDtlsTransport__tx_bytes", 0)
     return packets, octets
+
+
+# 15. A receiver's NACK.
+def nack_sender(receiver: RTCRtpReceiver) -> Callable[[int, list[int]], Awaitable[None]]:
+    """What sends `receiver`'s RTCP NACK for a media stream (its SSRC) and the sequence numbers it lists."""
+    send: Callable[[int, list[int]], Awaitable[None]] = receiver._send_rtcp_nack
+    return send
 
 
 # 12. The RTP bytes a transport sends and receives.

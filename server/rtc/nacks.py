@@ -1,5 +1,6 @@
 """What a video receiver asks to have resent: each missing packet NACKed once it is later than packets
-usually come out of order, then again every ~1.25 round trips until it comes or is too old to matter."""
+usually come out of order, then again every ~1.25 round trips until it comes or is too old to matter; due
+times are checked on each packet and, between packets, by `recovery.recover_losses`'s timer (`poll`)."""
 
 from __future__ import annotations
 
@@ -88,10 +89,12 @@ class RetryingNackGenerator(NackGenerator):
         # to 50 ms.)
         self.reorder_wait = 0.005
         self.lateness: deque[float] = deque(maxlen=REORDER_SAMPLES)
+        self.ssrc: int | None = None  # the media stream's, from its packets (what a NACK names)
 
     def add(self, packet: RtpPacket) -> bool:
         """Note `packet` (a retransmission too, unwrapped); True when `missing` holds packets to NACK now."""
         now, seq = self.clock(), packet.sequence_number
+        self.ssrc = packet.ssrc
         if self.max_seq is None:
             self.max_seq = seq
             return False
@@ -108,6 +111,20 @@ class RetryingNackGenerator(NackGenerator):
                 self.rtt.sample(now - (asked.last_sent if asked.tries == 1 else asked.first_sent))
             elif asked is not None:  # out of order, not lost: wait about that long before asking next time
                 self._reordered(now - asked.first_seen)
+        return self._due(now)
+
+    def poll(self) -> list[int]:
+        """What to NACK now, without a packet: a gap's first request, retry or echo falls due between packets
+        too (after a frame's last packet the next comes a frame interval later, up to 33 ms at 30 fps, which
+        each repair would otherwise wait on). Sorted; empty when nothing is due."""
+        if self.max_seq is None or not self.asked:
+            return []
+        return sorted(self.missing) if self._due(self.clock()) else []
+
+    def _due(self, now: float) -> bool:
+        """Set `missing` to what is due at `now` (forgetting what is too old or asked too often); True if any."""
+        if self.max_seq is None:
+            return False
         oldest = uint16_add(self.max_seq, -RTP_HISTORY_SIZE)
         retry = self.rtt.retry_after()
         echo = min(max(0.2 * self.rtt.current(), 0.01), 0.03)

@@ -15,11 +15,12 @@ first second left dozens, the picture stood still for 5-10 s.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import queue
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiortc import RTCPeerConnection
@@ -74,6 +75,7 @@ class RecoveringJitterBuffer(MarkerJitterBuffer):
         self.skips = 0  # gaps given up
         self.keyframe_requests = 0
         self.returned_timestamp = 0  # the RTP timestamp of the frame `add` returned last, as it came
+        self.timer: asyncio.Task[None] | None = None  # recover_losses' NACKs between packets, while pc lives
 
     def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
         seq, now = packet.sequence_number, self.clock()
@@ -203,8 +205,26 @@ def recover_losses(
         aiortc_hooks.set_nack_generator(transceiver.receiver, nacks)
         aiortc_hooks.set_jitter_buffer(transceiver.receiver, buffer)
         _decode_backlogs(aiortc_hooks.decoder_queue(transceiver.receiver), buffer, pace_backlogs, clock)
+        buffer.timer = asyncio.ensure_future(_nack_on_time(pc, nacks, aiortc_hooks.nack_sender(transceiver.receiver)))
         buffers.append(buffer)
     return buffers
+
+
+NACK_TICK = 0.005  # s between looks at what is due while packets are asked for (libwebrtc looks every 20 ms)
+IDLE_TICK = 0.02  # s between looks while nothing is
+
+
+async def _nack_on_time(
+    pc: RTCPeerConnection, nacks: RetryingNackGenerator, send: Callable[[int, list[int]], Awaitable[None]]
+) -> None:
+    """Send the NACKs `nacks` has due between packets, for as long as `pc` lives."""
+    while pc.connectionState not in ("closed", "failed"):
+        try:
+            if (due := nacks.poll()) and nacks.ssrc is not None:
+                await send(nacks.ssrc, due)
+        except Exception:  # a NACK that could not go is a repair that waits for the next packet, not an end
+            log.exception("a NACK between packets failed")
+        await asyncio.sleep(NACK_TICK if nacks.asked else IDLE_TICK)
 
 
 # A backlog's newest PACED frames (the rest go at once) are decoded at CATCH_UP times the pace they were

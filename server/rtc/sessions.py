@@ -137,6 +137,7 @@ class SessionManager:
             # A frame sooner to the pipeline (jitter.py), and losses repaired or skipped in time (recovery.py);
             # the pipeline keeps only the newest frame, so a backlog comes paced.
             session.receivers = recover_losses(pc, pace_backlogs=True)
+            session.tasks.extend(r.timer for r in session.receivers if r.timer is not None)
             prefer_codec(pc, self.policy.encoders)
             fec = accept(pc, FecFormats.from_sdp(sdp)) if self.policy.fec else None  # RED and ULPFEC (fec.py)
             await pc.setLocalDescription(await pc.createAnswer())
