@@ -194,12 +194,14 @@ def test_smoothing_holds_flicker_where_the_flow_checks_out() -> None:
 def test_the_flow_check_passes_what_moved_and_fails_what_appeared(astronaut: np.ndarray) -> None:
     """The previous frame moved along the flow reproduces the next one where the motion is explained, not
     where something new appeared in front (an occlusion): there smoothing must follow the new mask."""
-    from server.pipeline.motion import flow, grey, reproduces
+    from server.pipeline.motion import flow, grey, positions, reproduces
 
     before = grey(Planes.of_rgb(astronaut).y, (256, 256))
     now = np.ascontiguousarray(np.roll(before, (3, 5), axis=(0, 1)))  # the camera moved 5 px right, 3 down
     now[100:160, 100:160] = 255 - now[100:160, 100:160]  # and something new covers a square
-    passed = reproduces(now, before, flow(now, before))
+    backward = flow(now, before)
+    passed = reproduces(now, before, backward)
+    assert np.array_equal(passed, reproduces(now, before, backward, where=positions(backward)))
     assert passed[10:90, 10:90].mean() > 0.9  # moved, and explained by the flow
     assert passed[110:150, 110:150].mean() < 0.1  # appeared: no flow from the previous frame explains it
 
@@ -395,10 +397,11 @@ def test_opencv_and_torch_kernels_agree(astronaut: np.ndarray) -> None:
         )
         assert (native.int() - through_float.int()).abs().max() <= 1
     # Warping along a flow (smoothing): OpenCV's remap interpolates at 1/32 px, grid_sample exactly.
-    from server.pipeline.motion import flow, grey, warp
+    from server.pipeline.motion import flow, grey, positions, warp
 
     frames = [Planes.of_rgb(f).y for f in photo_frames(astronaut, size=(240, 320), count=8)]
     along = flow(grey(frames[-1], (240, 320)), grey(frames[0], (240, 320)))
     assert np.abs(along).max() > 2  # a real displacement, not the identity
     image = torch.rand(1, 2, 240, 320, generator=rng)
     torch.testing.assert_close(warp(image, along), warp(image, along, opencv=False), atol=1e-4, rtol=0)
+    assert torch.equal(warp(image, along, where=positions(along)), warp(image, along))  # the map made once

@@ -38,14 +38,22 @@ def flow(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     return np.asarray(_dis().calc(source, target, None))  # type: ignore[call-overload]  # stubs miss None
 
 
-def warp(image: torch.Tensor, towards: np.ndarray, opencv: bool | None = None) -> torch.Tensor:
+def positions(towards: np.ndarray) -> np.ndarray:
+    """(h,w,2) float32: each pixel's x, y plus the flow `towards`, where `warp` and `reproduces` read from
+    (made once per flow and passed to both, rather than added to the grid by each)."""
+    return _pixels(*towards.shape[:2]) + towards
+
+
+def warp(
+    image: torch.Tensor, towards: np.ndarray, opencv: bool | None = None, where: np.ndarray | None = None
+) -> torch.Tensor:
     """A (1,C,h,w) image resampled at each pixel's position plus `towards` (h,w,2) (bilinear, edges
     repeated): with the flow from frame t to frame t-1, frame t-1's image moved to where things are at t.
-    float32 on the CPU: OpenCV's remap (a third of grid_sample's time); elsewhere, or with `opencv=False`,
-    grid_sample on the image's device."""
+    float32 on the CPU: OpenCV's remap (a third of grid_sample's time), at `where` (`positions(towards)`) if
+    given; elsewhere, or with `opencv=False`, grid_sample on the image's device."""
     h, w = image.shape[-2:]
     if opencv_on(image, opencv) and image.dtype == torch.float32:
-        where = _pixels(h, w) + towards
+        where = positions(towards) if where is None else where
         planes = [_remap(plane.numpy(), where, border=cv2.BORDER_REPLICATE) for plane in image.contiguous()[0]]
         return torch.from_numpy(np.stack(planes))[None]
     offsets = torch.from_numpy(towards).to(image.device, torch.float32)
@@ -79,7 +87,7 @@ def _pixels(h: int, w: int) -> np.ndarray:
 def consistent(backward: np.ndarray, forward: np.ndarray) -> np.ndarray:
     """(h,w) bool: pixels of frame t whose flow to t-1 (`backward`) the flow from t-1 to t (`forward`)
     brings back, the test for occlusions and flow errors of Sundaram et al. (ECCV 2010)."""
-    returned = _remap(forward, _pixels(*backward.shape[:2]) + backward)
+    returned = _remap(forward, positions(backward))
 
     # Squared lengths by cv2.magnitude: numpy's sums over a 2-long last axis took 5x longer (7 ms at 320x240).
     def squared_length(v: np.ndarray) -> np.ndarray:
@@ -89,11 +97,18 @@ def consistent(backward: np.ndarray, forward: np.ndarray) -> np.ndarray:
     return loop < 0.01 * (squared_length(backward) + squared_length(returned)) + 0.5
 
 
-def reproduces(image: np.ndarray, previous: np.ndarray, backward: np.ndarray, tolerance: float = 12.0) -> np.ndarray:
+def reproduces(
+    image: np.ndarray,
+    previous: np.ndarray,
+    backward: np.ndarray,
+    tolerance: float = 12.0,
+    where: np.ndarray | None = None,
+) -> np.ndarray:
     """(h,w) bool: pixels of grey `image` that grey `previous`, moved along `backward` (the flow from `image`
     to `previous`), reproduces within `tolerance` grey levels, averaged over 3x3 (brightness constancy: a flow
     through an occlusion or a wrong match lands on other pixels). One remap in place of a second flow and the
-    forward-backward check (`consistent`, which `evaluate` keeps): 0.5 ms against 2.5 at 256x256."""
-    moved = _remap(previous, _pixels(*backward.shape[:2]) + backward, border=cv2.BORDER_REPLICATE)
+    forward-backward check (`consistent`, which `evaluate` keeps): 0.5 ms against 2.5 at 256x256. `where`:
+    `positions(backward)`, if made already."""
+    moved = _remap(previous, positions(backward) if where is None else where, border=cv2.BORDER_REPLICATE)
     difference = cv2.blur(cv2.absdiff(moved, image), (3, 3))
     return difference <= tolerance

@@ -23,7 +23,7 @@ from .composite import compose
 from .config import SessionConfig
 from .filters import boundary
 from .frames import DeviceFrame, Frame, Masked, Processed, StreamState, download, planes_of
-from .motion import flow, reproduces, warp
+from .motion import flow, positions, reproduces, warp
 from .refine import upsample_mask
 from .segment import ModelCache, denormals_flushed, find_people, segment, segment_regions
 from .smoothing import SmoothingState, smooth_mask
@@ -61,6 +61,7 @@ class _Motion:
 
     now: np.ndarray  # this frame's luma at mask size
     backward: np.ndarray  # (h,w,2): the flow to the last frame
+    where: np.ndarray  # (h,w,2): each pixel's position plus the flow, where warping reads (motion.positions)
     tracked: torch.Tensor  # (1,1,h,w) bool: pixels the last frame, moved along the flow, reproduces
 
 
@@ -74,8 +75,9 @@ def _motion(w: _Work, size: tuple[int, int]) -> _Motion | None:
             return None
         now = w.picture.luma_at(size)
         backward = flow(now, before)
-        tracked = torch.from_numpy(reproduces(now, before, backward))[None, None]
-        w.motion = _Motion(now, backward, tracked)
+        where = positions(backward)
+        tracked = torch.from_numpy(reproduces(now, before, backward, where=where))[None, None]
+        w.motion = _Motion(now, backward, where, tracked)
     return w.motion
 
 
@@ -107,7 +109,7 @@ def _segment(pipeline: Pipeline, work: list[_Work]) -> None:
     for w in work:
         if _propagates(w):
             last, motion = w.state.smoothing, _ready(w.motion)
-            w.mask, w.propagated = warp(_ready(last.mask), motion.backward), True
+            w.mask, w.propagated = warp(_ready(last.mask), motion.backward, where=motion.where), True
     work = [w for w in work if not w.propagated]
     whole = [w for w in work if not w.frame.config.region]
     masks = segment(pipeline.models, [w.picture for w in whole], [w.plan for w in whole])
@@ -142,7 +144,7 @@ def _smooth(pipeline: Pipeline, work: list[_Work]) -> None:
         tracked = None
         if motion is not None and previous is not None and config.smoothing > 0:
             # The previous mask moved to where the person is now: the blend no longer leans on where they were.
-            previous = warp(previous, motion.backward)
+            previous = warp(previous, motion.backward, where=motion.where)
             tracked = motion.tracked.to(previous.device)
         w.mask = smooth_mask(previous, current, config.smoothing, tracked)
         now = motion.now if motion is not None else picture.luma_at(size) if wants_motion else None
