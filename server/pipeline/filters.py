@@ -30,6 +30,20 @@ cv2.setNumThreads(1)
 _local = threading.local()
 
 
+def scratch(name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """A float32 array of `shape` for this thread, kept between frames under `name` and its shape (the last
+    few): fresh full-size buffers cost more in page faults than the arithmetic on them (3.7 against 0.4 ms
+    for a 640x480 plane). Its contents are what the last user left."""
+    buffers: dict[tuple[str, tuple[int, ...]], np.ndarray] = getattr(_local, "scratch", None) or {}
+    key = (name, shape)
+    if key not in buffers:
+        if len(buffers) >= 8:
+            buffers.clear()
+        buffers[key] = np.empty(shape, np.float32)
+    _local.scratch = buffers
+    return buffers[key]
+
+
 @contextmanager
 def torch_kernels() -> Iterator[None]:
     """On this thread, every kernel here runs its torch implementation even on the CPU: the code CUDA runs,

@@ -17,14 +17,13 @@ and blends the estimate only at the pixels between (about 1% of a frame).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 
 import cv2
 import numpy as np
 import torch
 
-from .filters import blend, box_blur, downscale, opencv_on, resize_bilinear
+from .filters import blend, box_blur, downscale, opencv_on, resize_bilinear, scratch
 
 # The reduced grid's height (rows), and the two passes' radii on it: at 480 rows (cells of 6 px), windows
 # of 78 and 30 frame pixels. The first reaches past the soft edge into the person and the background, the
@@ -198,7 +197,7 @@ def _fuse_opencv(
     (C,H,W) uint8. OpenCV's SIMD kernels in this thread's scratch buffers (fresh full-size buffers cost more in
     page faults than the arithmetic: 3.7 against 0.4 ms for a 640x480 plane)."""
     size = alpha.shape
-    upsampled, base, inverse = _scratch(size)
+    upsampled, base, inverse = scratch("fuse", (3, *size))
     np.subtract(1.0, alpha, out=inverse)
     for channel, (plane, (f_hat, difference)) in enumerate(zip(planes, means, strict=True)):
         cv2.resize(f_hat, (size[1], size[0]), dst=upsampled, interpolation=cv2.INTER_LINEAR)
@@ -273,17 +272,3 @@ def _bilinear_sampler(
         return upper + down * (lower - upper)
 
     return sample
-
-
-_local = threading.local()
-
-
-def _scratch(size: tuple[int, int]) -> list[np.ndarray]:
-    """Three float32 buffers of `size` for this thread, kept between frames (for the last few sizes)."""
-    buffers: dict[tuple[int, int], list[np.ndarray]] = getattr(_local, "buffers", None) or {}
-    if size not in buffers:
-        if len(buffers) >= 4:
-            buffers.clear()
-        buffers[size] = [np.empty(size, np.float32) for _ in range(3)]
-    _local.buffers = buffers
-    return buffers[size]

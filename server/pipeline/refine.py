@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import threading
-
 import cv2
 import numpy as np
 import torch
 
-from .filters import box_blur, downscale, opencv_on, resize_bilinear
+from .filters import box_blur, downscale, opencv_on, resize_bilinear, scratch
 
 # The filter is solved at about this height, then its linear coefficients are upsampled (He & Sun 2015).
 _WORK_HEIGHT = 270
@@ -70,8 +68,8 @@ def _guided_opencv(mask: torch.Tensor, y: torch.Tensor, low_size: tuple[int, int
     out = torch.empty((y.shape[0], 1, height, width), dtype=torch.float32)
     guide = downscale(y, low_size)
     window = (2 * radius + 1, 2 * radius + 1)
-    low = _scratch("low", (6, *low_size))
-    full = _scratch("full", (3, height, width))
+    low = scratch("guided-low", (6, *low_size))
+    full = scratch("guided-full", (3, height, width))
     for n in range(y.shape[0]):
         mean_i, mean_p, mean_ip, mean_ii, slope, offset = low
         np.copyto(mean_i, guide[n, 0].numpy(), casting="unsafe")
@@ -102,15 +100,3 @@ def _guided_opencv(mask: torch.Tensor, y: torch.Tensor, low_size: tuple[int, int
         cv2.add(result, offset_full, dst=result)
         np.clip(result, 0.0, 1.0, out=result)
     return out
-
-
-_local = threading.local()
-
-
-def _scratch(name: str, shape: tuple[int, ...]) -> np.ndarray:
-    """A float32 array of `shape` for this thread, kept between frames (the last one per name)."""
-    buffers: dict[str, np.ndarray] = getattr(_local, "buffers", None) or {}
-    if name not in buffers or buffers[name].shape != shape:
-        buffers[name] = np.empty(shape, np.float32)
-    _local.buffers = buffers
-    return buffers[name]
