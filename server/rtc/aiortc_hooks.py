@@ -241,13 +241,6 @@ def transport_sent(sender: RTCRtpSender) -> tuple[int, int]:
     return packets, octets
 
 
-# 15. A receiver's NACK.
-def nack_sender(receiver: RTCRtpReceiver) -> Callable[[int, list[int]], Awaitable[None]]:
-    """What sends `receiver`'s RTCP NACK for a media stream (its SSRC) and the sequence numbers it lists."""
-    send: Callable[[int, list[int]], Awaitable[None]] = receiver._send_rtcp_nack
-    return send
-
-
 # 12. The RTP bytes a transport sends and receives.
 def rtp_sender(transport: RTCDtlsTransport) -> Callable[[bytes], Awaitable[None]]:
     """`transport`'s own send of one RTP or RTCP packet's bytes (it protects them with SRTP)."""
@@ -306,3 +299,10 @@ def uncounted(receiver: RTCRtpReceiver, ssrc: int, estimated: bool = False) -> I
         stream = streams.get(ssrc)
         if stream is not None and stream.packets_received > before:
             stream.packets_received -= stream.packets_received - before
+
+
+# 15. A receiver's NACK.
+def nack_sender(receiver: RTCRtpReceiver) -> Callable[[int, list[int]], Awaitable[None]]:
+    """What sends `receiver`'s RTCP NACK for a media stream (its SSRC) and the sequence numbers it lists."""
+    send: Callable[[int, list[int]], Awaitable[None]] = receiver._send_rtcp_nack
+    return send

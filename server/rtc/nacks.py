@@ -117,7 +117,7 @@ class RetryingNackGenerator(NackGenerator):
         """What to NACK now, without a packet: a gap's first request, retry or echo falls due between packets
         too (after a frame's last packet the next comes a frame interval later, up to 33 ms at 30 fps, which
         each repair would otherwise wait on). Sorted; empty when nothing is due."""
-        if self.max_seq is None or not self.asked:
+        if not self.asked:  # nothing missing (nor anything seen yet)
             return []
         return sorted(self.missing) if self._due(self.clock()) else []
 
