@@ -133,6 +133,30 @@ def test_no_fec_while_the_bitrate_is_capped_for_a_narrow_link() -> None:
     assert len(_send_all(capped, media)) == len(media) and capped.fec_sent == 0
 
 
+def test_a_frame_that_goes_out_late_gets_a_copy_of_each_packet_and_comes_through_losing_them_all() -> None:
+    """After a repair held the picture up on its way in, the frame that goes out late (its viewer is waiting
+    already) loses nothing to a burst: every one of its packets is rebuilt without a retransmission."""
+    media = frames(4, random.Random(8), smallest=4)
+    starts = [i for i, p in enumerate(media) if i == 0 or media[i - 1][1] & 0x80]
+    pictures = [media[start:end] for start, end in zip(starts, [*starts[1:], len(media)], strict=True)]
+    now = [0.0]
+    sender = FecSender(FORMATS, SSRC, RTX_SSRC, loss=0.05, clock=lambda: now[0])
+    wire = []
+    for number, picture in enumerate(pictures):
+        now[0] = number / 30 + (0.12 if number == 2 else 0.0)  # the third frame goes out 120 ms late
+        wire.append(_send_all(sender, picture))
+    added = [len(out) - len(picture) for out, picture in zip(wire, pictures, strict=True)]
+    assert added[2] == len(pictures[2]) and sender.late_frames == 1  # one FEC packet per media packet
+    assert all(added[i] < len(pictures[i]) for i in (0, 1, 3))  # on time: the loss's share
+    late = {fec.seq_of(p) for p in wire[2][: len(pictures[2])]}  # all of the late frame's media packets lost
+    receiver = FecReceiver(FORMATS)
+    handed = [out for sent in wire for p in sent if fec.seq_of(p) not in late for out in receiver.receive(p)]
+    rebuilt = {fec.seq_of(p): p for p, kind in handed if kind == REBUILT and fec.seq_of(p) in late}
+    assert set(rebuilt) == late and receiver.recovered == len(late)
+    for red in wire[2][: len(pictures[2])]:
+        assert rebuilt[fec.seq_of(red)] == fec.red_unwrap(red)[1]  # type: ignore[index]
+
+
 def _send_all(sender: FecSender, packets: list[bytes]) -> list[bytes]:
     return [out for packet in packets for out in sender.send(packet)]
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import struct
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -208,17 +209,27 @@ def fec_groups(count: int, groups: int) -> list[list[int]]:
 # and none over CONGESTED, where the loss is a narrow link's queue overflowing (congestion.py): FEC would
 # only add to what it drops. Between 10 and 20% it stays on: a second of 5% bursty loss reports that much
 # now and then, and a queue overflowing is told apart by congestion.py (`link_bound`), which turns FEC off.
+#
+# A frame that goes out late (LATE seconds or more after its timestamp says, next to the frame before: the
+# picture it comes from was held up by a repair on its way in) gets one FEC packet per media packet, each a
+# copy of one: its viewer has been waiting since the frame before, and a NACK repair on top (a round trip
+# more) made most of the freezes left at 5% loss each way (two repairs in series, 200-250 ms).
 MIN_LOSS = 0.01
 CONGESTED = 0.20
 RATE_PER_LOSS = 8.0
 MAX_RATE = 0.5
 DECAY = 0.7  # of the loss the protection is sized for, kept at each report that shows less
+LATE = 0.05  # s
+VIDEO_CLOCK = 90_000  # Hz, RTP's clock for video
 
 
-def protection(packets: int, loss: float) -> int:
-    """FEC packets for a frame of `packets` media packets at a reported `loss` (0..1)."""
+def protection(packets: int, loss: float, late: bool = False) -> int:
+    """FEC packets for a frame of `packets` media packets at a reported `loss` (0..1); `late`: a frame the
+    viewer already waits for."""
     if packets == 0 or not MIN_LOSS <= loss <= CONGESTED:
         return 0
+    if late:
+        return packets
     share = min(MAX_RATE, RATE_PER_LOSS * loss)
     return min(packets, max(2 if packets > 1 else 1, math.ceil(packets * share)))
 
@@ -268,6 +279,7 @@ class FecSender:
     enabled: bool = True
     fec_sent: int = 0
     media_sent: int = 0
+    late_frames: int = 0  # frames sent with a FEC copy of each packet (LATE)
     seq: int | None = None  # the next sequence number
     rtx_seq: int = 0
     history: OrderedDict[int, bytes] = field(default_factory=OrderedDict)
@@ -275,6 +287,9 @@ class FecSender:
     # Whether the bitrate is held at what a narrow link carries (congestion.py saw its queue overflow): FEC
     # on top of the media would only fill the queue more. A cap for random loss leaves FEC on.
     capped: Callable[[], bool] = lambda: False
+    clock: Callable[[], float] = time.monotonic
+    started: tuple[int, float] | None = None  # the last frame's RTP timestamp and when its first packet went
+    late: bool = False  # whether this frame goes out LATE
 
     def send(self, data: bytes) -> list[bytes]:
         """What goes out for `data` (an RTP or RTCP packet aiortc sends): itself unless it is this stream's
@@ -285,6 +300,8 @@ class FecSender:
             self.seq = seq_of(data)  # carry on from the sender's own (random) first number
         if self.frame and self.frame[-1][4:8] != data[4:8]:
             self.frame.clear()  # a frame whose marked packet never came
+        if not self.frame:
+            self._start(int.from_bytes(data[4:8], "big"))
         media = with_header(data, seq=self._next())
         red = red_wrap(media, self.formats.red)
         self._keep(seq_of(media), red)
@@ -299,7 +316,9 @@ class FecSender:
     def _protect(self, frame: list[bytes]) -> list[bytes]:
         out = []
         head = frame[-1][: header_length(frame[-1])]  # as libwebrtc: the last media packet's header
-        groups = fec_groups(len(frame), 0 if self.capped() else protection(len(frame), self.loss))
+        count = 0 if self.capped() else protection(len(frame), self.loss, self.late)
+        groups = fec_groups(len(frame), count)
+        self.late_frames += bool(count) and self.late
         # The group after the last media packet's goes first: a burst that takes that packet and the FEC
         # packet after it then costs two groups one packet each.
         first = len(frame) % len(groups) if groups and len(frame) <= MAX_MASK else 0
@@ -308,6 +327,15 @@ class FecSender:
             out.append(with_header(head, self.formats.red, self._next(), marker=0) + body)
         self.fec_sent += len(out)
         return out
+
+    def _start(self, timestamp: int) -> None:
+        """A frame's first packet goes out: whether it is LATE next to the frame before."""
+        now = self.clock()
+        if self.started is not None:
+            last, then = self.started
+            elapsed = ((timestamp - last) & 0xFFFFFFFF) / VIDEO_CLOCK
+            self.late = elapsed < 10.0 and now - then - elapsed >= LATE  # (a timestamp going back: not late)
+        self.started = (timestamp, now)
 
     def report(self, fraction_lost: float) -> None:
         """A receiver report's loss (0..1): followed up at once, down by at most DECAY a report, since one
@@ -526,6 +554,7 @@ class Fec:
             "fec_received": self.receiver.fec_received if self.receiver else 0,
             "fec_sent": self.sender.fec_sent if self.sender else 0,
             "media_sent": self.sender.media_sent if self.sender else 0,
+            "fec_late_frames": self.sender.late_frames if self.sender else 0,
         }
 
 
