@@ -8,7 +8,7 @@ from aiortc import RTCPeerConnection, VideoStreamTrack
 from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket
 
 from server.rtc import aiortc_hooks
-from server.rtc.congestion import FLOOR, HOLD, MARGIN, PROBE, Follower, LossBasedCap, ResendBudget
+from server.rtc.congestion import DOUBTS, FLOOR, HOLD, MARGIN, PROBE, Follower, LossBasedCap, ResendBudget
 from server.rtc.encoders import Vp8Encoder
 from server.rtc.resend import Resender
 
@@ -94,6 +94,45 @@ def test_a_few_percent_lost_above_what_the_link_carried_is_the_link() -> None:
     # probing past 600 kb/s: the queue fills and drops a few percent
     assert cap.update(0.04, delivered=595_000, sent=620_000) == int(MARGIN * 595_000)
     assert cap.clean == 0
+
+
+def test_random_loss_taken_for_an_overflow_is_forgotten_and_the_cap_climbs_back() -> None:
+    """One report of 5% bursty loss that showed 22% looked like a queue overflowing; but the loss goes on as
+    before while no more than that "link" carried is sent: it was the network's. The link is forgotten (FEC
+    comes back) and the cap climbs back to the ceiling under the same 5%."""
+    cap = LossBasedCap(2_000_000)
+    cap.update(0.22, delivered=1_500_000, sent=1_920_000)
+    assert cap.bound and cap.cap == int(MARGIN * 1_500_000)
+    for report in range(DOUBTS):
+        assert cap.bound, report  # two reports of it are not enough: a queue's last drops may still show
+        sent = cap.cap * 1.05  # the encoder at the cap, and resends
+        assert sent <= 1_500_000
+        cap.update(0.05, delivered=sent * 0.95, sent=sent)
+    assert not cap.bound and cap.link is None
+    for _ in range(10):
+        cap.update(0.05, delivered=cap.cap * 0.95, sent=cap.cap)
+    assert cap.cap == 2_000_000
+
+
+def test_a_narrow_link_stays_bound_while_its_queue_drains_and_after() -> None:
+    """A real overflow: under the link nothing more is lost but a stray report of a few percent (the queue's
+    last drops, a keyframe's burst), which does not make it random loss."""
+    cap = LossBasedCap(2_000_000)
+    cap.update(0.5, delivered=600_000, sent=1_200_000)
+    for lost in (0.04, 0.03, 0.0, 0.05, 0.0, 0.0, 0.03, 0.04, 0.0):
+        cap.update(lost, delivered=cap.cap * (1 - lost), sent=cap.cap)
+        assert cap.bound and cap.link is not None and cap.cap <= MARGIN * 600_000, lost
+    cap.update(0.04, delivered=595_000, sent=620_000)  # and beyond it, its loss again
+    assert cap.bound and cap.cap == int(MARGIN * 595_000)
+
+
+def test_a_step_back_for_a_long_burst_of_random_loss_is_won_back_under_the_same_loss() -> None:
+    cap = LossBasedCap(2_000_000)
+    cap.update(0.15, delivered=1_700_000, sent=2_000_000)
+    assert cap.cap < 2_000_000 and not cap.bound
+    for _ in range(5):
+        cap.update(0.05, delivered=cap.cap * 0.95, sent=cap.cap)
+    assert cap.cap == 2_000_000
 
 
 def test_the_resend_budget_lets_a_burst_through_then_refills_with_time() -> None:
