@@ -96,22 +96,20 @@ def test_a_few_percent_lost_above_what_the_link_carried_is_the_link() -> None:
     assert cap.clean == 0
 
 
-def test_random_loss_taken_for_an_overflow_is_forgotten_and_the_cap_climbs_back() -> None:
+def test_random_loss_taken_for_an_overflow_is_forgotten_and_fec_comes_back() -> None:
     """One report of 5% bursty loss that showed 22% looked like a queue overflowing; but the loss goes on as
-    before while no more than that "link" carried is sent: it was the network's. The link is forgotten (FEC
-    comes back) and the cap climbs back to the ceiling under the same 5%."""
+    before while no more than that "link" carried is sent: it was the network's. The link is forgotten (FEC,
+    which a bound link turns off, comes back), and a clean report raises the cap past the false link's margin."""
     cap = LossBasedCap(2_000_000)
     cap.update(0.22, delivered=1_500_000, sent=1_920_000)
     assert cap.bound and cap.cap == int(MARGIN * 1_500_000)
     for report in range(DOUBTS):
-        assert cap.bound, report  # two reports of it are not enough: a queue's last drops may still show
+        assert cap.bound, report  # fewer reports are not enough: a queue's last drops may still show
         sent = cap.cap * 1.05  # the encoder at the cap, and resends
         assert sent <= 1_500_000
-        cap.update(0.05, delivered=sent * 0.95, sent=sent)
+        assert cap.update(0.05, delivered=sent * 0.95, sent=sent) == int(MARGIN * 1_500_000)  # the cap holds
     assert not cap.bound and cap.link is None
-    for _ in range(10):
-        cap.update(0.05, delivered=cap.cap * 0.95, sent=cap.cap)
-    assert cap.cap == 2_000_000
+    assert cap.update(0.0, delivered=cap.cap, sent=cap.cap) == int(MARGIN * 1_500_000 * 1.08)
 
 
 def test_a_narrow_link_stays_bound_while_its_queue_drains_and_after() -> None:
@@ -124,15 +122,6 @@ def test_a_narrow_link_stays_bound_while_its_queue_drains_and_after() -> None:
         assert cap.bound and cap.link is not None and cap.cap <= MARGIN * 600_000, lost
     cap.update(0.04, delivered=595_000, sent=620_000)  # and beyond it, its loss again
     assert cap.bound and cap.cap == int(MARGIN * 595_000)
-
-
-def test_a_step_back_for_a_long_burst_of_random_loss_is_won_back_under_the_same_loss() -> None:
-    cap = LossBasedCap(2_000_000)
-    cap.update(0.15, delivered=1_700_000, sent=2_000_000)
-    assert cap.cap < 2_000_000 and not cap.bound
-    for _ in range(5):
-        cap.update(0.05, delivered=cap.cap * 0.95, sent=cap.cap)
-    assert cap.cap == 2_000_000
 
 
 def test_the_resend_budget_lets_a_burst_through_then_refills_with_time() -> None:

@@ -11,16 +11,16 @@ the loss it reports over that interval:
 - under 2% it rises 8% a report, to at most 1.5 times what got through; once it nears (0.85 times) the most
   the link was seen to carry since it last overflowed, it holds there for 10 clean reports, then rises 2% a
   report (the link may have widened);
-- between (2-10%), more being sent than the link last carried is the link's loss: the cap goes to what got
-  through times the margin. Otherwise the loss is random (NACKs and FEC repair it): the cap holds while the
-  link is bound, and below the ceiling otherwise rises as on a clean report, so a step back for a long burst
-  of random loss is won back (it stayed down for good before);
+- between (2-10%), it holds (random loss: NACKs and FEC repair it), unless more is being sent than the link
+  last carried: then the loss is the link's, and the cap goes to what got through times the margin;
 - a bound link that loses 2-10% in three reports in a row while no more than it carried is sent was random
   loss taken for a queue's (a link loses from sending beyond it): it is forgotten, and FEC, which a bound
-  link turns off, comes back. At 5% bursty loss, reports came within reach of the overflow tests (up to 17%
-  lost, as little as 80% of what was sent through, in eight traced runs of 15 s), and three runs in 36 fell to
-  1.2-2.2 Mb/s received and froze 1.3-2.2 s, as such a false alarm does: every lossy report after it sent more
-  than the "link" carried and lowered the cap again, without FEC, for the rest of the call.
+  link turns off, comes back within the same cap (the encoder gets the media's share of it), and clean
+  reports raise the cap without the false link's margin. At 5% bursty loss, reports came within reach of the
+  overflow tests (up to 17% lost, as little as 80% of what was sent through, in eight traced runs of 15 s),
+  and three runs in 36 fell to 1.2-2.2 Mb/s received and froze 1.3-2.2 s, as such a false alarm does: FEC
+  stayed off for the rest of the call, and every lossy report that sent more than the "link" carried, or
+  lost 10-20%, lowered the cap again.
 
 It never goes under a floor that still carries a picture. Retransmissions are held to a budget (half the
 encoder's target; 15% while a link that overflowed loses over 10%), so that a burst of NACKs for what an
@@ -94,27 +94,20 @@ class LossBasedCap:
             self.lower(min(self.cap, sent) * (1 - 0.5 * fraction_lost))
         elif fraction_lost < CLEAN:
             self.clean += 1
-            self._rise(delivered)
-        elif self.bound:  # 2-10% lost, not sending beyond the link (that was the first case)
+            top = min(float(self.ceiling), max(self.cap, HEADROOM * delivered))
+            rise = self.cap * RISE
+            if self.link is not None:
+                self.link = max(self.link, delivered)
+                if rise > MARGIN * self.link:  # near what the link carried: up to the margin, then after a while probe
+                    rise = self.cap * PROBE if self.clean > HOLD else MARGIN * self.link
+            self.cap = max(self.cap, min(top, rise))
+        elif self.bound:  # 2-10% lost, not sending beyond the link (that was the first case): the cap holds
             self.doubts += 1
             if self.doubts >= DOUBTS:  # lost under what the link carried: random loss, not its queue
                 self.link, self.bound, self.doubts = None, False, 0
-        else:  # random loss, and nothing bound: back up, as on a clean report
-            self._rise(delivered)
         self.doubts = self.doubts if self.bound and CLEAN <= fraction_lost <= CONGESTED else 0
         self.bound = self.bound and self.cap < self.ceiling
         return int(self.cap)
-
-    def _rise(self, delivered: float) -> None:
-        """Up a report's step: 8%, at most HEADROOM times what got through; near what the link carried, to
-        the margin below it, then after HOLD clean reports 2% a report."""
-        top = min(float(self.ceiling), max(self.cap, HEADROOM * delivered))
-        rise = self.cap * RISE
-        if self.link is not None:
-            self.link = max(self.link, delivered)
-            if rise > MARGIN * self.link:  # near what the link carried: up to the margin, then after a while probe
-                rise = self.cap * PROBE if self.clean > HOLD else MARGIN * self.link
-        self.cap = max(self.cap, min(top, rise))
 
     def lower(self, cap: float) -> int:
         """The cap brought down to `cap` (not under the floor), if it is above."""
