@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from aiortc import RTCPeerConnection, RTCRtpCodecParameters, RTCRtpSender
+from aiortc.mediastreams import VIDEO_CLOCK_RATE
 from aiortc.rtp import RtcpRrPacket, RtcpSrPacket, is_rtcp
 
 from . import aiortc_hooks
@@ -220,7 +221,6 @@ RATE_PER_LOSS = 8.0
 MAX_RATE = 0.5
 DECAY = 0.7  # of the loss the protection is sized for, kept at each report that shows less
 LATE = 0.05  # s
-VIDEO_CLOCK = 90_000  # Hz, RTP's clock for video
 
 
 def protection(packets: int, loss: float, late: bool = False) -> int:
@@ -333,7 +333,7 @@ class FecSender:
         now = self.clock()
         if self.started is not None:
             last, then = self.started
-            elapsed = ((timestamp - last) & 0xFFFFFFFF) / VIDEO_CLOCK
+            elapsed = ((timestamp - last) & 0xFFFFFFFF) / VIDEO_CLOCK_RATE
             self.late = elapsed < 10.0 and now - then - elapsed >= LATE  # (a timestamp going back: not late)
         self.started = (timestamp, now)
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from aiortc import RTCPeerConnection
 from aiortc.jitterbuffer import MAX_MISORDER, JitterFrame
+from aiortc.mediastreams import VIDEO_CLOCK_RATE
 from aiortc.rtp import RtpPacket
 from aiortc.utils import uint16_add, uint16_gt
 
@@ -232,7 +233,6 @@ async def _nack_on_time(
 # last of frames that come together (at 5% loss with 40 ms each way, one frame in five, measured).
 PACED = 4
 CATCH_UP = 2.0
-VIDEO_CLOCK = 90_000  # Hz, RTP's clock for video
 
 
 def _decode_backlogs(
@@ -259,7 +259,7 @@ def _decode_backlogs(
         for index, frame in enumerate(backlog):
             frame.timestamp += shift
             if pace and index >= len(backlog) - PACED:
-                interval = ((frame.timestamp - previous) & 0xFFFFFFFF) / VIDEO_CLOCK
+                interval = ((frame.timestamp - previous) & 0xFFFFFFFF) / VIDEO_CLOCK_RATE
                 at += min(interval, 0.1) / CATCH_UP
                 release[id(frame)] = at
             previous = frame.timestamp
