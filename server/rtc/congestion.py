@@ -87,8 +87,9 @@ class LossBasedCap:
             return int(self.cap)
         beyond = self.link is not None and sent > self.link
         queued = sent > self.floor and delivered < QUEUED * sent  # a queue filling before it drops
+        doubted = False  # whether this report is one more that lost 2-10% under a bound link
         if fraction_lost > OVERFLOWING or queued or (fraction_lost > CLEAN and beyond):
-            self.link, self.clean, self.bound, self.doubts = delivered, 0, True, 0
+            self.link, self.clean, self.bound = delivered, 0, True
             self.lower(MARGIN * delivered)
         elif fraction_lost > CONGESTED:
             self.lower(min(self.cap, sent) * (1 - 0.5 * fraction_lost))
@@ -102,10 +103,10 @@ class LossBasedCap:
                     rise = self.cap * PROBE if self.clean > HOLD else MARGIN * self.link
             self.cap = max(self.cap, min(top, rise))
         elif self.bound:  # 2-10% lost, not sending beyond the link (that was the first case): the cap holds
-            self.doubts += 1
-            if self.doubts >= DOUBTS:  # lost under what the link carried: random loss, not its queue
-                self.link, self.bound, self.doubts = None, False, 0
-        self.doubts = self.doubts if self.bound and CLEAN <= fraction_lost <= CONGESTED else 0
+            doubted = True
+        self.doubts = self.doubts + 1 if doubted else 0
+        if self.doubts >= DOUBTS:  # lost under what the link carried: random loss, not its queue
+            self.link, self.bound, self.doubts = None, False, 0
         self.bound = self.bound and self.cap < self.ceiling
         return int(self.cap)
 

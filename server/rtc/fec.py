@@ -318,7 +318,8 @@ class FecSender:
         head = frame[-1][: header_length(frame[-1])]  # as libwebrtc: the last media packet's header
         count = 0 if self.capped() else protection(len(frame), self.loss, self.late)
         groups = fec_groups(len(frame), count)
-        self.late_frames += bool(count) and self.late
+        if count and self.late:
+            self.late_frames += 1
         # The group after the last media packet's goes first: a burst that takes that packet and the FEC
         # packet after it then costs two groups one packet each.
         first = len(frame) % len(groups) if groups and len(frame) <= MAX_MASK else 0
