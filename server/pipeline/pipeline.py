@@ -93,11 +93,14 @@ def _propagates(w: _Work) -> bool:
     motion = _motion(w, (last.mask.shape[-2], last.mask.shape[-1]))
     if motion is None:
         return False
-    edge = _edge(last.mask)
-    if not edge.any():
+    # Counted in NumPy on the CPU, where the flow and its check are: torch's reductions and the copy of the
+    # check to the mask's device took 0.34 against 0.14 ms a frame at 320x240.
+    edge = _edge(last.mask).cpu().numpy()
+    edges = np.count_nonzero(edge)
+    if not edges:
         return True  # nobody on the last frame: a newcomer waits for the model's next run at most
-    untrusted = (~motion.tracked.to(edge.device) & edge).sum() / edge.sum()
-    return bool(untrusted <= UNTRUSTED_EDGE)
+    untrusted = np.count_nonzero(edge & ~motion.tracked.numpy())
+    return bool(untrusted <= UNTRUSTED_EDGE * edges)
 
 
 def _edge(mask: torch.Tensor) -> torch.Tensor:
