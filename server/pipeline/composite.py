@@ -9,6 +9,8 @@ person's own colour where the mask is soft (foreground.py), so no fringe of the 
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import torch
 
@@ -105,8 +107,10 @@ def compose(
     return composite(y, uv, mask, background, config.light_wrap, config.edges), state
 
 
+@lru_cache(maxsize=64)
 def _color(rgb: tuple[int, int, int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """A plain colour as (1,1,1,1) Y and (1,2,1,1) UV uint8 values."""
+    """A plain colour as (1,1,1,1) Y and (1,2,1,1) UV uint8 values, made once per colour and device (0.15 ms
+    a frame otherwise) and shared: read, never written."""
     yuv = RGB_TO_YUV[:, :3] @ np.array(rgb, np.float32) + RGB_TO_YUV[:, 3]
     values = torch.from_numpy(yuv).round_().clamp_(0, 255).to(torch.uint8).to(device)
     return values[:1].view(1, 1, 1, 1), values[1:].view(1, 2, 1, 1)
