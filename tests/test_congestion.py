@@ -8,7 +8,7 @@ from aiortc import RTCPeerConnection, VideoStreamTrack
 from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket
 
 from server.rtc import aiortc_hooks
-from server.rtc.congestion import DOUBTS, FLOOR, HOLD, MARGIN, PROBE, Follower, LossBasedCap, ResendBudget
+from server.rtc.congestion import DOUBTS, FLOOR, HOLD, MARGIN, PROBE, Follower, LossBasedCap, ResendBudget, totals
 from server.rtc.encoders import Vp8Encoder
 from server.rtc.resend import Resender
 
@@ -109,6 +109,7 @@ def test_random_loss_taken_for_an_overflow_is_forgotten_and_fec_comes_back() -> 
         assert sent <= 1_500_000
         assert cap.update(0.05, delivered=sent * 0.95, sent=sent) == int(MARGIN * 1_500_000)  # the cap holds
     assert not cap.bound and cap.link is None
+    assert (cap.overflows, cap.forgotten) == (1, 1)  # what the session's stats show of it
     assert cap.update(0.0, delivered=cap.cap, sent=cap.cap) == int(MARGIN * 1_500_000 * 1.08)
 
 
@@ -122,6 +123,7 @@ def test_a_narrow_link_stays_bound_while_its_queue_drains_and_after() -> None:
         assert cap.bound and cap.link is not None and cap.cap <= MARGIN * 600_000, lost
     cap.update(0.04, delivered=595_000, sent=620_000)  # and beyond it, its loss again
     assert cap.bound and cap.cap == int(MARGIN * 595_000)
+    assert (cap.overflows, cap.forgotten) == (2, 0)
 
 
 def test_the_resend_budget_lets_a_burst_through_then_refills_with_time() -> None:
@@ -189,6 +191,10 @@ async def test_a_follower_brings_the_encoder_under_a_narrow_link_at_the_first_re
     follower.report(_report((first + received - 1) & 0xFFFF, 0, 0.0), (sender.media[0], sender.media[1]))
     assert 0.7 * 600_000 < encoder.target_bitrate < 600_000
     assert encoder.link_bound
+    stats = totals([follower])  # as GET /sessions/{id} shows them
+    assert stats["link_overflows"] == 1 and stats["links_forgotten"] == 0, stats
+    assert stats["bitrate_cap_kbps"] is not None and 0.7 * 600 < stats["bitrate_cap_kbps"] < 600, stats
+    assert totals([])["bitrate_cap_kbps"] is None
     assert resender.twice  # nothing lost yet: two copies of what is NACKed
     follower.report(_report((first + received + 40) & 0xFFFF, 60, 0.6), (sender.media[0], sender.media[1]))
     assert not resender.twice  # 60% lost: one copy

@@ -194,7 +194,7 @@ async def test_a_narrow_downlink_is_followed_from_the_default_start(make_client,
     up = Impairment(delay_ms=20)
     down = Impairment(delay_ms=20, rate_kbps=600, queue_ms=300)
     peer = Peer(frames, latency=True, network=Network(up, down, seed=1))
-    await open_session(client, peer, {"mode": "color", "color": "#00ff00"})
+    answer = await open_session(client, peer, {"mode": "color", "color": "#00ff00"})
     loop = asyncio.get_running_loop()
     start = loop.time()
     link = peer.links[0].down
@@ -214,8 +214,11 @@ async def test_a_narrow_downlink_is_followed_from_the_default_start(make_client,
             frame = await asyncio.wait_for(track.recv(), 10.0)
             assert peer.probe is not None
             seen.append((loop.time() - start, peer.probe.received(frame.to_ndarray(format="gray"))))
+        stats = (await (await client.get(answer["resource"])).json())["stats"]
     finally:
         await peer.close()
+    # The session's stats say why its bitrate fell: the link overflowed, and the cap is under it.
+    assert stats["link_overflows"] >= 1 and stats["bitrate_cap_kbps"] < 600, stats
     each = [  # kb/s offered to the link, and packets its queue dropped, each second
         (
             round(sum(n for t, n, _ in offered if int(t) == i) * 8 / 1000),

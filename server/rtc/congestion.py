@@ -29,6 +29,7 @@ overfilled queue dropped does not overfill it again."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -41,6 +42,8 @@ from . import aiortc_hooks
 from .encoders import BitrateCeiling
 from .nacks import Clock
 from .resend import Resender
+
+log = logging.getLogger(__name__)
 
 FLOOR = 150_000  # b/s: 640x480 VP8 still moves at this rate
 CONGESTED = 0.10  # a reported loss above this is the link's queue overflowing, not random loss
@@ -74,6 +77,8 @@ class LossBasedCap:
     clean: int = 0  # clean reports since it last overflowed
     bound: bool = False  # the cap is held under the ceiling by the link's overflow (until it is back up)
     doubts: int = 0  # reports in a row, while bound, that lost 2-10% sending no more than the link carried
+    overflows: int = 0  # reports taken for the link's queue overflowing (the cap went to what got through)
+    forgotten: int = 0  # links forgotten as random loss (DOUBTS)
 
     def __post_init__(self) -> None:
         self.cap = float(self.ceiling)
@@ -90,7 +95,16 @@ class LossBasedCap:
         doubted = False  # whether this report is one more that lost 2-10% under a bound link
         if fraction_lost > OVERFLOWING or queued or (fraction_lost > CLEAN and beyond):
             self.link, self.clean, self.bound = delivered, 0, True
+            self.overflows += 1
             self.lower(MARGIN * delivered)
+            # Rare on a link that is not narrow (a call's bitrate falls here): worth a line in the log.
+            log.info(
+                "link overflowing: %.0f%% lost, %.0f of %.0f kb/s through; cap %.0f kb/s",
+                100 * fraction_lost,
+                delivered / 1000,
+                sent / 1000,
+                self.cap / 1000,
+            )
         elif fraction_lost > CONGESTED:
             self.lower(min(self.cap, sent) * (1 - 0.5 * fraction_lost))
         elif fraction_lost < CLEAN:
@@ -107,6 +121,10 @@ class LossBasedCap:
         self.doubts = self.doubts + 1 if doubted else 0
         if self.doubts >= DOUBTS:  # lost under what the link carried: random loss, not its queue
             self.link, self.bound, self.doubts = None, False, 0
+            self.forgotten += 1
+            log.info(
+                "link forgotten: %d reports lost 2-10%% within it (random loss); cap %.0f kb/s", DOUBTS, self.cap / 1000
+            )
         self.bound = self.bound and self.cap < self.ceiling
         return int(self.cap)
 
@@ -178,6 +196,16 @@ class Follower:
             self.budget = ResendBudget(resender.retransmit, self.resend_rate, clock)
             resender.retransmit = self.budget
 
+    def stats(self) -> dict[str, int]:
+        """What the session's stats show of it: how often a report was taken for the link overflowing, how
+        often such a link was forgotten as random loss, and the cap now (kb/s)."""
+        cap = self.cap
+        return {
+            "link_overflows": cap.overflows,
+            "links_forgotten": cap.forgotten,
+            "bitrate_cap_kbps": round(cap.cap / 1000),
+        }
+
     def resend_rate(self) -> float:
         """Bytes a second retransmissions may take."""
         return (RESEND_SHARE_CONGESTED if self.congested else RESEND_SHARE) * self.encoder.target_bitrate / 8
@@ -236,26 +264,38 @@ class Follower:
             self.resender.twice = not self.congested
 
 
-async def follow_losses(pc: RTCPeerConnection, every: float = 0.05) -> None:
+def totals(followers: list[Follower]) -> dict[str, int | None]:
+    """The counters of all of a connection's `followers`, summed, and the lowest cap (None without one)."""
+    stats = [f.stats() for f in followers]
+    return {
+        "link_overflows": sum(s["link_overflows"] for s in stats),
+        "links_forgotten": sum(s["links_forgotten"] for s in stats),
+        "bitrate_cap_kbps": min((s["bitrate_cap_kbps"] for s in stats), default=None),
+    }
+
+
+async def follow_losses(pc: RTCPeerConnection, every: float = 0.05, followers: list[Follower] | None = None) -> None:
     """Fit each video sender of `pc` with a Follower (its cap and resend budget, moved by each receiver report
     and the NACKs between them), for as long as `pc` lives; resend NACKed packets twice (resend.py) unless a
     link that overflowed reports over 10% lost (a second copy would only fill its queue). Looks at what each
-    has sent every `every` seconds."""
-    followers: dict[int, tuple[RTCRtpSender, Follower]] = {}
+    has sent every `every` seconds; each Follower made is added to `followers`, if given (the session's stats)."""
+    fitted: dict[int, tuple[RTCRtpSender, Follower]] = {}
     while pc.connectionState not in ("closed", "failed"):
         for sender in pc.getSenders():
             encoder = aiortc_hooks.encoder(sender)
-            if sender.kind != "video" or not isinstance(encoder, BitrateCeiling) or id(sender) in followers:
+            if sender.kind != "video" or not isinstance(encoder, BitrateCeiling) or id(sender) in fitted:
                 continue
             resender = aiortc_hooks.retransmitter(sender)
             follower = Follower(encoder, resender if isinstance(resender, Resender) else None)
-            followers[id(sender)] = (sender, follower)
+            fitted[id(sender)] = (sender, follower)
+            if followers is not None:
+                followers.append(follower)
 
             def tell(report: RtcpReceiverInfo, sender: RTCRtpSender = sender, follower: Follower = follower) -> None:
                 follower.report(report, aiortc_hooks.sent(sender))
 
             aiortc_hooks.on_receiver_reports(sender, tell)
-        for sender, follower in followers.values():
+        for sender, follower in fitted.values():
             newest = aiortc_hooks.newest_sequence(sender) if follower.mark is None else None
             follower.look(aiortc_hooks.transport_sent(sender), aiortc_hooks.sent(sender), newest)
         await asyncio.sleep(every)

@@ -21,7 +21,8 @@ from ..pipeline.config import ConfigError, SessionConfig, validate_config
 from ..pipeline.workers import PipelineWorkers
 from .channel import attach
 from .collect import Collector
-from .congestion import follow_losses
+from .congestion import Follower, follow_losses
+from .congestion import totals as congestion_totals
 from .encoders import fit_senders, prefer_codec
 from .errors import Invalid, Malformed, NoRoom, NotFound
 from .fec import Fec, FecFormats, accept, protect, totals
@@ -55,6 +56,7 @@ class Session:
     messages: TokenBucket = field(default_factory=lambda: TokenBucket(MESSAGE_RATE, MESSAGE_BURST))
     receivers: list[RecoveringJitterBuffer] = field(default_factory=list)  # the video's loss recovery
     fec: list[Fec] = field(default_factory=list)  # its forward error correction, where both ends negotiated it
+    followers: list[Follower] = field(default_factory=list)  # its sent video's bitrate cap (congestion.py)
 
     def settings(self) -> tuple[SessionConfig, Plan]:
         """The config and its plan, read together for each frame."""
@@ -77,6 +79,7 @@ class Session:
                 "gaps_skipped": sum(r.skips for r in self.receivers),
                 "keyframes_requested": sum(r.keyframe_requests for r in self.receivers),
                 **totals(self.fec),
+                **congestion_totals(self.followers),
             },
         }
 
@@ -143,7 +146,9 @@ class SessionManager:
             await pc.setLocalDescription(await pc.createAnswer())
             fit_senders(pc, self.policy.encoders)
             session.fec = protect(pc, fec) if fec is not None else []
-            session.tasks.append(asyncio.ensure_future(follow_losses(pc)))  # the bitrate under a narrow link
+            session.tasks.append(
+                asyncio.ensure_future(follow_losses(pc, followers=session.followers))
+            )  # under a narrow link
         except Exception:
             self._reserved -= 1
             await self._teardown(session)
