@@ -14,13 +14,15 @@ the loss it reports over that interval:
 - between (2-10%), it holds (random loss: NACKs and FEC repair it), unless more is being sent than the link
   last carried: then the loss is the link's, and the cap goes to what got through times the margin;
 - a bound link that loses 2-10% in three reports in a row while no more than it carried is sent was random
-  loss taken for a queue's (a link loses from sending beyond it): it is forgotten, and FEC, which a bound
-  link turns off, comes back within the same cap (the encoder gets the media's share of it), and clean
-  reports raise the cap without the false link's margin. At 5% bursty loss, reports came within reach of the
-  overflow tests (up to 17% lost, as little as 80% of what was sent through, in eight traced runs of 15 s),
-  and three runs in 36 fell to 1.2-2.2 Mb/s received and froze 1.3-2.2 s, as such a false alarm does: FEC
-  stayed off for the rest of the call, and every lossy report that sent more than the "link" carried, or
-  lost 10-20%, lowered the cap again.
+  loss taken for a queue's (a link loses from sending beyond it): it is forgotten, FEC, which a bound link
+  turns off, comes back, and the cap goes back to what it was when the link was found bound (at most 1.5
+  times what got through; clean reports, rare at such loss, would take the rest of the call to raise it).
+  At 5% bursty loss, reports came within reach of the overflow tests (up to 17% lost, as little as 80% of
+  what was sent through, in eight traced runs of 15 s), and three runs in 36 fell to 1.2-2.2 Mb/s received
+  and froze 1.3-2.2 s, as such a false alarm does: FEC stayed off for the rest of the call, and every lossy
+  report that sent more than the "link" carried, or lost 10-20%, lowered the cap again. Each decision is
+  counted (`Follower.stats`: the session's `link_overflows`, `links_forgotten`, `bitrate_cap_kbps`) and
+  logged.
 
 It never goes under a floor that still carries a picture. Retransmissions are held to a budget (half the
 encoder's target; 15% while a link that overflowed loses over 10%), so that a burst of NACKs for what an
