@@ -15,6 +15,7 @@ from server.rtc.congestion import (
     HOLD,
     MARGIN,
     PROBE,
+    REFOUND,
     Follower,
     LossBasedCap,
     ResendBudget,
@@ -140,6 +141,31 @@ def test_a_forgotten_link_gives_back_no_more_than_the_cap_had() -> None:
     for _ in range(DOUBTS):
         cap.update(0.05, delivered=0.95 * cap.cap, sent=cap.cap)
     assert not cap.bound and cap.cap == stepped
+
+
+def test_a_link_found_again_soon_after_it_was_forgotten_takes_twice_the_doubts_next_time() -> None:
+    """A narrow link that also loses a few percent at random: forgotten, its cap given back, it overflows again
+    at once. It was a link after all: the next time it takes twice the reports to forget it, so it is not
+    overfilled every few seconds."""
+    cap = LossBasedCap(2_000_000)
+
+    def bound_then_doubted(reports: int) -> None:
+        cap.update(0.3, delivered=1_000_000, sent=1_600_000)  # overflowing a 1 Mb/s link
+        assert cap.bound
+        for _ in range(reports):
+            cap.update(0.05, delivered=0.95 * cap.cap, sent=cap.cap)  # random loss under it
+
+    bound_then_doubted(DOUBTS)
+    assert not cap.bound and cap.forgotten == 1
+    bound_then_doubted(DOUBTS)  # found again within REFOUND reports
+    assert cap.bound and cap.forgotten == 1  # three doubts no longer forget it
+    for _ in range(DOUBTS):
+        cap.update(0.05, delivered=0.95 * cap.cap, sent=cap.cap)
+    assert not cap.bound and cap.forgotten == 2  # six did
+    for _ in range(REFOUND + 1):
+        cap.update(0.0, delivered=cap.cap, sent=cap.cap)  # a while without an overflow
+    bound_then_doubted(2 * DOUBTS)
+    assert not cap.bound and cap.forgotten == 3  # not found again soon: no more than before
 
 
 def test_a_narrow_link_stays_bound_while_its_queue_drains_and_after() -> None:

@@ -55,6 +55,11 @@ CLEAN = 0.02  # under this the cap may rise
 # Reports in a row, while bound, that lose 2-10% sending no more than the link carried: then the loss is the
 # network's, not a queue's (the first report after the cap came down may still see the queue's last drops).
 DOUBTS = 3
+# A link found overflowing again within this many reports of being forgotten was a narrow link losing at
+# random besides: forgetting it, and giving back its cap, overfilled it again. It then takes twice the doubts
+# it took before (up to MAX_DOUBTS) to be forgotten.
+REFOUND = 10
+MAX_DOUBTS = 48
 MARGIN = 0.85  # of what got through: room for the queue to drain, for retransmissions and keyframes
 RISE = 1.08  # a clean report's rise
 PROBE = 1.02  # a clean report's rise near what the link carried when it last overflowed...
@@ -82,6 +87,8 @@ class LossBasedCap:
     overflows: int = 0  # reports taken for the link's queue overflowing (the cap went to what got through)
     before: float = 0.0  # the cap when the link was last found bound (what a forgotten link gives back)
     forgotten: int = 0  # links forgotten as random loss (DOUBTS)
+    needed: int = DOUBTS  # the doubts that forget a link now (doubled each time one is found again, REFOUND)
+    since_forgotten: int | None = None  # reports since a link was last forgotten
 
     def __post_init__(self) -> None:
         self.cap = float(self.ceiling)
@@ -96,9 +103,13 @@ class LossBasedCap:
         beyond = self.link is not None and sent > self.link
         queued = sent > self.floor and delivered < QUEUED * sent  # a queue filling before it drops
         doubted = False  # whether this report is one more that lost 2-10% under a bound link
+        if self.since_forgotten is not None:
+            self.since_forgotten += 1
         if fraction_lost > OVERFLOWING or queued or (fraction_lost > CLEAN and beyond):
             if not self.bound:
                 self.before = self.cap
+                if self.since_forgotten is not None and self.since_forgotten <= REFOUND:
+                    self.needed = min(2 * self.needed, MAX_DOUBTS)  # it was a link after all
             self.link, self.clean, self.bound = delivered, 0, True
             self.overflows += 1
             self.lower(MARGIN * delivered)
@@ -124,15 +135,17 @@ class LossBasedCap:
         elif self.bound:  # 2-10% lost, not sending beyond the link (that was the first case): the cap holds
             doubted = True
         self.doubts = self.doubts + 1 if doubted else 0
-        if self.doubts >= DOUBTS:  # lost under what the link carried: random loss, not its queue
-            self.link, self.bound, self.doubts = None, False, 0
+        if self.doubts >= self.needed:  # lost under what the link carried: random loss, not its queue
+            self.link, self.bound, self.doubts, self.since_forgotten = None, False, 0, 0
             self.forgotten += 1
             # Its overflow was the network's loss too: the cap goes back to where it was (at most HEADROOM over
             # what got through), or it would stay there, since at a few percent of random loss the clean
             # reports that raise it are rare (a run at 5% ended at 762 kb/s), and each false alarm lower still.
             self.cap = max(self.cap, min(self.before, HEADROOM * delivered))
             log.info(
-                "link forgotten: %d reports lost 2-10%% within it (random loss); cap %.0f kb/s", DOUBTS, self.cap / 1000
+                "link forgotten: %d reports lost 2-10%% within it (random loss); cap %.0f kb/s",
+                self.needed,
+                self.cap / 1000,
             )
         self.bound = self.bound and self.cap < self.ceiling
         return int(self.cap)
