@@ -17,6 +17,8 @@ the loss it reports over that interval:
   loss taken for a queue's (a link loses from sending beyond it): it is forgotten, FEC, which a bound link
   turns off, comes back, and the cap goes back to what it was when the link was found bound (at most 1.5
   times what got through; clean reports, rare at such loss, would take the rest of the call to raise it).
+  One found overflowing again soon after (REFOUND) was a narrow link losing at random besides: from then on
+  it takes twice the doubts to forget.
   At 5% bursty loss, reports came within reach of the overflow tests (up to 17% lost, as little as 80% of
   what was sent through, in eight traced runs of 15 s), and three runs in 36 fell to 1.2-2.2 Mb/s received
   and froze 1.3-2.2 s, as such a false alarm does: FEC stayed off for the rest of the call, and every lossy
