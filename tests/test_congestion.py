@@ -108,6 +108,22 @@ def test_a_few_percent_lost_above_what_the_link_carried_is_the_link() -> None:
     assert cap.clean == 0
 
 
+def test_a_narrow_link_that_loses_at_random_is_not_overflowing_a_little_past_what_it_carried() -> None:
+    """A 1 Mb/s link that also loses 5% at random: what goes out runs a few percent over what it last carried
+    (the encoder's overshoot, resends), and its random loss is not the queue's; 2% more than that is."""
+    cap = LossBasedCap(2_000_000)
+    for _ in range(8):
+        cap.update(0.05, delivered=0.95 * 900_000, sent=900_000)  # 5% at random, no link known: the cap holds
+    assert cap.cap == 2_000_000 and not cap.bound
+    cap.update(0.3, delivered=1_000_000, sent=1_600_000)
+    held = cap.cap
+    assert cap.bound and cap.overflows == 1
+    assert cap.update(0.05, delivered=0.95 * 1_050_000, sent=1_050_000) == int(held)  # a little past it
+    assert cap.overflows == 1
+    assert cap.update(0.09, delivered=0.91 * 1_050_000, sent=1_050_000) < held  # its queue's loss on top
+    assert cap.overflows == 2
+
+
 def test_random_loss_taken_for_an_overflow_is_forgotten_and_fec_comes_back() -> None:
     """One report of 5% bursty loss that showed 22% looked like a queue overflowing; but the loss goes on as
     before while no more than that "link" carried is sent: it was the network's. The link is forgotten (FEC,

@@ -57,6 +57,12 @@ CLEAN = 0.02  # under this the cap may rise
 # Reports in a row, while bound, that lose 2-10% sending no more than the link carried: then the loss is the
 # network's, not a queue's (the first report after the cap came down may still see the queue's last drops).
 DOUBTS = 3
+# How fast the loss seen while sending within the link (or with none known) is followed: a link that loses
+# that much at random is "beyond" itself only when it loses 2% more than that. Without it, a narrow link
+# that also lost 5% at random read its own random loss as overflowing whenever what went out (the encoder's
+# overshoot, resends) ran a few percent over what it last carried: 8-12 "overflows" in 15 s, the cap down to
+# the floor in one run.
+RANDOM = 0.25
 # A link found overflowing again within this many reports of being forgotten was a narrow link losing at
 # random besides: forgetting it, and giving back its cap, overfilled it again. It then takes twice the doubts
 # it took before (up to MAX_DOUBTS) to be forgotten.
@@ -91,6 +97,7 @@ class LossBasedCap:
     forgotten: int = 0  # links forgotten as random loss (DOUBTS)
     needed: int = DOUBTS  # the doubts that forget a link now (doubled each time one is found again, REFOUND)
     since_forgotten: int | None = None  # reports since a link was last forgotten
+    random: float = 0.0  # the loss reports show while no more than the link carried is sent (RANDOM)
 
     def __post_init__(self) -> None:
         self.cap = float(self.ceiling)
@@ -107,7 +114,7 @@ class LossBasedCap:
         doubted = False  # whether this report is one more that lost 2-10% under a bound link
         if self.since_forgotten is not None:
             self.since_forgotten += 1
-        if fraction_lost > OVERFLOWING or queued or (fraction_lost > CLEAN and beyond):
+        if fraction_lost > OVERFLOWING or queued or (fraction_lost > CLEAN + self.random and beyond):
             if not self.bound:
                 self.before = self.cap
                 if self.since_forgotten is not None and self.since_forgotten <= REFOUND:
@@ -134,8 +141,10 @@ class LossBasedCap:
                 if rise > MARGIN * self.link:  # near what the link carried: up to the margin, then after a while probe
                     rise = self.cap * PROBE if self.clean > HOLD else MARGIN * self.link
             self.cap = max(self.cap, min(top, rise))
-        elif self.bound:  # 2-10% lost, not sending beyond the link (that was the first case): the cap holds
+        elif self.bound and not beyond:  # 2-10% lost within the link: the cap holds, and doubts it
             doubted = True
+        if not beyond and fraction_lost <= CONGESTED:
+            self.random += RANDOM * (fraction_lost - self.random)
         self.doubts = self.doubts + 1 if doubted else 0
         if self.doubts >= self.needed:  # lost under what the link carried: random loss, not its queue
             self.link, self.bound, self.doubts, self.since_forgotten = None, False, 0, 0
