@@ -12,7 +12,8 @@ the loss it reports over that interval:
   the link was seen to carry since it last overflowed, it holds there for 10 clean reports, then rises 2% a
   report (the link may have widened);
 - between (2-10%), it holds (random loss: NACKs and FEC repair it), unless more is being sent than the link
-  last carried: then the loss is the link's, and the cap goes to what got through times the margin;
+  last carried and 2% more is lost than while sending within it (RANDOM): then the loss is the link's, and
+  the cap goes to what got through times the margin;
 - a bound link that loses 2-10% in three reports in a row while no more than it carried is sent was random
   loss taken for a queue's (a link loses from sending beyond it): it is forgotten, FEC, which a bound link
   turns off, comes back, and the cap goes back to what it was when the link was found bound (at most 1.5
