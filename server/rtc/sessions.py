@@ -146,9 +146,8 @@ class SessionManager:
             await pc.setLocalDescription(await pc.createAnswer())
             fit_senders(pc, self.policy.encoders)
             session.fec = protect(pc, fec) if fec is not None else []
-            session.tasks.append(
-                asyncio.ensure_future(follow_losses(pc, followers=session.followers))
-            )  # under a narrow link
+            # The bitrate under a narrow link, its decisions in the session's stats.
+            session.tasks.append(asyncio.ensure_future(follow_losses(pc, followers=session.followers)))
         except Exception:
             self._reserved -= 1
             await self._teardown(session)
