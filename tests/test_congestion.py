@@ -266,19 +266,19 @@ async def test_a_follower_brings_the_encoder_under_a_narrow_link_at_the_first_re
     assert stats["link_overflows"] == 1 and stats["links_forgotten"] == 0, stats
     assert stats["bitrate_cap_kbps"] is not None and 0.7 * 600 < stats["bitrate_cap_kbps"] < 600, stats
     assert totals([])["bitrate_cap_kbps"] is None
-    assert resender.twice  # nothing lost yet: two copies of what is NACKed
+    assert resender.copies == 3  # nothing lost yet: three copies of what is NACKed
     follower.report(_report((first + received + 40) & 0xFFFF, 60, 0.6), (sender.media[0], sender.media[1]))
-    assert not resender.twice  # 60% lost: one copy
+    assert resender.copies == 1  # 60% lost: one copy
     assert follower.resend_rate() < 0.2 * 600_000 / 8
 
 
 async def test_a_long_burst_of_random_loss_keeps_fec_and_both_resend_copies() -> None:
     """A second of 5% bursty loss reports 10-20% now and then: the cap steps back, but nothing overflowed,
-    so FEC stays on and NACKed packets still go twice (they were what kept such bursts from freezing)."""
+    so FEC stays on and NACKed packets still go three times (they were what kept such bursts from freezing)."""
     encoder, resender, follower, sender, first = _streaming(looks=20)  # 1 s, 14% of it lost
     follower.report(_report((first + 199) & 0xFFFF, 28, 0.14), (sender.media[0], sender.media[1]))
     assert encoder.limit < encoder.ceiling  # a step back, as libwebrtc's loss-based controller takes
-    assert not encoder.link_bound and resender.twice and not follower.congested
+    assert not encoder.link_bound and resender.copies == 3 and not follower.congested
 
 
 def test_the_encoder_follows_the_cap_and_remb_below_it() -> None:

@@ -101,9 +101,9 @@ def test_a_start_above_the_ceiling_is_refused_before_anything_starts() -> None:
     assert result.stderr.strip().splitlines()[-1].endswith("--start-bitrate 3000 is above --max-bitrate 2000")
 
 
-async def test_a_client_that_nacks_once_gets_each_lost_packet_resent_twice(make_client, frames) -> None:
+async def test_a_client_that_nacks_once_gets_each_lost_packet_resent_three_times(make_client, frames) -> None:
     """A client on aiortc alone (one NACK per gap, no retry of its own) loses one video packet in 40 on the
-    way down: the server resends each twice, so a lost retransmission does not leave its picture waiting
+    way down: the server resends each three times, so a lost retransmission does not leave its picture waiting
     for the next gap to ask again."""
     client = await make_client()
     peer = Peer(frames, marker=False, network=Network(seed=1))
@@ -129,7 +129,7 @@ async def test_a_client_that_nacks_once_gets_each_lost_packet_resent_twice(make_
         await peer.close()
     resent = sum(n for link in peer.links for pt, n in link.received.rtp.items() if pt in rtx)
     assert dropped[0] >= 15
-    assert resent >= 1.8 * dropped[0], (resent, dropped[0])  # aiortc's sender alone: one each
+    assert resent >= 2.7 * dropped[0], (resent, dropped[0])  # aiortc's sender alone: one each
 
 
 async def test_fec_repairs_losses_both_ways_where_both_ends_offer_it(make_client, frames) -> None:

@@ -49,7 +49,7 @@ def frames_of(count: int, per_frame: int = 3, start_seq: int = 0, key_first: boo
 
 def test_a_gap_is_nacked_at_once_then_again_each_round_trip_and_a_half_until_it_comes() -> None:
     clock, rtt = Clock(), RoundTrip(estimate=0.1)
-    nacks = RetryingNackGenerator(rtt, clock, echo=False)
+    nacks = RetryingNackGenerator(rtt, clock, echoes=0)
     packets = frames_of(4)
     assert not nacks.add(packets[0])
     assert not nacks.add(packets[3])  # a gap: reordered packets may still fill it within a few ms
@@ -80,17 +80,19 @@ def test_requests_fall_due_between_packets_too() -> None:
     assert nacks.poll() == []  # once
     clock.now += 0.021
     assert nacks.poll() == [1, 2]  # the echo, a fifth of a round trip later
-    clock.now += 0.06
+    clock.now += 0.02
+    assert nacks.poll() == [1, 2]  # and the second, two fifths after the request
+    clock.now += 0.04
     assert nacks.poll() == []
     assert not nacks.add(packets[1])  # one repaired
     clock.now += 0.06  # 1.25 round trips after the first request
     assert nacks.poll() == [2]
 
 
-def test_each_request_is_echoed_once_a_fifth_of_a_round_trip_later() -> None:
+def test_each_request_is_echoed_twice_a_fifth_of_a_round_trip_apart() -> None:
     clock, rtt = Clock(), RoundTrip(estimate=0.1)
     nacks = RetryingNackGenerator(rtt, clock)
-    packets = frames_of(10, per_frame=1)
+    packets = frames_of(12, per_frame=1)
     nacks.add(packets[0])
     nacks.add(packets[2])
     clock.now += 0.006
@@ -99,12 +101,16 @@ def test_each_request_is_echoed_once_a_fifth_of_a_round_trip_later() -> None:
     assert not nacks.add(packets[4])  # 10 ms later: not yet
     clock.now += 0.011
     assert nacks.add(packets[5]) and nacks.missing == {1}  # 21 ms after: the echo (0.2 x 100 ms)
-    clock.now += 0.05
-    assert not nacks.add(packets[6])  # once a try
+    clock.now += 0.01
+    assert not nacks.add(packets[6])  # 31 ms after: not yet
+    clock.now += 0.01
+    assert nacks.add(packets[7]) and nacks.missing == {1}  # 41 ms after: the second echo
+    clock.now += 0.03
+    assert not nacks.add(packets[8])  # twice a try
     clock.now += 0.07
-    assert nacks.add(packets[7]) and nacks.missing == {1}  # 1.25 round trips after the first: a retry
+    assert nacks.add(packets[9]) and nacks.missing == {1}  # 1.25 round trips after the first: a retry
     clock.now += 0.021
-    assert nacks.add(packets[8]) and nacks.missing == {1}  # and its echo
+    assert nacks.add(packets[10]) and nacks.missing == {1}  # and its echo
 
 
 def test_the_round_trip_is_learnt_from_repairs_and_corrected_upwards() -> None:
@@ -147,7 +153,7 @@ def test_packets_that_come_out_of_order_are_not_asked_for() -> None:
 
 def test_asking_stops_after_max_tries_or_max_age() -> None:
     clock = Clock()
-    nacks = RetryingNackGenerator(RoundTrip(estimate=0.02), clock, max_tries=3, max_age=10.0, echo=False)
+    nacks = RetryingNackGenerator(RoundTrip(estimate=0.02), clock, max_tries=3, max_age=10.0, echoes=0)
     seq, asked = 0, 0
     nacks.add(vp8_packet(seq, 0, True, True))
     nacks.add(vp8_packet(2, 2, True, True))  # 1 is lost for good

@@ -1,5 +1,5 @@
-"""What the server resends for a NACK (server/rtc/resend.py): each NACKed packet twice, a fifth of a round
-trip apart, and nothing more for a request that came before the first copy could arrive."""
+"""What the server resends for a NACK (server/rtc/resend.py): each NACKed packet three times, a fifth of a
+round trip apart, and nothing more for a request that came before the first copy could arrive."""
 
 from __future__ import annotations
 
@@ -33,30 +33,33 @@ def resender(clock: Clock, rtt: float | None = 0.08) -> tuple[Resender, list[int
     return Resender(retransmit, lambda: rtt, clock, later), sent, scheduled
 
 
-def test_each_nacked_packet_is_resent_at_once_and_again_a_fifth_of_a_round_trip_later() -> None:
+def test_each_nacked_packet_is_resent_at_once_and_twice_more_a_fifth_of_a_round_trip_apart() -> None:
     clock = Clock()
     resend, sent, scheduled = resender(clock)
 
     async def nack_then_wait() -> None:
         await resend(7)
-        assert sent == [7] and scheduled == [(pytest.approx(0.016), 7)]
-        resend._again(7)  # the second copy, when its time comes
+        assert sent == [7] and scheduled == [(pytest.approx(0.016), 7), (pytest.approx(0.032), 7)]
+        resend._again(7)  # the further copies, when their time comes
+        resend._again(7)
         await asyncio.sleep(0)
 
     asyncio.run(nack_then_wait())
-    assert sent == [7, 7] and resend.answered == 1
+    assert sent == [7, 7, 7] and resend.answered == 1
 
 
 def test_a_request_before_the_copies_could_arrive_is_not_answered_again() -> None:
     clock = Clock()
     resend, sent, scheduled = resender(clock)
     asyncio.run(resend(7))
-    clock.now += 0.03  # the receiver's echo of the same request, within two spacings (32 ms)
+    clock.now += 0.03  # the receiver's echoes of the same request, within three spacings (48 ms)
     asyncio.run(resend(7))
-    assert sent == [7] and len(scheduled) == 1 and resend.ignored == 1
-    clock.now += 0.09  # a retry a round trip later: both copies were lost
+    clock.now += 0.015
     asyncio.run(resend(7))
-    assert sent == [7, 7] and len(scheduled) == 2
+    assert sent == [7] and len(scheduled) == 2 and resend.ignored == 2
+    clock.now += 0.09  # a retry a round trip later: every copy was lost
+    asyncio.run(resend(7))
+    assert sent == [7, 7] and len(scheduled) == 4
 
 
 def test_spacing_stays_within_10_to_30_ms() -> None:
@@ -79,6 +82,6 @@ def test_one_copy_while_the_link_is_congested() -> None:
     of each retransmission would only add to it."""
     clock = Clock()
     resend, sent, scheduled = resender(clock)
-    resend.twice = False
+    resend.copies = 1
     asyncio.run(resend(7))
     assert sent == [7] and scheduled == []

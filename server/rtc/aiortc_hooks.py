@@ -29,7 +29,7 @@ into it through the functions here. Nothing in site-packages is edited. The hook
    `recovery.recover_losses`, which lets the buffer hand over every frame that is complete).
 10. `RTCRtpSender._retransmit`: what a sender does for each sequence number a NACK lists (resends it as RTX
    from its history of 128 packets); replaced per sender, the original kept (`retransmitter`,
-   `set_retransmitter`: `resend.resend_twice`).
+   `set_retransmitter`: `resend.resend_copies`).
 11. `RTCRtpSender._handle_rtcp_packet`, `RTCRtpSender._ssrc`, `RTCRtpSender.__packet_count`,
    `RTCRtpSender.__octet_count` and `RTCRtpSender.__rtp_history`: the receiver reports a sender gets (their
    report blocks: the highest sequence number received and the packets lost, which aiortc's stats leave out),

@@ -46,7 +46,7 @@ from aiortc.rtp import RtcpReceiverInfo
 from . import aiortc_hooks
 from .encoders import BitrateCeiling
 from .nacks import Clock
-from .resend import Resender
+from .resend import COPIES, Resender
 
 log = logging.getLogger(__name__)
 
@@ -292,10 +292,10 @@ class Follower:
         self.encoder.cap(cap if cap >= self.cap.ceiling else int(cap * self.share))
         self.encoder.link_bound = self.cap.bound
         # Congested: a narrow link losing what overflows its queue. A report of 10-20% on a link that never
-        # overflowed is a long burst of random loss, where the second copy of a resend is what helps.
+        # overflowed is a long burst of random loss, where the further copies of a resend are what helps.
         self.congested = fraction_lost > CONGESTED and self.cap.bound
         if self.resender is not None:
-            self.resender.twice = not self.congested
+            self.resender.copies = 1 if self.congested else COPIES
 
 
 def totals(followers: list[Follower]) -> dict[str, int | None]:
@@ -310,8 +310,8 @@ def totals(followers: list[Follower]) -> dict[str, int | None]:
 
 async def follow_losses(pc: RTCPeerConnection, every: float = 0.05, followers: list[Follower] | None = None) -> None:
     """Fit each video sender of `pc` with a Follower (its cap and resend budget, moved by each receiver report
-    and the NACKs between them), for as long as `pc` lives; resend NACKed packets twice (resend.py) unless a
-    link that overflowed reports over 10% lost (a second copy would only fill its queue). Looks at what each
+    and the NACKs between them), for as long as `pc` lives; resend NACKed packets three times (resend.py) unless a
+    link that overflowed reports over 10% lost (more copies would only fill its queue). Looks at what each
     has sent every `every` seconds; each Follower made is added to `followers`, if given (the session's stats)."""
     fitted: dict[int, tuple[RTCRtpSender, Follower]] = {}
     while pc.connectionState not in ("closed", "failed"):

@@ -26,7 +26,7 @@ from av.video.frame import PictureType, VideoFrame
 
 from ..pipeline.workers import cpu_cores
 from . import aiortc_hooks
-from .resend import resend_twice
+from .resend import resend_copies
 
 Codec = Literal["vp8", "h264"]
 MIME = {"vp8": "video/vp8", "h264": "video/h264"}
@@ -175,14 +175,14 @@ def prefer_codec(pc: RTCPeerConnection, settings: EncoderSettings) -> None:
 
 
 def fit_senders(pc: RTCPeerConnection, settings: EncoderSettings) -> int:
-    """Give each video sender of `pc` our encoder for its negotiated codec, and two resends for each packet
-    NACKed (resend.py) (call after setLocalDescription, before media flows); returns how many it fitted."""
+    """Give each video sender of `pc` our encoder for its negotiated codec, and three resends for each
+    packet NACKed (resend.py) (call after setLocalDescription, before media flows); returns how many it fitted."""
     fitted = 0
     for transceiver in pc.getTransceivers():
         codecs = aiortc_hooks.codecs(transceiver)
         if transceiver.kind != "video" or transceiver.sender.track is None or not codecs:
             continue
-        resend_twice(transceiver.sender)
+        resend_copies(transceiver.sender)
         encoder = encoder_for(codecs[0], settings)
         if encoder is not None:
             aiortc_hooks.set_encoder(transceiver.sender, encoder)

@@ -1,12 +1,15 @@
 """What the server resends when a receiver NACKs a packet: aiortc answers each NACK with one
 retransmission (RTX), so a lost retransmission costs the viewer another round trip (a freeze of 200 ms or
-more at 40 ms each way). Here each NACKed packet is resent twice, a fifth of a round trip apart (10-30 ms:
-past most loss bursts), whatever the receiver does: browsers NACK once and ask again only a round trip
-later. A NACK for a packet resent less than two spacings (20-60 ms) ago is not answered again: the second
-copy has only just gone, and the request came before either could arrive (a receiver that echoes its
-requests, as Backdrop's own does, or retries too soon; on loopback, answering those too made a receiver
-that lost 1.8 s of packets get four copies of each every 12 ms). While a narrow link's queue overflows
-(congestion.py: over 10% lost where the link was seen to overflow), one copy only."""
+more at 40 ms each way). Here each NACKed packet is resent three times, a fifth of a round trip apart
+(10-30 ms: past most loss bursts), whatever the receiver does: browsers NACK once and ask again only a
+round trip later. With two copies, at 5% bursty loss each way about one repair in a hundred still lost
+both (the second copy, 20 ms after a lost first, is lost about twice as often as any packet), and each
+such repair froze the picture 200-250 ms: one to three times in 15 s. A NACK for a packet resent less than
+three spacings (30-90 ms) ago is not answered again: the copies have only just gone, and the request came
+before any could arrive (a receiver that echoes its requests, as Backdrop's own does, or retries too
+soon; on loopback, answering those too made a receiver that lost 1.8 s of packets get four copies of each
+every 12 ms). While a narrow link's queue overflows (congestion.py: over 10% lost where the link was seen
+to overflow), one copy only."""
 
 from __future__ import annotations
 
@@ -21,11 +24,13 @@ from . import aiortc_hooks
 from .nacks import Clock
 
 REMEMBERED = 512  # packets whose last resend is remembered (aiortc keeps 128 in its history)
+COPIES = 3  # of each NACKed packet, on a link that is not congested
+ECHOES = 3  # spacings after an answer within which a request for the same packet is an echo of the last
 
 
 class Resender:
-    """Answers a NACK for `sequence` by resending it now and again `spacing` later, unless it was resent
-    less than half a round trip ago."""
+    """Answers a NACK for `sequence` by resending it now and `copies - 1` times more, `spacing` apart,
+    unless it was answered less than ECHOES spacings ago."""
 
     def __init__(
         self,
@@ -37,7 +42,7 @@ class Resender:
         self.retransmit, self.round_trip, self.clock = retransmit, round_trip, clock
         self.later = later  # (delay, callback, *args) -> None; the running loop's call_later by default
         self.resent: OrderedDict[int, float] = OrderedDict()  # sequence number -> when last resent
-        self.twice = True  # False while the link is congested (congestion.follow_losses): one copy then
+        self.copies = COPIES  # 1 while the link is congested (congestion.follow_losses)
         self.answered = self.ignored = 0
 
     def spacing(self) -> float:
@@ -47,7 +52,7 @@ class Resender:
         """Whether a NACK for `sequence` now is answered (and noted as answered)."""
         now = self.clock()
         last = self.resent.get(sequence)
-        if last is not None and now - last < 2 * self.spacing():
+        if last is not None and now - last < ECHOES * self.spacing():
             self.ignored += 1
             return False
         self.resent[sequence] = now
@@ -61,8 +66,9 @@ class Resender:
         if not self.due(sequence):
             return
         await self.retransmit(sequence)
-        if self.twice:
-            (self.later or asyncio.get_running_loop().call_later)(self.spacing(), self._again, sequence)
+        later = self.later or asyncio.get_running_loop().call_later
+        for copy in range(1, self.copies):
+            later(copy * self.spacing(), self._again, sequence)
 
     def _again(self, sequence: int) -> None:
         task = asyncio.ensure_future(self.retransmit(sequence))
@@ -75,8 +81,8 @@ def _quiet(task: asyncio.Future) -> None:
         task.exception()
 
 
-def resend_twice(sender: RTCRtpSender) -> Resender:
-    """Make `sender` answer NACKs with two copies (see the module); returns its Resender (its counters)."""
+def resend_copies(sender: RTCRtpSender) -> Resender:
+    """Make `sender` answer NACKs with COPIES copies (see the module); returns its Resender (its counters)."""
     resender = Resender(aiortc_hooks.retransmitter(sender), lambda: aiortc_hooks.round_trip(sender))
     aiortc_hooks.set_retransmitter(sender, resender)
     return resender
