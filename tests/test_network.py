@@ -86,6 +86,37 @@ async def test_a_lost_keyframe_request_is_asked_again(make_client, frames) -> No
     assert np.abs(region(last, TOP_LEFT) - (0, 0, 255)).mean() < 40
 
 
+async def test_a_burst_that_takes_whole_frames_on_the_way_in_is_asked_for_after_a_silence(make_client, frames) -> None:
+    """Every video packet of 100 ms on the way in is lost (three frames, their last packets and the next
+    ones' whole): no gap shows until a packet comes again, so the server asks for what should have come once
+    the silence outlasts a frame interval and a half; the packets come back and nothing is given up."""
+    client = await make_client()
+    peer = Peer(frames, network=Network(seed=1))
+    answer = await open_session(client, peer, {"mode": "color", "color": "#0000ff"})
+    up = peer.links[0].up
+    offer, dark = up.offer, [0.0, 0.0]
+
+    def dark_for_a_while(packet: bytes, now: float) -> float | None:
+        if is_media(packet) and not 192 <= packet[1] <= 223 and dark[0] <= now < dark[1]:
+            return None
+        return offer(packet, now)
+
+    up.offer = dark_for_a_while  # type: ignore[method-assign]
+    try:
+        await peer.frames(10)
+        loop = asyncio.get_running_loop()
+        dark[0], dark[1] = loop.time(), loop.time() + 0.1
+        await peer.frames(30)
+        last = (await peer.frames(1))[0]
+        response = await client.get(answer["resource"])
+        stats = (await response.json())["stats"]
+    finally:
+        await peer.close()
+    assert stats["silences_asked"] >= 1, stats
+    assert stats["gaps_skipped"] == 0, stats  # repaired in time, not given up
+    assert np.abs(region(last, TOP_LEFT) - (0, 0, 255)).mean() < 40
+
+
 def test_loadtest_network_options_are_checked_before_anything_starts() -> None:
     result = backdrop("loadtest", "--network", "loss=5", timeout=60)
     assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == (

@@ -83,6 +83,7 @@ def test_requests_fall_due_between_packets_too() -> None:
     clock.now += 0.02
     assert nacks.poll() == [1, 2]  # and the second, two fifths after the request
     clock.now += 0.04
+    assert nacks.poll() == [4, 5]  # 87 ms without a packet: a silence, and what should have come asked for
     assert nacks.poll() == []
     assert not nacks.add(packets[1])  # one repaired
     clock.now += 0.06  # 1.25 round trips after the first request
@@ -111,6 +112,67 @@ def test_each_request_is_echoed_twice_a_fifth_of_a_round_trip_apart() -> None:
     assert nacks.add(packets[9]) and nacks.missing == {1}  # 1.25 round trips after the first: a retry
     clock.now += 0.021
     assert nacks.add(packets[10]) and nacks.missing == {1}  # and its echo
+
+
+def test_after_a_silence_the_packets_that_should_have_come_are_asked_for_once() -> None:
+    """A burst that takes a frame's last packets and the next frames' whole leaves no gap to see until a
+    packet comes again: after a frame interval and a half without one, the packets a frame and a half
+    carries are asked for by number, once a silence."""
+    clock, rtt = Clock(), RoundTrip(estimate=0.1)
+    nacks = RetryingNackGenerator(rtt, clock)
+    packets = frames_of(12, per_frame=2)
+    for packet in packets[:16]:  # eight frames, 33 ms apart
+        nacks.add(packet)
+        clock.now += 1 / 60
+    assert nacks.interval == pytest.approx(1 / 30) and nacks.per_frame == 2
+    clock.now += 0.02  # 37 ms since the last packet: a frame interval, no more
+    assert nacks.poll() == []
+    clock.now += 0.02  # 57 ms: a silence (1.5 intervals)
+    assert nacks.poll() == [16, 17, 18] and nacks.silences == 1
+    clock.now += 0.1
+    assert nacks.poll() == []  # once
+    assert not nacks.add(packets[16])  # what came was not lost: no gap, and the next silence is a new one ...
+    clock.now += 0.06
+    assert nacks.poll() == []  # ... half as long again, since that one lost nothing
+    clock.now += 0.02
+    assert nacks.poll() == [17, 18, 19, 20, 21] and nacks.silences == 2  # what 75 ms carry
+
+
+def test_silences_that_lost_nothing_widen_the_next_and_one_that_lost_packets_narrows_it() -> None:
+    """A pause of the sender's (or of a host, or a queue's delay swinging) is a silence that lost nothing:
+    asking ahead after it only brings copies of packets on their way, so the next silence waits longer."""
+    clock, rtt = Clock(), RoundTrip(estimate=0.1)
+    nacks = RetryingNackGenerator(rtt, clock)
+    packets = frames_of(40, per_frame=1)
+    for packet in packets[:5]:
+        nacks.add(packet)
+        clock.now += 1 / 30
+    base = nacks.silence()
+    for packet in packets[5:8]:  # each after a silence, each the next in line
+        clock.now += base * nacks.widening
+        assert nacks.poll()
+        nacks.add(packet)
+    assert nacks.false_silences == 3 and nacks.silence() == pytest.approx(1.5**3 * base)
+    clock.now += nacks.silence()
+    assert nacks.poll()
+    nacks.add(packets[10])  # two packets missing: the silence was a loss
+    assert nacks.widening == pytest.approx(1.5**2) and nacks.false_silences == 3
+    for packet in packets[11:30]:
+        nacks.add(packet)
+    assert nacks.widening == pytest.approx(1.5**2)  # packets alone do not narrow it
+
+
+def test_a_silence_waits_for_what_jitter_spreads_and_for_a_slower_frame_rate() -> None:
+    clock, rtt = Clock(), RoundTrip(estimate=0.1)
+    nacks = RetryingNackGenerator(rtt, clock)
+    nacks.reorder_wait = 0.02  # learnt from 10 ms of jitter
+    for packet in frames_of(20, per_frame=1)[:20]:  # 15 fps
+        nacks.add(packet)
+        clock.now += 1 / 15
+    # The last packet came 67 ms ago (the loop's last step): a frame interval, no silence at 15 fps ...
+    assert nacks.interval == pytest.approx(1 / 30)  # ... as its timestamps say 30 fps: the test's frames
+    assert nacks.silence() == pytest.approx(1 / 30 + 0.04)  # an interval and twice the reordering wait
+    assert nacks.until_silence(clock.now) == pytest.approx(1 / 30 + 0.04 - 1 / 15)
 
 
 def test_the_round_trip_is_learnt_from_repairs_and_corrected_upwards() -> None:

@@ -85,3 +85,19 @@ def test_one_copy_while_the_link_is_congested() -> None:
     resend.copies = 1
     asyncio.run(resend(7))
     assert sent == [7] and scheduled == []
+
+
+def test_a_request_for_a_packet_not_sent_yet_is_passed_over_and_answered_once_it_is() -> None:
+    """After a silence a receiver asks for what should have come: a packet the sender has not sent yet is not
+    resent, and not noted either, so that the request that comes once it is sent (and lost) is answered."""
+    clock = Clock()
+    sent_so_far = {5, 6}
+    resend, sent, _ = resender(clock)
+    resend.holds = sent_so_far.__contains__
+    asyncio.run(resend(6))
+    asyncio.run(resend(7))  # not sent yet
+    assert sent == [6] and resend.answered == 1
+    sent_so_far.add(7)
+    clock.now += 0.01  # sent now, lost; asked for again 10 ms later
+    asyncio.run(resend(7))
+    assert sent == [6, 7] and resend.answered == 2

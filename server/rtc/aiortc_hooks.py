@@ -34,8 +34,9 @@ into it through the functions here. Nothing in site-packages is edited. The hook
    `RTCRtpSender.__octet_count` and `RTCRtpSender.__rtp_history`: the receiver reports a sender gets (their
    report blocks: the highest sequence number received and the packets lost, which aiortc's stats leave out),
    what it has sent, and its newest packet's sequence number (`on_receiver_reports`, `sent`,
-   `newest_sequence`: `congestion.follow_losses`); `RTCDtlsTransport.__tx_packets` and `__tx_bytes`, what its
-   transport has sent, as its stats report them (`transport_sent`: `congestion.follow_losses`).
+   `newest_sequence`: `congestion.follow_losses`), and whether it holds a packet (`holds`:
+   `resend.Resender`); `RTCDtlsTransport.__tx_packets` and `__tx_bytes`, what its transport has sent, as its
+   stats report them (`transport_sent`: `congestion.follow_losses`).
 12. `RTCDtlsTransport._send_rtp` and `RTCDtlsTransport._handle_rtp_data`: the bytes of every RTP packet a
    transport sends (before SRTP) and receives (after SRTP, before aiortc parses and routes it); replaced per
    transport, the originals kept (`rtp_sender`, `set_rtp_sender`, `rtp_handler`, `set_rtp_handler`:
@@ -70,7 +71,7 @@ from aiortc.codecs.base import Encoder
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsTransport, SRTPProtectionProfile
 from aiortc.rtcrtpreceiver import NackGenerator
-from aiortc.rtp import AnyRtcpPacket, RtcpReceiverInfo, RtcpRrPacket, RtcpSrPacket, RtpPacket
+from aiortc.rtp import RTP_HISTORY_SIZE, AnyRtcpPacket, RtcpReceiverInfo, RtcpRrPacket, RtcpSrPacket, RtpPacket
 from OpenSSL import SSL
 
 AIORTC_VERSION = "1.16.0"  # the version pyproject.toml pins, whose private API the hooks were written for
@@ -218,6 +219,13 @@ def sent(sender: RTCRtpSender) -> tuple[int, int]:
     packets: int = getattr(sender, "_RTCRtpSender__packet_count", 0)
     octets: int = getattr(sender, "_RTCRtpSender__octet_count", 0)
     return packets, octets
+
+
+def holds(sender: RTCRtpSender, sequence: int) -> bool:
+    """Whether `sender` has sent packet `sequence` and still holds it in its history (of the last 128)."""
+    history: dict[int, RtpPacket] = getattr(sender, "_RTCRtpSender__rtp_history", {})
+    packet = history.get(sequence % RTP_HISTORY_SIZE)
+    return packet is not None and packet.sequence_number == sequence
 
 
 def newest_sequence(sender: RTCRtpSender) -> int | None:

@@ -665,8 +665,8 @@ def _send_through(formats: FecFormats, sender: RTCRtpSender) -> FecSender:
 
     aiortc_hooks.set_rtp_sender(transport, send_through)
     resender = aiortc_hooks.retransmitter(sender)
-    if isinstance(resender, Resender):  # the server's two copies (resend.py), now of the RED packets
-        resender.retransmit = retransmit
+    if isinstance(resender, Resender):  # the server's copies (resend.py), now of the RED packets
+        resender.retransmit, resender.holds = retransmit, fec.history.__contains__
     else:
         aiortc_hooks.set_retransmitter(sender, retransmit)
     _follow_reports(fec, sender)

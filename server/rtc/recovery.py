@@ -225,7 +225,8 @@ async def _nack_on_time(
                 await send(nacks.ssrc, due)
         except Exception:  # a NACK that could not go is a repair that waits for the next packet, not an end
             log.exception("a NACK between packets failed")
-        await asyncio.sleep(NACK_TICK if nacks.asked else IDLE_TICK)
+        idle = min(IDLE_TICK, max(nacks.until_silence(nacks.clock()), NACK_TICK))
+        await asyncio.sleep(NACK_TICK if nacks.asked else idle)
 
 
 # A backlog's newest PACED frames (the rest go at once) are decoded at CATCH_UP times the pace they were

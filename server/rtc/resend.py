@@ -8,8 +8,10 @@ such repair froze the picture 200-250 ms: one to three times in 15 s. A NACK for
 three spacings (30-90 ms) ago is not answered again: the copies have only just gone, and the request came
 before any could arrive (a receiver that echoes its requests, as Backdrop's own does, or retries too
 soon; on loopback, answering those too made a receiver that lost 1.8 s of packets get four copies of each
-every 12 ms). While a narrow link's queue overflows (congestion.py: over 10% lost where the link was seen
-to overflow), one copy only."""
+every 12 ms). A NACK for a packet not sent yet (a receiver asks for what should have come after a silence,
+nacks.py) is passed over without being noted, so the request for it once it is sent and lost is answered.
+While a narrow link's queue overflows (congestion.py: over 10% lost where the link was seen to overflow),
+one copy only."""
 
 from __future__ import annotations
 
@@ -38,8 +40,9 @@ class Resender:
         round_trip: Callable[[], float | None],
         clock: Clock = time.monotonic,
         later: Callable[..., object] | None = None,
+        holds: Callable[[int], bool] | None = None,
     ) -> None:
-        self.retransmit, self.round_trip, self.clock = retransmit, round_trip, clock
+        self.retransmit, self.round_trip, self.clock, self.holds = retransmit, round_trip, clock, holds
         self.later = later  # (delay, callback, *args) -> None; the running loop's call_later by default
         self.resent: OrderedDict[int, float] = OrderedDict()  # sequence number -> when last resent
         self.copies = COPIES  # 1 while the link is congested (congestion.follow_losses)
@@ -63,6 +66,8 @@ class Resender:
         return True
 
     async def __call__(self, sequence: int) -> None:
+        if self.holds is not None and not self.holds(sequence):
+            return  # not sent yet, or out of the history: nothing to resend, and nothing to note
         if not self.due(sequence):
             return
         await self.retransmit(sequence)
@@ -83,6 +88,10 @@ def _quiet(task: asyncio.Future) -> None:
 
 def resend_copies(sender: RTCRtpSender) -> Resender:
     """Make `sender` answer NACKs with COPIES copies (see the module); returns its Resender (its counters)."""
-    resender = Resender(aiortc_hooks.retransmitter(sender), lambda: aiortc_hooks.round_trip(sender))
+    resender = Resender(
+        aiortc_hooks.retransmitter(sender),
+        lambda: aiortc_hooks.round_trip(sender),
+        holds=lambda sequence: aiortc_hooks.holds(sender, sequence),
+    )
     aiortc_hooks.set_retransmitter(sender, resender)
     return resender

@@ -78,6 +78,7 @@ class Session:
                 **(self.stats() or StreamStats()).snapshot(),
                 "gaps_skipped": sum(r.skips for r in self.receivers),
                 "keyframes_requested": sum(r.keyframe_requests for r in self.receivers),
+                "silences_asked": sum(r.nacks.silences for r in self.receivers if r.nacks is not None),
                 **totals(self.fec),
                 **congestion_totals(self.followers),
             },
