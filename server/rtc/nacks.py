@@ -33,7 +33,7 @@ SILENCE_FRAMES = 1.5  # frame intervals at least
 # A silence after which the next packet is the next in line lost nothing (a sender or host that paused, a
 # frame the encoder dropped, a queue's delay swinging): each such widens the next silence by SILENCE_WIDEN, up
 # to SILENCE_WIDEST times, and each that lost packets narrows it back. On loopback in the suite, with the
-# server's pipeline sharing two cores, half a dozen came a second, and each one's resends of packets still on
+# server's pipeline sharing two cores, two or three came a second, and their resends of packets still on
 # their way overfilled a 600 kb/s link.
 SILENCE_WIDEN = 1.5
 SILENCE_WIDEST = 4.0
