@@ -27,12 +27,12 @@ from .nacks import Clock
 
 REMEMBERED = 512  # packets whose last resend is remembered (aiortc keeps 128 in its history)
 COPIES = 3  # of each NACKed packet, on a link that is not congested
-ECHOES = 3  # spacings after an answer within which a request for the same packet is an echo of the last
+ECHO_WINDOW = 3  # spacings after an answer within which a request for the same packet is an echo of it
 
 
 class Resender:
     """Answers a NACK for `sequence` by resending it now and `copies - 1` times more, `spacing` apart,
-    unless it was answered less than ECHOES spacings ago."""
+    unless it was answered less than ECHO_WINDOW spacings ago."""
 
     def __init__(
         self,
@@ -55,7 +55,7 @@ class Resender:
         """Whether a NACK for `sequence` now is answered (and noted as answered)."""
         now = self.clock()
         last = self.resent.get(sequence)
-        if last is not None and now - last < ECHOES * self.spacing():
+        if last is not None and now - last < ECHO_WINDOW * self.spacing():
             self.ignored += 1
             return False
         self.resent[sequence] = now
