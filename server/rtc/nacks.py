@@ -20,6 +20,14 @@ Clock = Callable[[], float]
 REORDER_SAMPLES = 64  # the reordered packets the wait before a first NACK is learnt from
 REORDER_QUANTILE = 0.9  # the share of them the wait lets fill their gap unasked (libwebrtc waits the median)
 MAX_REORDER_WAIT = 0.05  # s
+
+
+def spacing(round_trip: float) -> float:
+    """Between the copies of a request (here) and of a resend (resend.py): a fifth of the round trip, 10-30
+    ms, past most loss bursts and well within the round trip a retry waits."""
+    return min(max(0.2 * round_trip, 0.01), 0.03)
+
+
 # A request's repeats, a fifth of a round trip apart: with one, at 5% bursty loss each way about one repair
 # in a hundred still failed (the repeat, 20 ms after a lost request, is lost about twice as often as any
 # packet), a 200-250 ms freeze each. A NACK is a few dozen bytes.
@@ -201,7 +209,7 @@ class RetryingNackGenerator(NackGenerator):
             return False
         oldest = uint16_add(self.max_seq, -RTP_HISTORY_SIZE)
         retry = self.rtt.retry_after()
-        echo = min(max(0.2 * self.rtt.current(), 0.01), 0.03)
+        echo = spacing(self.rtt.current())
         due = []
         for number, asked in list(self.asked.items()):
             if asked.tries >= self.max_tries or now - asked.first_seen > self.max_age or uint16_gt(oldest, number):

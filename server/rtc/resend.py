@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from aiortc import RTCRtpSender
 
 from . import aiortc_hooks
-from .nacks import Clock
+from .nacks import Clock, spacing
 
 REMEMBERED = 512  # packets whose last resend is remembered (aiortc keeps 128 in its history)
 COPIES = 3  # of each NACKed packet, on a link that is not congested
@@ -49,7 +49,7 @@ class Resender:
         self.answered = self.ignored = 0
 
     def spacing(self) -> float:
-        return min(max(0.2 * (self.round_trip() or 0.1), 0.01), 0.03)
+        return spacing(self.round_trip() or 0.1)
 
     def due(self, sequence: int) -> bool:
         """Whether a NACK for `sequence` now is answered (and noted as answered)."""
