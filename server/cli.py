@@ -393,7 +393,7 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
         )
         print(
             f"  longest freeze ms {run['longest_freeze_ms_each']}, frozen s (gaps > 200 ms) {run['frozen_s_each']}, "
-            f"received kb/s {run['received_kbps_each']}"
+            f"received kb/s {run['received_kbps_each']}, VP8 speed at the end {run['server_vp8_speed']}"
         )
         for repair in run.get("repair_each", []):
             print(f"  network: {repair}")

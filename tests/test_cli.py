@@ -218,6 +218,8 @@ def test_command_errors_end_in_one_line(tmp_path, astronaut) -> None:
     assert len(result.stderr.strip().splitlines()) == 1
     result = backdrop("serve", "--no-compile", "--vp8-speed", "17", timeout=60)
     assert result.returncode == 2 and result.stderr.startswith("error: vp8_speed: "), result.stderr
+    result = backdrop("serve", "--no-compile", "--vp8-speed-max", "3", timeout=60)
+    assert result.returncode == 2 and result.stderr.startswith("error: vp8_speed_max: "), result.stderr
 
 
 @pytest.mark.unit

@@ -12,6 +12,7 @@ would clean have been through the sender's own codec already, and it cost a quar
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -40,6 +41,7 @@ class EncoderSettings:
     codec: Codec = "vp8"
     max_bitrate: int = 2_000_000
     vp8_speed: int = 6  # libvpx's real-time speed, 4 (best pictures) to 16 (least CPU); aiortc's is 6
+    vp8_speed_max: int = 12  # the fastest it goes while the CPU cannot keep up (overuse.py)
     start_bitrate: int | None = None  # where each encoder starts (bits/s); None: at the ceiling
 
 
@@ -80,8 +82,9 @@ class BitrateCeiling:
 # libvpx's real-time settings as aiortc chose them (a 1 s rate-control buffer, CBR, one token partition),
 # with `noise-sensitivity` 0 instead of 4: the temporal denoiser took 25% of an encode at 640x480 and lowered
 # the PSNR of what the viewer decodes by 0.3 dB at 2 Mb/s (150 frames of moving people, one thread).
-# "cpu-used" is set per encoder from EncoderSettings.vp8_speed: negative in real-time mode, a fixed speed
-# (a positive one would let libvpx pick its own from how long encodes take).
+# "cpu-used" is set per encoder from its speed (the configured one, raised under load: overuse.py): negative in
+# real-time mode, a fixed speed (a positive one would let libvpx pick its own from how long encodes take, blind
+# to the other sessions on the same cores).
 VP8_OPTIONS = {
     "deadline": "realtime",
     "lag-in-frames": "0",
@@ -94,36 +97,44 @@ VP8_OPTIONS = {
 
 
 class Vp8Encoder(BitrateCeiling, vpx.Vp8Encoder):
-    """aiortc's VP8 encoder (its packetizer, picture ids, bitrate) with our libvpx options."""
+    """aiortc's VP8 encoder (its packetizer, picture ids, bitrate) with our libvpx options.
+
+    `speed`: libvpx's real-time speed, or what says it for each frame (overuse.EncoderSpeed); a new one
+    restarts the encoder with a keyframe, as a new bitrate does.
+    """
 
     _stored = aiortc_hooks.TARGET_BITRATE["vp8"]
     _floor = vpx.MIN_BITRATE
 
-    def __init__(self, ceiling: int, speed: int = EncoderSettings.vp8_speed, start: int | None = None) -> None:
+    def __init__(
+        self, ceiling: int, speed: int | Callable[[], int] = EncoderSettings.vp8_speed, start: int | None = None
+    ) -> None:
         super().__init__(ceiling, start)
-        self.speed = speed
+        self.speed = speed if callable(speed) else lambda: speed
+        self.opened_speed: int | None = None  # the speed of the open encoder
 
     def encode(self, frame: Frame, force_keyframe: bool = False) -> tuple[list[bytes], int]:
         assert isinstance(frame, VideoFrame)
         if frame.format.name != "yuv420p":
             frame = frame.reformat(format="yuv420p")
         assert frame.pts is not None and frame.time_base is not None  # a track's frames are timed
-        codec = self.codec
+        codec, speed = self.codec, self.speed()
         if codec is not None and (
             (frame.width, frame.height) != (codec.width, codec.height)
             or abs(self.target_bitrate - (codec.bit_rate or 0)) > 0.1 * (codec.bit_rate or 0)  # restarts: not for less
+            or speed != self.opened_speed
         ):
             codec = None
         if force_keyframe:
             frame.pict_type = PictureType.I
         if codec is None:
-            codec = self.codec = self._open(frame.width, frame.height)
+            codec = self.codec = self._open(frame.width, frame.height, speed)
         data = b"".join(bytes(packet) for packet in codec.encode(frame))
         payloads = aiortc_hooks.vp8_packetize(data, self.picture_id)
         self.picture_id = (self.picture_id + 1) % (1 << 15)
         return payloads, convert_timebase(frame.pts, frame.time_base, VIDEO_TIME_BASE)
 
-    def _open(self, width: int, height: int) -> VideoCodecContext:
+    def _open(self, width: int, height: int, speed: int) -> VideoCodecContext:
         codec = av.CodecContext.create("libvpx", "w")
         codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
         codec.bit_rate = bitrate = self.target_bitrate
@@ -132,12 +143,13 @@ class Vp8Encoder(BitrateCeiling, vpx.Vp8Encoder):
         # minrate = maxrate = bit_rate is CBR; FFmpeg's rc buffer is bufsize * 1000 / bit_rate ms: 1 s.
         codec.options = {
             **VP8_OPTIONS,
-            "cpu-used": str(-self.speed),
+            "cpu-used": str(-speed),
             "bufsize": str(bitrate),
             "minrate": str(bitrate),
             "maxrate": str(bitrate),
         }
         codec.thread_count = vpx.number_of_threads(width * height, cpu_cores())  # aiortc's rule, on our cores
+        self.opened_speed = speed
         return codec
 
 
@@ -146,11 +158,14 @@ class H264Encoder(BitrateCeiling, h264.H264Encoder):
     _floor = h264.MIN_BITRATE
 
 
-def encoder_for(codec: RTCRtpCodecParameters, settings: EncoderSettings) -> Encoder | None:
-    """Our encoder for a negotiated video codec, or None for a codec aiortc should handle itself."""
+def encoder_for(
+    codec: RTCRtpCodecParameters, settings: EncoderSettings, speed: Callable[[], int] | None = None
+) -> Encoder | None:
+    """Our encoder for a negotiated video codec, or None for a codec aiortc should handle itself; `speed`
+    says VP8's speed for each frame (default: settings.vp8_speed)."""
     mime = codec.mimeType.lower()
     if mime == MIME["vp8"]:
-        return Vp8Encoder(settings.max_bitrate, settings.vp8_speed, settings.start_bitrate)
+        return Vp8Encoder(settings.max_bitrate, speed or settings.vp8_speed, settings.start_bitrate)
     if mime == MIME["h264"]:
         return H264Encoder(settings.max_bitrate, settings.start_bitrate)
     return None
@@ -174,16 +189,17 @@ def prefer_codec(pc: RTCPeerConnection, settings: EncoderSettings) -> None:
         aiortc_hooks.set_codecs(transceiver, sorted(codecs, key=rank))  # stable: the offer's order within each rank
 
 
-def fit_senders(pc: RTCPeerConnection, settings: EncoderSettings) -> int:
-    """Give each video sender of `pc` our encoder for its negotiated codec, and three resends for each
-    packet NACKed (resend.py) (call after setLocalDescription, before media flows); returns how many it fitted."""
+def fit_senders(pc: RTCPeerConnection, settings: EncoderSettings, speed: Callable[[], int] | None = None) -> int:
+    """Give each video sender of `pc` our encoder for its negotiated codec (VP8 at `speed`, see overuse.py),
+    and three resends for each packet NACKed (resend.py) (call after setLocalDescription, before media flows);
+    returns how many it fitted."""
     fitted = 0
     for transceiver in pc.getTransceivers():
         codecs = aiortc_hooks.codecs(transceiver)
         if transceiver.kind != "video" or transceiver.sender.track is None or not codecs:
             continue
         resend_copies(transceiver.sender)
-        encoder = encoder_for(codecs[0], settings)
+        encoder = encoder_for(codecs[0], settings, speed)
         if encoder is not None:
             aiortc_hooks.set_encoder(transceiver.sender, encoder)
             fitted += 1

@@ -33,10 +33,13 @@ class Player:
 
 
 class Players:
-    """The players of one session, up to the policy's `max_players`."""
+    """The players of one session, up to the policy's `max_players`; their VP8 at `speed` (overuse.py)."""
 
-    def __init__(self, policy: SessionPolicy, ended: Callable[[], None]) -> None:
+    def __init__(
+        self, policy: SessionPolicy, ended: Callable[[], None], speed: Callable[[], int] | None = None
+    ) -> None:
         self.policy = policy
+        self.speed = speed
         self._ended = ended  # called after a player's connection is closed (see collect.Collector)
         self._players: dict[str, Player] = {}
 
@@ -56,7 +59,7 @@ class Players:
             pc.addTrack(relay.subscribe(source, buffered=False))
             prefer_codec(pc, self.policy.encoders)
             await pc.setLocalDescription(await pc.createAnswer())
-            fit_senders(pc, self.policy.encoders)
+            fit_senders(pc, self.policy.encoders, self.speed)
         except Exception:
             await pc.close()
             raise

@@ -18,7 +18,7 @@ from aiortc.mediastreams import MediaStreamTrack
 from models.zoo import Plan
 
 from ..pipeline.config import ConfigError, SessionConfig, validate_config
-from ..pipeline.workers import PipelineWorkers
+from ..pipeline.workers import PipelineWorkers, cpu_cores
 from .channel import attach
 from .collect import Collector
 from .congestion import Follower, follow_losses
@@ -27,6 +27,7 @@ from .encoders import fit_senders, prefer_codec
 from .errors import Invalid, Malformed, NoRoom, NotFound
 from .fec import Fec, FecFormats, accept, protect, totals
 from .messages import MESSAGE_BURST, MESSAGE_RATE, TokenBucket
+from .overuse import EncoderSpeed
 from .players import Player, Players
 from .policy import SessionPolicy
 from .recovery import RecoveringJitterBuffer, recover_losses
@@ -88,12 +89,23 @@ class Session:
 class SessionManager:
     """Creates, looks up and closes sessions; enforces the session limit and the media timeout."""
 
-    def __init__(self, policy: SessionPolicy, workers: PipelineWorkers, totals: Totals | None = None) -> None:
+    def __init__(
+        self,
+        policy: SessionPolicy,
+        workers: PipelineWorkers,
+        totals: Totals | None = None,
+        cores: int = 0,
+    ) -> None:
+        """`cores`: how many of the cores this process may run on are its share (0: all of them)."""
         self.policy = policy
         self.workers = workers
         self.backgrounds = workers.pipeline.backgrounds
         self.registry = workers.pipeline.registry
         self.totals = totals or Totals()  # frames over every session, ended ones included
+        # VP8's speed for every session's encoders: raised while this process's cores cannot keep up.
+        encoders, cores = policy.encoders, min(cores, cpu_cores()) if cores else cpu_cores()
+        self.speed = EncoderSpeed(encoders.vp8_speed, max(encoders.vp8_speed, encoders.vp8_speed_max), cores)
+        self._speed_follower: asyncio.Task | None = None
         self.sessions: dict[str, Session] = {}
         self._reserved = 0
         self._collector = Collector()
@@ -102,7 +114,9 @@ class SessionManager:
         self._emptied = asyncio.Event()
 
     def start(self) -> None:
-        self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+        loop = asyncio.get_running_loop()
+        self._sweeper = loop.create_task(self._sweep())
+        self._speed_follower = loop.create_task(self.speed.follow(self.totals))
 
     def checked(self, base: SessionConfig, changes: object) -> SessionConfig:
         """`base` with `changes` applied, or Invalid (Malformed if not an object) naming the field at fault."""
@@ -130,7 +144,7 @@ class SessionManager:
             pc=pc,
             config=config,
             plan=self.registry.plan(config.model),
-            players=Players(self.policy, self._collector.soon),
+            players=Players(self.policy, self._collector.soon, self.speed),
             returns_video=direction == "sendrecv",
         )
         try:
@@ -145,7 +159,7 @@ class SessionManager:
             prefer_codec(pc, self.policy.encoders)
             fec = accept(pc, FecFormats.from_sdp(sdp)) if self.policy.fec else None  # RED and ULPFEC (fec.py)
             await pc.setLocalDescription(await pc.createAnswer())
-            fit_senders(pc, self.policy.encoders)
+            fit_senders(pc, self.policy.encoders, self.speed)
             session.fec = protect(pc, fec) if fec is not None else []
             # The bitrate under a narrow link, its decisions in the session's stats.
             session.tasks.append(asyncio.ensure_future(follow_losses(pc, followers=session.followers)))
@@ -235,8 +249,9 @@ class SessionManager:
         return len(self.sessions)
 
     async def close_all(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+        for task in (self._sweeper, self._speed_follower):
+            if task is not None:
+                task.cancel()
         await asyncio.gather(*(self.close(sid, "server shutting down") for sid in list(self.sessions)))
         self._collector.now()
 

@@ -138,6 +138,8 @@ async def measure(
             for resource in resources:  # each session's own resource: the ids are the client's capabilities
                 async with http.get(f"{url}{resource}") as response:
                     described.append(await response.json())
+            async with http.get(f"{url}/healthz") as response:  # behind a proxy: one of the processes
+                vp8_speed = (await response.json()).get("vp8_speed")
         finally:
             await asyncio.gather(*(p.close() for p in peers))
     fps = [c / seconds for c in counts]
@@ -176,6 +178,7 @@ async def measure(
         **latency,
         **viewer,
         **server_cpu,
+        "server_vp8_speed": vp8_speed,  # at the end: raised while the server's cores could not keep up
         "server": [s["stats"] for s in described],
     }
 

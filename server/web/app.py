@@ -111,11 +111,13 @@ async def _sessions(app: web.Application) -> AsyncIterator[None]:
             settings.codec,
             settings.max_bitrate * 1000,
             settings.vp8_speed,
+            settings.vp8_speed_max,
             None if settings.start_bitrate is None else settings.start_bitrate * 1000,
         ),
         fec=settings.fec,
     )
-    manager = SessionManager(policy, app[WORKERS], app[METRICS].totals)
+    # The cores whose overload raises VP8's speed: this process's share (its pipeline's, under --processes).
+    manager = SessionManager(policy, app[WORKERS], app[METRICS].totals, cores=settings.cores)
     manager.start()
     app[SESSIONS] = manager
     store = app[PIPELINE].backgrounds

@@ -385,18 +385,19 @@ async def openapi(request: web.Request) -> web.Response:
 @operation(responses={200: (Health, "serving"), 503: (Health, "draining: send new offers elsewhere")})
 async def healthz(request: web.Request) -> web.Response:
     """200 while serving; 503 while draining, so that proxies and Kubernetes send new offers elsewhere."""
-    pipeline, draining = request.app[PIPELINE], request.app[SESSIONS].draining
+    pipeline, sessions = request.app[PIPELINE], request.app[SESSIONS]
     return web.json_response(
         {
-            "status": "draining" if draining else "ok",
+            "status": "draining" if sessions.draining else "ok",
             "device": str(pipeline.device),
             "fp16": pipeline.half,
-            "sessions": len(request.app[SESSIONS].sessions),
+            "sessions": len(sessions.sessions),
             "max_sessions": request.app[SETTINGS].max_sessions,
             "workers": request.app[WORKERS].workers,
             "torch_threads": request.app[TORCH_THREADS],
+            "vp8_speed": sessions.speed.speed,
         },
-        status=503 if draining else 200,
+        status=503 if sessions.draining else 200,
     )
 
 

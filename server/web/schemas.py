@@ -116,6 +116,7 @@ class Health(BaseModel):
     max_sessions: int
     workers: int
     torch_threads: int
+    vp8_speed: int = Field(description="VP8's encoding speed now: --vp8-speed, raised while the cores cannot keep up")
 
 
 class Error(BaseModel):
