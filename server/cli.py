@@ -288,6 +288,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from .tools.bench import format_report, run_bench
 
+    if args.vp8_speeds:
+        return _bench_vp8_speeds(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     registry, models = _registry_with(*args.models)
@@ -302,6 +304,36 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.output:
         args.output.write_text(text)
     print(text if args.json else format_report(report))
+    return 0
+
+
+def _bench_vp8_speeds(args: argparse.Namespace) -> int:
+    from .tools.encoding import compare_speeds, loadtest_frames, video_frames
+
+    if args.video is None:
+        source, frames = "the loadtest's hand-held photo", loadtest_frames()
+    else:
+        if not args.video.exists():
+            raise CommandError(f"{args.video} does not exist")
+        source = str(args.video)
+        try:
+            frames = video_frames(args.video)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+    report = {"video": source, **compare_speeds(frames, args.vp8_speeds, args.rounds)}
+    text = json.dumps(report, indent=2)
+    if args.output:
+        args.output.write_text(text)
+    if args.json:
+        print(text)
+    else:
+        print(f"VP8 on {source}: {report['frames']} frames at {report['size']}, {report['bitrate_kbps']} kb/s")
+        for row in report["speeds"]:
+            print(
+                f"  speed {row['speed']:2d}: encode {row['encode_ms_per_frame']:.2f} ms/frame "
+                f"({row['time_vs_first']:.2f}x), PSNR {row['psnr_db']:.2f} dB ({row['psnr_vs_first_db']:+.2f}), "
+                f"{row['kbps']} kb/s"
+            )
     return 0
 
 
@@ -359,6 +391,16 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
     network = _network(args)
     if args.soak is not None:
         return _soak(args, (height, width), config, compile)
+    frames = None
+    if args.video is not None:
+        from .tools.encoding import video_frames
+
+        if not args.video.exists():
+            raise CommandError(f"--video {args.video} does not exist")
+        try:
+            frames = video_frames(args.video, (width, height), format="rgb24")
+        except (ValueError, OSError) as exc:
+            raise CommandError(f"--video {args.video}: {exc}") from None
     report = asyncio.run(
         run_loadtest(
             args.sessions,
@@ -373,6 +415,7 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
             args.client_receive == "marker",
             network,
             fec=args.fec,
+            frames=frames,
         )
     )
     if args.output:
@@ -672,6 +715,25 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="a photo the pipeline is timed on (stretched to each size); default: noise, with nobody to track",
     )
+    bench.add_argument(
+        "--vp8-speeds",
+        nargs="+",
+        type=int,
+        default=None,
+        metavar="SPEED",
+        help="instead: VP8's real-time speeds against each other with the server's encoder at 640x480, 2 Mb/s "
+        "(CPU ms a frame, PSNR of what a viewer decodes, kb/s), e.g. 6 8 10 12; the first is the baseline",
+    )
+    bench.add_argument(
+        "--video",
+        type=Path,
+        default=None,
+        help="with --vp8-speeds: a video file, or a folder of .jpg frames, to encode (its first 300 frames); "
+        "default: the loadtest's hand-held photo",
+    )
+    bench.add_argument(
+        "--rounds", type=int, default=3, help="with --vp8-speeds: rounds of every speed in turn (default: 3)"
+    )
     bench.add_argument("--output", type=Path, default=None, help="also write the JSON report to this file")
     bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
     bench.set_defaults(func=cmd_bench, compile_default=False)
@@ -747,6 +809,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--network", default="", metavar="SPEC", help="the same impairment both ways (--uplink/--downlink add to it)"
     )
     load.add_argument("--seed", type=int, default=0, help="seed of the impairments' draws (default: 0)")
+    load.add_argument(
+        "--video",
+        type=Path,
+        default=None,
+        help="what each client's camera sends, in a loop: a video file or a folder of .jpg frames (its first 300, "
+        "scaled to --size); a real camera's noise and motion cost the codecs more than the default, a photo "
+        "shifted a few pixels a frame",
+    )
     load.add_argument(
         "--fec",
         action=argparse.BooleanOptionalAction,

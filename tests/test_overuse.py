@@ -11,6 +11,7 @@ import pytest
 
 from server.rtc.encoders import Vp8Encoder
 from server.rtc.overuse import DOWN_AFTER, UP_AFTER, EncoderSpeed
+from server.tools.encoding import compare_speeds, depacketize, loadtest_frames
 
 pytestmark = pytest.mark.unit
 
@@ -36,26 +37,26 @@ class _Process:
 
 
 def test_the_speed_stays_where_it_was_set_while_the_cores_keep_up() -> None:
-    speed = EncoderSpeed(floor=6, ceiling=12, cores=1)
+    speed = EncoderSpeed(floor=6, ceiling=10, cores=1)
     assert set(_Process(speed).run(30, busy=0.97, dropped_share=0.0)) == {6}  # busy, but every frame gets through
     assert set(_Process(speed).run(30, busy=0.3, dropped_share=0.2)) == {6}  # drops that are not the CPU's doing
     assert speed.changes == 0
 
 
 def test_overloaded_cores_raise_the_speed_to_the_fastest_and_quiet_ones_step_it_back() -> None:
-    speed = EncoderSpeed(floor=6, ceiling=12, cores=2)
+    speed = EncoderSpeed(floor=6, ceiling=10, cores=2)
     process = _Process(speed)
     speeds = process.run(10, busy=0.97, dropped_share=0.25)
-    assert speeds[UP_AFTER - 2] == 6 and set(speeds[UP_AFTER - 1 :]) == {12}  # straight to the fastest
+    assert speeds[UP_AFTER - 2] == 6 and set(speeds[UP_AFTER - 1 :]) == {10}  # straight to the fastest
     # Cores with room (fewer sessions now): one step back after DOWN_AFTER quiet seconds, another after as many.
     speeds = process.run(2 * DOWN_AFTER, busy=0.4, dropped_share=0.0)
-    assert speeds[DOWN_AFTER - 2] == 12 and speeds[DOWN_AFTER - 1] == 9 and speeds[-1] == 6
+    assert speeds[DOWN_AFTER - 2] == 10 and speeds[DOWN_AFTER - 1] == 8 and speeds[-1] == 6
     assert speed.changes == 3
     # Busy but keeping up at the faster speed is not quiet: no step back that would overload again.
-    speed = EncoderSpeed(floor=6, ceiling=12, cores=1)
+    speed = EncoderSpeed(floor=6, ceiling=10, cores=1)
     process = _Process(speed)
     process.run(5, busy=0.97, dropped_share=0.25)
-    assert set(process.run(3 * DOWN_AFTER, busy=0.8, dropped_share=0.0)) == {12}
+    assert set(process.run(3 * DOWN_AFTER, busy=0.8, dropped_share=0.0)) == {10}
 
 
 def test_a_ceiling_at_the_floor_keeps_the_speed_fixed() -> None:
@@ -75,14 +76,14 @@ def _frame(rgb: tuple[int, int, int], index: int) -> av.VideoFrame:
 
 
 def test_an_encoder_restarts_with_a_keyframe_at_a_new_speed_and_the_picture_stays() -> None:
-    speed = EncoderSpeed(floor=6, ceiling=12, cores=1)
+    speed = EncoderSpeed(floor=6, ceiling=10, cores=1)
     encoder = Vp8Encoder(2_000_000, speed)
     decoder = av.CodecContext.create("libvpx", "r")
 
     def sent(index: int) -> tuple[bool, np.ndarray]:
         """(whether the encoded frame is a keyframe, the picture decoded from it)"""
         payloads, _ = encoder.encode(_frame((0, 0, 255), index))
-        data = b"".join(p[_descriptor_length(p) :] for p in payloads)
+        data = depacketize(payloads)
         (picture,) = decoder.decode(av.Packet(data))
         return not data[0] & 1, picture.to_ndarray(format="rgb24")  # RFC 6386: bit 0 clear is a keyframe
 
@@ -90,17 +91,17 @@ def test_an_encoder_restarts_with_a_keyframe_at_a_new_speed_and_the_picture_stay
     assert encoder.opened_speed == 6
     _Process(speed).run(UP_AFTER, busy=1.0, dropped_share=0.3)
     restarted, picture = sent(5)
-    assert restarted and encoder.opened_speed == 12  # a keyframe: the viewer's decoder starts afresh
+    assert restarted and encoder.opened_speed == 10  # a keyframe: the viewer's decoder starts afresh
     assert np.abs(picture[:100, :100].astype(int) - (0, 0, 255)).mean() < 8  # the background
     assert np.abs(picture[200:280, 280:360].astype(int) - 255).mean() < 8  # the square
     assert not sent(6)[0]  # and it goes on from there
 
 
-def _descriptor_length(payload: bytes) -> int:
-    """The length of a VP8 RTP payload descriptor (RFC 7741): its first byte, an extension byte, picture id."""
-    if not payload[0] & 0x80:
-        return 1
-    length = 2
-    if payload[1] & 0x80:
-        length += 2 if payload[2] & 0x80 else 1
-    return length + bool(payload[1] & 0x40) + bool(payload[1] & 0x30)
+def test_the_speed_benchmark_reports_each_speed_against_the_first() -> None:
+    """`backdrop bench --vp8-speeds`: the encoder's time, the decoded picture's PSNR and the bitrate a speed."""
+    report = compare_speeds(loadtest_frames(count=20), [6, 10], rounds=2)
+    first, faster = report["speeds"]
+    assert (report["frames"], report["size"], first["speed"], faster["speed"]) == (20, "640x480", 6, 10)
+    assert first["time_vs_first"] == 1.0 and len(faster["encode_ms_each_round"]) == 2
+    assert first["psnr_db"] > 30 and faster["psnr_db"] > 30 and first["psnr_vs_first_db"] == 0.0
+    assert 0 < faster["kbps"] < 4000

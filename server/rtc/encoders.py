@@ -41,7 +41,7 @@ class EncoderSettings:
     codec: Codec = "vp8"
     max_bitrate: int = 2_000_000
     vp8_speed: int = 6  # libvpx's real-time speed, 4 (best pictures) to 16 (least CPU); aiortc's is 6
-    vp8_speed_max: int = 12  # the fastest it goes while the CPU cannot keep up (overuse.py)
+    vp8_speed_max: int | None = None  # the fastest it goes while the CPU cannot keep up (overuse.py); None: fixed
     start_bitrate: int | None = None  # where each encoder starts (bits/s); None: at the ceiling
 
 

@@ -1,17 +1,22 @@
 """The speed of the server's VP8 encoders: raised while the CPU cannot keep up with every session's frames,
 lowered again once it can.
 
-libvpx's real-time speed trades picture for CPU without dropping frames or shrinking them. On this project's
-2-core machine (`backdrop bench --encoder`, 640x480 at 2 Mb/s, one thread), speed 12 encodes in 0.75-0.8x
-the time of speed 6 and loses 0.5-0.7 dB of PSNR on talking heads (1.5-2.5 dB on fast full-body motion);
-an overloaded server otherwise drops a fifth to a third of each session's frames. So the encoders run at the
-configured speed (`--vp8-speed`) while the CPU keeps up, and faster, up to `--vp8-speed-max`, only while it
-does not: frames are being dropped and the process's cores are busy. libwebrtc's overuse detector does the
-same to a sender's resolution.
+libvpx's real-time speed trades picture for CPU without dropping frames or shrinking them. With the server's
+encoder at 640x480 and 2 Mb/s (`backdrop bench --vp8-speeds 6 8 10 12 --video ...`, one thread), speed 10
+took 0.76-0.83x the encoder time of speed 6 on three talking-head clips and two full-body ones, and cost
+0.0-0.3 dB of PSNR on the talking heads and 1.3-1.4 dB on fast full-body motion (speed 12: 0.69-0.84x, and
+0.2-0.7 and 1.9-2.3 dB). An overloaded server otherwise drops a fifth to a third of each session's frames.
+So the encoders can run at the configured speed (`--vp8-speed`) while the CPU keeps up, and at
+`--vp8-speed-max` only while it does not: frames are being dropped and the process's cores are busy.
+libwebrtc's overuse detector does the same to a sender's resolution.
+
+It is off unless `--vp8-speed-max` is set: with three sessions of a real talking-head clip on one core
+(`backdrop loadtest --video`), it gave 0.96x the server CPU a frame and 0.7 fps more each (medians of six
+runs each, within this host's noise), while the clients received 10-20% fewer kb/s after the restarts.
 
 Each change restarts every VP8 encoder at its next frame (PyAV opens libvpx with its speed; nothing changes it
 later), with a keyframe and a second of rate control starting low, as at a session's start. So changes are
-few: straight to the fastest after two overloaded seconds, one step back after ten quiet ones.
+few: straight to the fastest after two overloaded seconds, a step back after ten quiet ones.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from .stats import Totals
 log = logging.getLogger(__name__)
 
 TICK_S = 1.0  # how often the CPU and the frames are looked at
-STEP = 3  # speeds per step back: 12, 9, 6
+STEP = 2  # speeds per step back: 10, 8, 6
 BUSY = 0.85  # the share of the process's cores above which drops are the CPU's doing
 DROPPING = 0.05  # the share of received frames dropped that counts as not keeping up
 QUIET = 0.65  # below this share, the CPU has room for a slower speed (a step costs under 10% more)
@@ -73,7 +78,9 @@ class EncoderSpeed:
         return self.speed
 
     def _step(self, speed: int) -> None:
-        log.info("VP8 speed %d -> %d: the cores %s", self.speed, speed, "are short" if speed > self.speed else "have room")
+        log.info(
+            "VP8 speed %d -> %d: the cores %s", self.speed, speed, "are short" if speed > self.speed else "have room"
+        )
         self.speed = speed
         self.changes += 1
         self._overloaded = self._quiet = 0

@@ -104,7 +104,8 @@ class SessionManager:
         self.totals = totals or Totals()  # frames over every session, ended ones included
         # VP8's speed for every session's encoders: raised while this process's cores cannot keep up.
         encoders, cores = policy.encoders, min(cores, cpu_cores()) if cores else cpu_cores()
-        self.speed = EncoderSpeed(encoders.vp8_speed, max(encoders.vp8_speed, encoders.vp8_speed_max), cores)
+        fastest = max(encoders.vp8_speed, encoders.vp8_speed_max or 0)
+        self.speed = EncoderSpeed(encoders.vp8_speed, fastest, cores)
         self._speed_follower: asyncio.Task | None = None
         self.sessions: dict[str, Session] = {}
         self._reserved = 0

@@ -26,7 +26,7 @@ from .proxy import process_ports
 from .soak import soak
 
 
-def _photo() -> np.ndarray:
+def photo() -> np.ndarray:
     """scikit-image's astronaut when installed (a real person), else a synthetic head-and-shoulders."""
     try:
         import skimage.data
@@ -100,6 +100,7 @@ async def measure(
     client_marker: bool = True,
     network: Network | None = None,
     fec: bool = True,
+    frames: list[np.ndarray] | None = None,
 ) -> dict:
     """Open `sessions` sessions at once and count the frames each receives over `seconds`, and measure each
     frame's glass-to-glass latency (see latency.py: from leaving the client's camera track to arriving
@@ -110,9 +111,10 @@ async def measure(
     clients ran elsewhere. `client_marker`: the clients decode a frame on its last packet, as browsers do;
     without, a frame interval later, as aiortc alone does. `network`: each client's media packets cross
     that impaired network (each with its own seed), and the report adds what a viewer saw of it (freezes,
-    bitrate) and what repaired it (NACKs, PLIs, retransmissions).
+    bitrate) and what repaired it (NACKs, PLIs, retransmissions). `frames` (RGB, `size`): what each client's
+    camera sends, in a loop; default: a photo, shifted a few pixels a frame.
     """
-    frames = photo_frames(_photo(), size=size, count=48)
+    frames = frames or photo_frames(photo(), size=size, count=48)
     networks = [None if network is None else replace(network, seed=network.seed + 1000 * i) for i in range(sessions)]
     peers = [Peer(frames, latency=True, marker=client_marker, network=n, fec=fec) for n in networks]
     arrivals: list[list[float]] = [[] for _ in peers]
@@ -278,6 +280,7 @@ async def run_loadtest(
     client_marker: bool = True,
     network: Network | None = None,
     fec: bool = True,
+    frames: list[np.ndarray] | None = None,
 ) -> dict:
     """Measure each session count in turn; starts `backdrop serve` in a subprocess unless `url` is given.
 
@@ -290,7 +293,9 @@ async def run_loadtest(
         health = await wait_healthy(url)
         results = []
         for n in sessions:
-            results.append(await measure(url, n, seconds, size, config, pid, cores, client_marker, network, fec))
+            results.append(
+                await measure(url, n, seconds, size, config, pid, cores, client_marker, network, fec, frames)
+            )
             await asyncio.sleep(1.0)  # let the server close the previous sessions
         report = {
             "url": url,
@@ -301,6 +306,7 @@ async def run_loadtest(
             "client_receive": "marker" if client_marker else "timestamp",
             "fec": fec,
             "network": None if network is None else {"up": asdict(network.up), "down": asdict(network.down)},
+            "camera": "the photo" if frames is None else f"{len(frames)} frames of a video",
             "health": health,
         }
         return {**report, **pinned, "runs": results}
@@ -324,5 +330,5 @@ async def run_soak(
     async with serving(None, sessions + 1, device, compile, 0) as (url, pid, _, _):
         health = await wait_healthy(url)
         assert pid is not None
-        report = await soak(url, pid, minutes, sessions, size, config, _photo(), sample_every, progress)
+        report = await soak(url, pid, minutes, sessions, size, config, photo(), sample_every, progress)
         return {"url": url, "size": f"{size[1]}x{size[0]}", "config": config, "health": health, **report}

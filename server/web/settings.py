@@ -143,13 +143,13 @@ class ServerSettings(DeviceSettings):
         description="libvpx's real-time encoding speed for VP8 sent back: 4 (best pictures) to 16 (least CPU); "
         "aiortc's is 6",
     )
-    vp8_speed_max: int = Field(
-        12,
+    vp8_speed_max: int | None = Field(
+        None,
         ge=4,
         le=16,
         description="the fastest VP8 speed the encoders go to while this process's cores cannot keep up with its "
-        "sessions (frames dropped, cores busy), back to --vp8-speed once they can; at or below --vp8-speed the "
-        "speed stays fixed",
+        "sessions (frames dropped, cores busy), back to --vp8-speed once they can, e.g. 10; none: the speed "
+        "stays fixed",
     )
     fec: bool = Field(
         True,
