@@ -207,6 +207,9 @@ def test_command_errors_end_in_one_line(tmp_path, astronaut) -> None:
         ("process", str(image), str(tmp_path / "out.mp4"), "--quiet"),
         ("evaluate", "--data", str(tmp_path / "nowhere")),
         ("process", str(image), str(tmp_path / "out.png"), "--model", "nope"),
+        ("loadtest", "--video", str(tmp_path / "none.mp4")),
+        ("bench", "--vp8-speeds", "6", "10", "--video", str(tmp_path / "none.mp4")),
+        ("bench", "--vp8-speeds", "6", "--video", str(tmp_path)),  # a folder without frames
     ):
         result = backdrop(*args)
         assert result.returncode == 2, (args, result.stderr)
