@@ -288,8 +288,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from .tools.bench import format_report, run_bench
 
-    if args.vp8_speeds:
-        return _bench_vp8_speeds(args)
+    if args.vp8_speeds or args.h264_presets:
+        return _bench_encoders(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     registry, models = _registry_with(*args.models)
@@ -307,8 +307,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench_vp8_speeds(args: argparse.Namespace) -> int:
-    from .tools.encoding import compare_speeds, loadtest_frames, video_frames
+def _bench_encoders(args: argparse.Namespace) -> int:
+    from .tools.encoding import compare_encoders, loadtest_frames, video_frames
 
     if args.video is None:
         source, frames = "the loadtest's hand-held photo", loadtest_frames()
@@ -320,17 +320,19 @@ def _bench_vp8_speeds(args: argparse.Namespace) -> int:
             frames = video_frames(args.video)
         except ValueError as exc:
             raise CommandError(str(exc)) from None
-    report = {"video": source, **compare_speeds(frames, args.vp8_speeds, args.rounds)}
+    encoders = [("vp8", speed) for speed in args.vp8_speeds or []]
+    encoders += [("h264", preset) for preset in args.h264_presets or []]
+    report = {"video": source, **compare_encoders(frames, encoders, args.rounds)}
     text = json.dumps(report, indent=2)
     if args.output:
         args.output.write_text(text)
     if args.json:
         print(text)
     else:
-        print(f"VP8 on {source}: {report['frames']} frames at {report['size']}, {report['bitrate_kbps']} kb/s")
-        for row in report["speeds"]:
+        print(f"On {source}: {report['frames']} frames at {report['size']}, {report['bitrate_kbps']} kb/s")
+        for row in report["encoders"]:
             print(
-                f"  speed {row['speed']:2d}: encode {row['encode_ms_per_frame']:.2f} ms/frame "
+                f"  {row['codec']} {row['setting']!s:>9}: encode {row['encode_ms_per_frame']:.2f} ms/frame "
                 f"({row['time_vs_first']:.2f}x), PSNR {row['psnr_db']:.2f} dB ({row['psnr_vs_first_db']:+.2f}), "
                 f"{row['kbps']} kb/s"
             )
@@ -721,18 +723,26 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="SPEED",
-        help="instead: VP8's real-time speeds against each other with the server's encoder at 640x480, 2 Mb/s "
-        "(CPU ms a frame, PSNR of what a viewer decodes, kb/s), e.g. 6 8 10 12; the first is the baseline",
+        help="instead: the server's encoders against each other at 640x480, 2 Mb/s (CPU ms a frame, PSNR of what "
+        "a viewer decodes, kb/s): VP8 at these speeds, e.g. 6 8 10 12; the first encoder is the baseline",
+    )
+    bench.add_argument(
+        "--h264-presets",
+        nargs="+",
+        default=None,
+        metavar="PRESET",
+        choices=typing.get_args(ServerSettings.model_fields["h264_preset"].annotation),
+        help="instead, or after --vp8-speeds: H.264 at these x264 presets, e.g. veryfast medium",
     )
     bench.add_argument(
         "--video",
         type=Path,
         default=None,
-        help="with --vp8-speeds: a video file, or a folder of .jpg frames, to encode (its first 300 frames); "
-        "default: the loadtest's hand-held photo",
+        help="with --vp8-speeds or --h264-presets: a video file, or a folder of .jpg frames, to encode (its first "
+        "300 frames); default: the loadtest's hand-held photo",
     )
     bench.add_argument(
-        "--rounds", type=int, default=3, help="with --vp8-speeds: rounds of every speed in turn (default: 3)"
+        "--rounds", type=int, default=3, help="with --vp8-speeds or --h264-presets: rounds of each in turn (default: 3)"
     )
     bench.add_argument("--output", type=Path, default=None, help="also write the JSON report to this file")
     bench.add_argument("--json", action="store_true", help="print JSON instead of a table")

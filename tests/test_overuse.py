@@ -11,7 +11,7 @@ import pytest
 
 from server.rtc.encoders import Vp8Encoder
 from server.rtc.overuse import DOWN_AFTER, UP_AFTER, EncoderSpeed
-from server.tools.encoding import compare_speeds, depacketize, loadtest_frames
+from server.tools.encoding import compare_encoders, depacketize, loadtest_frames
 
 pytestmark = pytest.mark.unit
 
@@ -83,7 +83,7 @@ def test_an_encoder_restarts_with_a_keyframe_at_a_new_speed_and_the_picture_stay
     def sent(index: int) -> tuple[bool, np.ndarray]:
         """(whether the encoded frame is a keyframe, the picture decoded from it)"""
         payloads, _ = encoder.encode(_frame((0, 0, 255), index))
-        data = depacketize(payloads)
+        data = depacketize("vp8", payloads)
         (picture,) = decoder.decode(av.Packet(data))
         return not data[0] & 1, picture.to_ndarray(format="rgb24")  # RFC 6386: bit 0 clear is a keyframe
 
@@ -97,11 +97,14 @@ def test_an_encoder_restarts_with_a_keyframe_at_a_new_speed_and_the_picture_stay
     assert not sent(6)[0]  # and it goes on from there
 
 
-def test_the_speed_benchmark_reports_each_speed_against_the_first() -> None:
-    """`backdrop bench --vp8-speeds`: the encoder's time, the decoded picture's PSNR and the bitrate a speed."""
-    report = compare_speeds(loadtest_frames(count=20), [6, 10], rounds=2)
-    first, faster = report["speeds"]
-    assert (report["frames"], report["size"], first["speed"], faster["speed"]) == (20, "640x480", 6, 10)
+def test_the_encoder_benchmark_reports_each_setting_against_the_first() -> None:
+    """`backdrop bench --vp8-speeds ... --h264-presets ...`: each encoder's time, the decoded picture's PSNR and
+    the bitrate."""
+    report = compare_encoders(loadtest_frames(count=20), [("vp8", 6), ("vp8", 10), ("h264", "veryfast")], rounds=2)
+    first, faster, h264 = report["encoders"]
+    assert (report["frames"], report["size"], first["setting"], faster["setting"]) == (20, "640x480", 6, 10)
+    assert (h264["codec"], h264["setting"]) == ("h264", "veryfast")
     assert first["time_vs_first"] == 1.0 and len(faster["encode_ms_each_round"]) == 2
-    assert first["psnr_db"] > 30 and faster["psnr_db"] > 30 and first["psnr_vs_first_db"] == 0.0
-    assert 0 < faster["kbps"] < 4000
+    assert first["psnr_vs_first_db"] == 0.0
+    for row in report["encoders"]:
+        assert row["psnr_db"] > 30 and 0 < row["kbps"] < 4000, row

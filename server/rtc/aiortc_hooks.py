@@ -8,9 +8,10 @@ into it through the functions here. Nothing in site-packages is edited. The hook
    read and reordered (`codecs`, `set_codecs`: `encoders.prefer_codec`, `encoders.fit_senders`).
 2. `RTCRtpSender.__encoder`: the sender's encoder, which aiortc creates on the first frame unless one is
    there (`set_encoder`: `encoders.fit_senders`).
-3. `Vp8Encoder.__target_bitrate`, `H264Encoder.__target_bitrate` and `Vp8Encoder._packetize`: the bitrate
-   aiortc's encoders keep and clamp to their own ceiling, and VP8's RTP payloads (`TARGET_BITRATE`,
-   `vp8_packetize`: `encoders.Vp8Encoder`, `encoders.H264Encoder`).
+3. `Vp8Encoder.__target_bitrate`, `H264Encoder.__target_bitrate`, `Vp8Encoder._packetize`,
+   `H264Encoder._split_bitstream` and `H264Encoder._packetize`: the bitrate aiortc's encoders keep and clamp
+   to their own ceiling, and the RTP payloads of each codec (`TARGET_BITRATE`, `vp8_packetize`,
+   `h264_packetize`: `encoders.Vp8Encoder`, `encoders.H264Encoder`).
 4. `RTCRtpReceiver.__jitter_buffer`: the buffer a video receiver puts each packet into (`set_jitter_buffer`:
    `recovery.recover_losses`).
 5. `JitterBuffer._origin`, `JitterBuffer._packets` and `RtpPacket._data` (the depayloaded bytes the receiver
@@ -66,7 +67,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from importlib.metadata import version
 
 from aiortc import RTCPeerConnection, RTCRtpCodecParameters, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
-from aiortc.codecs import vpx
+from aiortc.codecs import h264, vpx
 from aiortc.codecs.base import Encoder
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsTransport, SRTPProtectionProfile
@@ -125,6 +126,11 @@ TARGET_BITRATE = {"vp8": "_Vp8Encoder__target_bitrate", "h264": "_H264Encoder__t
 def vp8_packetize(data: bytes, picture_id: int) -> list[bytes]:
     """One encoded VP8 frame as aiortc's RTP payloads (its payload descriptors, with `picture_id`)."""
     return vpx.Vp8Encoder._packetize(data, picture_id)
+
+
+def h264_packetize(data: bytes) -> list[bytes]:
+    """One encoded H.264 access unit (Annex B) as aiortc's RTP payloads (STAP-A, FU-A)."""
+    return h264.H264Encoder._packetize(h264.H264Encoder._split_bitstream(data))
 
 
 # 4. A receiver's jitter buffer.

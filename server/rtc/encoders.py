@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Literal
 
 import av
@@ -35,13 +36,14 @@ MIME = {"vp8": "video/vp8", "h264": "video/h264"}
 
 @dataclass(frozen=True)
 class EncoderSettings:
-    """The codec answers put first (the peer may offer only the other), the bitrate ceiling (bits/s) and VP8's
-    encoding speed."""
+    """The codec answers put first (the peer may offer only the other), the bitrate ceiling (bits/s), VP8's
+    encoding speed and H.264's preset."""
 
     codec: Codec = "vp8"
     max_bitrate: int = 2_000_000
     vp8_speed: int = 6  # libvpx's real-time speed, 4 (best pictures) to 16 (least CPU); aiortc's is 6
     vp8_speed_max: int | None = None  # the fastest it goes while the CPU cannot keep up (overuse.py); None: fixed
+    h264_preset: str = "veryfast"  # x264's speed preset for H.264 sent back (aiortc leaves x264's, medium)
     start_bitrate: int | None = None  # where each encoder starts (bits/s); None: at the ceiling
 
 
@@ -154,8 +156,44 @@ class Vp8Encoder(BitrateCeiling, vpx.Vp8Encoder):
 
 
 class H264Encoder(BitrateCeiling, h264.H264Encoder):
+    """aiortc's H.264 encoder (its packetizer, bitrate, x264 settings: Baseline, level 3.1, zerolatency) at an
+    x264 preset of ours. aiortc leaves x264's default, medium: 14-22 ms a frame at 640x480 and 2 Mb/s on one
+    core, 3.0-3.7x veryfast's, for -0.2 to +0.5 dB of PSNR (`backdrop bench --h264-presets`; README
+    "Sessions per core")."""
+
     _stored = aiortc_hooks.TARGET_BITRATE["h264"]
     _floor = h264.MIN_BITRATE
+
+    def __init__(self, ceiling: int, preset: str = EncoderSettings.h264_preset, start: int | None = None) -> None:
+        super().__init__(ceiling, start)
+        self.preset = preset
+
+    def encode(self, frame: Frame, force_keyframe: bool = False) -> tuple[list[bytes], int]:
+        assert isinstance(frame, VideoFrame)
+        if frame.format.name != "yuv420p":
+            frame = frame.reformat(format="yuv420p")
+        assert frame.pts is not None and frame.time_base is not None  # a track's frames are timed
+        codec = self.codec
+        if codec is not None and (
+            (frame.width, frame.height) != (codec.width, codec.height)
+            or abs(self.target_bitrate - (codec.bit_rate or 0)) > 0.1 * (codec.bit_rate or 0)  # not for less
+        ):
+            codec = None
+        frame.pict_type = PictureType.I if force_keyframe else PictureType.NONE  # NONE: x264 decides
+        if codec is None:
+            codec = self.codec = self._open(frame.width, frame.height)
+        data = b"".join(bytes(packet) for packet in codec.encode(frame))
+        return aiortc_hooks.h264_packetize(data), convert_timebase(frame.pts, frame.time_base, VIDEO_TIME_BASE)
+
+    def _open(self, width: int, height: int) -> VideoCodecContext:
+        codec = av.CodecContext.create("libx264", "w")
+        codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
+        codec.bit_rate = self.target_bitrate
+        codec.framerate = Fraction(h264.MAX_FRAME_RATE, 1)
+        codec.time_base = Fraction(1, h264.MAX_FRAME_RATE)
+        codec.options = {"level": "31", "tune": "zerolatency", "preset": self.preset}
+        codec.profile = "Baseline"
+        return codec
 
 
 def encoder_for(
@@ -167,7 +205,7 @@ def encoder_for(
     if mime == MIME["vp8"]:
         return Vp8Encoder(settings.max_bitrate, speed or settings.vp8_speed, settings.start_bitrate)
     if mime == MIME["h264"]:
-        return H264Encoder(settings.max_bitrate, settings.start_bitrate)
+        return H264Encoder(settings.max_bitrate, settings.h264_preset, settings.start_bitrate)
     return None
 
 

@@ -1,5 +1,6 @@
-"""VP8's real-time speeds against each other on one video: the encoder's CPU time a frame, what it costs the
-picture a viewer decodes (PSNR), and the bitrate, with the server's own encoder (encoders.Vp8Encoder)."""
+"""The server's video encoders at several settings against each other on one video (VP8's real-time speeds,
+x264's presets): the encoder's CPU time a frame, what it costs the picture a viewer decodes (PSNR), and the
+bitrate, with the encoders sessions get (encoders.Vp8Encoder, encoders.H264Encoder)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,18 @@ from pathlib import Path
 
 import av
 import numpy as np
+from aiortc import RTCRtpCodecParameters
+from aiortc.codecs import depayload
+from aiortc.codecs.base import Encoder
+from av.video.codeccontext import VideoCodecContext
 
-from ..rtc.encoders import Vp8Encoder
+from ..rtc.encoders import H264Encoder, Vp8Encoder
 from .client import photo_frames
 from .loadtest import photo
 
 SIZE = (640, 480)
 BITRATE = 2_000_000  # the server's default ceiling, where a session on a clean link sits
+CODECS = {"vp8": ("VP8", "libvpx"), "h264": ("H264", "h264")}  # the RTP name, the decoder
 
 
 def video_frames(
@@ -50,32 +56,33 @@ def loadtest_frames(count: int = 150) -> list[np.ndarray]:
     ]
 
 
-def depacketize(payloads: list[bytes]) -> bytes:
-    """A VP8 frame from its RTP payloads: each less its payload descriptor (RFC 7741)."""
-    frame = bytearray()
-    for payload in payloads:
-        length = 1
-        if payload[0] & 0x80:  # extended control bits
-            length = 2
-            if payload[1] & 0x80:  # picture id, 7 or 15 bits
-                length += 2 if payload[2] & 0x80 else 1
-            length += bool(payload[1] & 0x40) + bool(payload[1] & 0x30)  # TL0PICIDX; TID/KEYIDX
-        frame += payload[length:]
-    return bytes(frame)
+def depacketize(codec: str, payloads: list[bytes]) -> bytes:
+    """One encoded frame from its RTP payloads, as aiortc's receiver rebuilds it."""
+    parameters = RTCRtpCodecParameters(mimeType=f"video/{CODECS[codec][0]}", clockRate=90000)
+    return b"".join(depayload(parameters, payload) for payload in payloads)
 
 
-def _encode(frames: list[np.ndarray], speed: int) -> tuple[float, float, float]:
-    """(encoder CPU ms a frame, mean PSNR in dB of the luma a viewer decodes, kb/s) at `speed`, at 30 fps."""
-    encoder, decoder = Vp8Encoder(BITRATE, speed), av.CodecContext.create("libvpx", "r")
+def encoder_for(codec: str, setting: int | str) -> Encoder:
+    """The server's encoder for `codec` ("vp8": `setting` is its speed; "h264": x264's preset) at BITRATE."""
+    if codec == "vp8":
+        return Vp8Encoder(BITRATE, int(setting))
+    return H264Encoder(BITRATE, str(setting))
+
+
+def _encode(frames: list[np.ndarray], codec: str, setting: int | str) -> tuple[float, float, float]:
+    """(encoder CPU ms a frame, mean PSNR in dB of the luma a viewer decodes, kb/s), at 30 fps."""
+    encoder = encoder_for(codec, setting)
+    decoder = av.CodecContext.create(CODECS[codec][1], "r")
+    assert isinstance(decoder, VideoCodecContext)
     cpu_s, psnr, sent = 0.0, [], 0
     height = frames[0].shape[0] * 2 // 3
     for index, planes in enumerate(frames):
         frame = av.VideoFrame.from_ndarray(planes, format="yuv420p")
-        frame.pts, frame.time_base = index, Fraction(1, 30)
+        frame.pts, frame.time_base = index * 3000, Fraction(1, 90000)  # as a track times its frames
         start = time.thread_time()
         payloads, _ = encoder.encode(frame)
         cpu_s += time.thread_time() - start
-        data = depacketize(payloads)
+        data = depacketize(codec, payloads)
         sent += len(data)
         for picture in decoder.decode(av.Packet(data)):
             error = (picture.to_ndarray()[:height].astype(np.float32) - planes[:height]) ** 2
@@ -83,32 +90,33 @@ def _encode(frames: list[np.ndarray], speed: int) -> tuple[float, float, float]:
     return 1000 * cpu_s / len(frames), float(np.mean(psnr)), sent * 8 * 30 / len(frames) / 1000
 
 
-def compare_speeds(frames: list[np.ndarray], speeds: list[int], rounds: int = 3) -> dict:
-    """Each speed `rounds` times, in turn (the order reversed every other round, so that a host's drift falls on
-    all alike); the medians, and each against the first speed."""
-    times: dict[int, list[float]] = {speed: [] for speed in speeds}
-    quality: dict[int, tuple[float, float]] = {}
+def compare_encoders(frames: list[np.ndarray], encoders: list[tuple[str, int | str]], rounds: int = 3) -> dict:
+    """Each (codec, setting) `rounds` times, in turn (the order reversed every other round, so that a host's
+    drift falls on all alike); the medians, and each against the first."""
+    times: dict[tuple[str, int | str], list[float]] = {encoder: [] for encoder in encoders}
+    quality: dict[tuple[str, int | str], tuple[float, float]] = {}
     for round_ in range(rounds):
-        for speed in speeds if round_ % 2 == 0 else speeds[::-1]:
-            ms, psnr, kbps = _encode(frames, speed)
-            times[speed].append(ms)
-            quality[speed] = (psnr, kbps)  # the same in every round: libvpx at a fixed speed is deterministic
-    base_ms, base_psnr = statistics.median(times[speeds[0]]), quality[speeds[0]][0]
+        for encoder in encoders if round_ % 2 == 0 else encoders[::-1]:
+            ms, psnr, kbps = _encode(frames, *encoder)
+            times[encoder].append(ms)
+            quality[encoder] = (psnr, kbps)  # the same every round: at a fixed speed the encoders are deterministic
+    base_ms, base_psnr = statistics.median(times[encoders[0]]), quality[encoders[0]][0]
     return {
         "frames": len(frames),
         "size": f"{frames[0].shape[1]}x{frames[0].shape[0] * 2 // 3}",
         "bitrate_kbps": BITRATE // 1000,
         "rounds": rounds,
-        "speeds": [
+        "encoders": [
             {
-                "speed": speed,
-                "encode_ms_per_frame": round(statistics.median(times[speed]), 3),
-                "encode_ms_each_round": [round(ms, 3) for ms in times[speed]],
-                "time_vs_first": round(statistics.median(times[speed]) / base_ms, 3),
-                "psnr_db": round(quality[speed][0], 2),
-                "psnr_vs_first_db": round(quality[speed][0] - base_psnr, 2),
-                "kbps": round(quality[speed][1]),
+                "codec": codec,
+                "setting": setting,
+                "encode_ms_per_frame": round(statistics.median(times[(codec, setting)]), 3),
+                "encode_ms_each_round": [round(ms, 3) for ms in times[(codec, setting)]],
+                "time_vs_first": round(statistics.median(times[(codec, setting)]) / base_ms, 3),
+                "psnr_db": round(quality[(codec, setting)][0], 2),
+                "psnr_vs_first_db": round(quality[(codec, setting)][0] - base_psnr, 2),
+                "kbps": round(quality[(codec, setting)][1]),
             }
-            for speed in speeds
+            for codec, setting in encoders
         ],
     }

@@ -112,6 +112,7 @@ async def _sessions(app: web.Application) -> AsyncIterator[None]:
             settings.max_bitrate * 1000,
             settings.vp8_speed,
             settings.vp8_speed_max,
+            settings.h264_preset,
             None if settings.start_bitrate is None else settings.start_bitrate * 1000,
         ),
         fec=settings.fec,

@@ -151,6 +151,11 @@ class ServerSettings(DeviceSettings):
         "sessions (frames dropped, cores busy), back to --vp8-speed once they can, e.g. 10; none: the speed "
         "stays fixed",
     )
+    h264_preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] = Field(
+        "veryfast",
+        description="x264's speed preset for H.264 sent back (to peers that offer only H.264, or with --codec "
+        "h264): ultrafast (least CPU) to medium (aiortc's: 3.0-3.7x veryfast's CPU, for -0.2 to +0.5 dB)",
+    )
     fec: bool = Field(
         True,
         description="forward error correction (ULPFEC in RED) both ways where the peer offers it (browsers do): "
