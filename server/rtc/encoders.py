@@ -80,6 +80,13 @@ class BitrateCeiling:
         if not raised:
             self.target_bitrate = self.target_bitrate
 
+    def outdated(self, codec: VideoCodecContext, frame: VideoFrame) -> bool:
+        """Whether `codec` must be reopened for `frame`: another size, or a target over 10% away from the
+        bitrate it was opened at (a restart is a keyframe: not for less)."""
+        resized = (frame.width, frame.height) != (codec.width, codec.height)
+        opened = codec.bit_rate or 0
+        return resized or abs(self.target_bitrate - opened) > 0.1 * opened
+
 
 # libvpx's real-time settings as aiortc chose them (a 1 s rate-control buffer, CBR, one token partition),
 # with `noise-sensitivity` 0 instead of 4: the temporal denoiser took 25% of an encode at 640x480 and lowered
@@ -121,11 +128,7 @@ class Vp8Encoder(BitrateCeiling, vpx.Vp8Encoder):
             frame = frame.reformat(format="yuv420p")
         assert frame.pts is not None and frame.time_base is not None  # a track's frames are timed
         codec, speed = self.codec, self.speed()
-        if codec is not None and (
-            (frame.width, frame.height) != (codec.width, codec.height)
-            or abs(self.target_bitrate - (codec.bit_rate or 0)) > 0.1 * (codec.bit_rate or 0)  # restarts: not for less
-            or speed != self.opened_speed
-        ):
+        if codec is not None and (self.outdated(codec, frame) or speed != self.opened_speed):
             codec = None
         if force_keyframe:
             frame.pict_type = PictureType.I
@@ -174,10 +177,7 @@ class H264Encoder(BitrateCeiling, h264.H264Encoder):
             frame = frame.reformat(format="yuv420p")
         assert frame.pts is not None and frame.time_base is not None  # a track's frames are timed
         codec = self.codec
-        if codec is not None and (
-            (frame.width, frame.height) != (codec.width, codec.height)
-            or abs(self.target_bitrate - (codec.bit_rate or 0)) > 0.1 * (codec.bit_rate or 0)  # not for less
-        ):
+        if codec is not None and self.outdated(codec, frame):
             codec = None
         frame.pict_type = PictureType.I if force_keyframe else PictureType.NONE  # NONE: x264 decides
         if codec is None:
