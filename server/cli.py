@@ -307,19 +307,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _video(path: Path, size: tuple[int, int] | None = None, format: str = "yuv420p") -> list[Any]:
+    """--video's frames (`tools.encoding.video_frames`; 640x480 unless `size`), or a one-line error naming it."""
+    from .tools.encoding import SIZE, video_frames
+
+    if not path.exists():
+        raise CommandError(f"--video {path} does not exist")
+    try:
+        return video_frames(path, size or SIZE, format=format)
+    except (ValueError, OSError) as exc:
+        raise CommandError(f"--video {path}: {exc}") from None
+
+
 def _bench_encoders(args: argparse.Namespace) -> int:
-    from .tools.encoding import compare_encoders, loadtest_frames, video_frames
+    from .tools.encoding import compare_encoders, loadtest_frames
 
     if args.video is None:
         source, frames = "the loadtest's hand-held photo", loadtest_frames()
     else:
-        if not args.video.exists():
-            raise CommandError(f"{args.video} does not exist")
-        source = str(args.video)
-        try:
-            frames = video_frames(args.video)
-        except ValueError as exc:
-            raise CommandError(str(exc)) from None
+        source, frames = str(args.video), _video(args.video)
     encoders = [("vp8", speed) for speed in args.vp8_speeds or []]
     encoders += [("h264", preset) for preset in args.h264_presets or []]
     report = {"video": source, **compare_encoders(frames, encoders, args.rounds)}
@@ -393,16 +399,7 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
     network = _network(args)
     if args.soak is not None:
         return _soak(args, (height, width), config, compile)
-    frames = None
-    if args.video is not None:
-        from .tools.encoding import video_frames
-
-        if not args.video.exists():
-            raise CommandError(f"--video {args.video} does not exist")
-        try:
-            frames = video_frames(args.video, (width, height), format="rgb24")
-        except (ValueError, OSError) as exc:
-            raise CommandError(f"--video {args.video}: {exc}") from None
+    frames = None if args.video is None else _video(args.video, (width, height), "rgb24")
     report = asyncio.run(
         run_loadtest(
             args.sessions,

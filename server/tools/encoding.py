@@ -14,10 +14,9 @@ import av
 import numpy as np
 from aiortc import RTCRtpCodecParameters
 from aiortc.codecs import depayload
-from aiortc.codecs.base import Encoder
 from av.video.codeccontext import VideoCodecContext
 
-from ..rtc.encoders import H264Encoder, Vp8Encoder
+from ..rtc.encoders import EncoderSettings, encoder_for
 from .client import photo_frames
 from .loadtest import photo
 
@@ -56,22 +55,25 @@ def loadtest_frames(count: int = 150) -> list[np.ndarray]:
     ]
 
 
+def parameters(codec: str) -> RTCRtpCodecParameters:
+    """What a session negotiates for `codec` ("vp8" or "h264")."""
+    return RTCRtpCodecParameters(mimeType=f"video/{CODECS[codec][0]}", clockRate=90000)
+
+
 def depacketize(codec: str, payloads: list[bytes]) -> bytes:
     """One encoded frame from its RTP payloads, as aiortc's receiver rebuilds it."""
-    parameters = RTCRtpCodecParameters(mimeType=f"video/{CODECS[codec][0]}", clockRate=90000)
-    return b"".join(depayload(parameters, payload) for payload in payloads)
-
-
-def encoder_for(codec: str, setting: int | str) -> Encoder:
-    """The server's encoder for `codec` ("vp8": `setting` is its speed; "h264": x264's preset) at BITRATE."""
-    if codec == "vp8":
-        return Vp8Encoder(BITRATE, int(setting))
-    return H264Encoder(BITRATE, str(setting))
+    return b"".join(depayload(parameters(codec), payload) for payload in payloads)
 
 
 def _encode(frames: list[np.ndarray], codec: str, setting: int | str) -> tuple[float, float, float]:
     """(encoder CPU ms a frame, mean PSNR in dB of the luma a viewer decodes, kb/s), at 30 fps."""
-    encoder = encoder_for(codec, setting)
+    # The encoder a session negotiating `codec` gets: VP8 at speed `setting`, H.264 at preset `setting`.
+    if codec == "vp8":
+        settings = EncoderSettings(max_bitrate=BITRATE, vp8_speed=int(setting))
+    else:
+        settings = EncoderSettings(max_bitrate=BITRATE, h264_preset=str(setting))
+    encoder = encoder_for(parameters(codec), settings)
+    assert encoder is not None
     decoder = av.CodecContext.create(CODECS[codec][1], "r")
     assert isinstance(decoder, VideoCodecContext)
     cpu_s, psnr, sent = 0.0, [], 0
