@@ -117,7 +117,8 @@ class SessionManager:
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._sweeper = loop.create_task(self._sweep())
-        self._speed_follower = loop.create_task(self.speed.follow(self.totals))
+        if self.speed.ceiling > self.speed.floor:  # a fixed speed has nothing to follow
+            self._speed_follower = loop.create_task(self.speed.follow(self.totals))
 
     def checked(self, base: SessionConfig, changes: object) -> SessionConfig:
         """`base` with `changes` applied, or Invalid (Malformed if not an object) naming the field at fault."""
