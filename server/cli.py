@@ -288,7 +288,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from .tools.bench import format_report, run_bench
 
-    if args.vp8_speeds or args.h264_presets:
+    if args.vp8_speeds or args.vp8_qmins or args.h264_presets:
         return _bench_encoders(args)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -319,14 +319,27 @@ def _video(path: Path, size: tuple[int, int] | None = None, format: str = "yuv42
         raise CommandError(f"--video {path}: {exc}") from None
 
 
+def _bounds(field: Any) -> tuple[int, int]:
+    """A setting's (ge, le) limits, as its pydantic field states them."""
+    low = next(m.ge for m in field.metadata if hasattr(m, "ge"))
+    high = next(m.le for m in field.metadata if hasattr(m, "le"))
+    return int(low), int(high)
+
+
 def _bench_encoders(args: argparse.Namespace) -> int:
     from .tools.encoding import compare_encoders, loadtest_frames
+
+    for option, name in (("--vp8-speeds", "vp8_speed"), ("--vp8-qmins", "vp8_qmin")):
+        low, high = _bounds(ServerSettings.model_fields[name])
+        if any(not low <= value <= high for value in getattr(args, name + "s") or []):
+            raise CommandError(f"{option}: each must be {low} to {high}")
 
     if args.video is None:
         source, frames = "the loadtest's hand-held photo", loadtest_frames()
     else:
         source, frames = str(args.video), _video(args.video)
     encoders = [("vp8", speed) for speed in args.vp8_speeds or []]
+    encoders += [("vp8-qmin", qmin) for qmin in args.vp8_qmins or []]
     encoders += [("h264", preset) for preset in args.h264_presets or []]
     report = {"video": source, **compare_encoders(frames, encoders, args.rounds)}
     text = json.dumps(report, indent=2)
@@ -732,14 +745,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="instead, or after --vp8-speeds: H.264 at these x264 presets, e.g. veryfast medium",
     )
     bench.add_argument(
+        "--vp8-qmins",
+        nargs="+",
+        type=int,
+        default=None,
+        metavar="QMIN",
+        help="instead, or after --vp8-speeds: VP8 at the default speed with these finest quantizers (0-56), e.g. 2 10",
+    )
+    bench.add_argument(
         "--video",
         type=Path,
         default=None,
-        help="with --vp8-speeds or --h264-presets: a video file, or a folder of .jpg frames, to encode (its first "
-        "300 frames); default: the loadtest's hand-held photo",
+        help="with --vp8-speeds, --vp8-qmins or --h264-presets: a video file, or a folder of .jpg frames, to "
+        "encode (its first 300 frames); default: the loadtest's hand-held photo",
     )
     bench.add_argument(
-        "--rounds", type=int, default=3, help="with --vp8-speeds or --h264-presets: rounds of each in turn (default: 3)"
+        "--rounds",
+        type=int,
+        default=3,
+        help="with --vp8-speeds, --vp8-qmins or --h264-presets: rounds of each in turn (default: 3)",
     )
     bench.add_argument("--output", type=Path, default=None, help="also write the JSON report to this file")
     bench.add_argument("--json", action="store_true", help="print JSON instead of a table")

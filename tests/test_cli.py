@@ -210,6 +210,8 @@ def test_command_errors_end_in_one_line(tmp_path, astronaut) -> None:
         ("loadtest", "--video", str(tmp_path / "none.mp4")),
         ("bench", "--vp8-speeds", "6", "10", "--video", str(tmp_path / "none.mp4")),
         ("bench", "--vp8-speeds", "6", "--video", str(tmp_path)),  # a folder without frames
+        ("bench", "--vp8-qmins", "2", "57"),
+        ("bench", "--vp8-speeds", "6", "17"),
     ):
         result = backdrop(*args)
         assert result.returncode == 2, (args, result.stderr)
@@ -223,6 +225,8 @@ def test_command_errors_end_in_one_line(tmp_path, astronaut) -> None:
     assert result.returncode == 2 and result.stderr.startswith("error: vp8_speed: "), result.stderr
     result = backdrop("serve", "--no-compile", "--vp8-speed-max", "3", timeout=60)
     assert result.returncode == 2 and result.stderr.startswith("error: vp8_speed_max: "), result.stderr
+    result = backdrop("serve", "--no-compile", "--vp8-qmin", "57", timeout=60)
+    assert result.returncode == 2 and result.stderr.startswith("error: vp8_qmin: "), result.stderr
 
 
 @pytest.mark.unit

@@ -34,6 +34,15 @@ Codec = Literal["vp8", "h264"]
 MIME = {"vp8": "video/vp8", "h264": "video/h264"}
 
 
+# The finest quantizer (libvpx's rc_min_quantizer, 0-63) the rate control may pick. aiortc lets it go to 2, so
+# an easy picture (a talking head on a flat or blurred background) takes the whole bitrate ceiling to be sent
+# at about 50 dB, sharper than anyone can tell, and every one of those bits costs the encoder, the packets'
+# path and the link. At 10 the three clips and the loadtest's camera went out at 46-49 dB PSNR with 0.42-0.62x
+# the kb/s and 0.70-0.93x the encoder's time; busy full-body video (33-35 dB) never reaches it and is unchanged
+# (README "Sessions per core").
+VP8_QMIN = 10
+
+
 @dataclass(frozen=True)
 class EncoderSettings:
     """The codec answers put first (the peer may offer only the other), the bitrate ceiling (bits/s), VP8's
@@ -45,6 +54,7 @@ class EncoderSettings:
     vp8_speed_max: int | None = None  # the fastest it goes while the CPU cannot keep up (overuse.py); None: fixed
     h264_preset: str = "veryfast"  # x264's speed preset for H.264 sent back (aiortc leaves x264's, medium)
     start_bitrate: int | None = None  # where each encoder starts (bits/s); None: at the ceiling
+    vp8_qmin: int = VP8_QMIN  # the finest quantizer VP8's rate control may use (aiortc's: 2)
 
 
 class BitrateCeiling:
@@ -109,17 +119,22 @@ class Vp8Encoder(BitrateCeiling, vpx.Vp8Encoder):
     """aiortc's VP8 encoder (its packetizer, picture ids, bitrate) with our libvpx options.
 
     `speed`: libvpx's real-time speed, or what says it for each frame (overuse.EncoderSpeed); a new one
-    restarts the encoder with a keyframe, as a new bitrate does.
+    restarts the encoder with a keyframe, as a new bitrate does. `qmin`: the finest quantizer (see VP8_QMIN).
     """
 
     _stored = aiortc_hooks.TARGET_BITRATE["vp8"]
     _floor = vpx.MIN_BITRATE
 
     def __init__(
-        self, ceiling: int, speed: int | Callable[[], int] = EncoderSettings.vp8_speed, start: int | None = None
+        self,
+        ceiling: int,
+        speed: int | Callable[[], int] = EncoderSettings.vp8_speed,
+        start: int | None = None,
+        qmin: int = VP8_QMIN,
     ) -> None:
         super().__init__(ceiling, start)
         self.speed = speed if callable(speed) else lambda: speed
+        self.qmin = qmin
         self.opened_speed: int | None = None  # the speed of the open encoder
 
     def encode(self, frame: Frame, force_keyframe: bool = False) -> tuple[list[bytes], int]:
@@ -144,7 +159,7 @@ class Vp8Encoder(BitrateCeiling, vpx.Vp8Encoder):
         codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
         codec.bit_rate = bitrate = self.target_bitrate
         codec.gop_size = 3000  # keyframes only when the receiver asks (PLI)
-        codec.qmin, codec.qmax = 2, 56
+        codec.qmin, codec.qmax = self.qmin, 56
         # minrate = maxrate = bit_rate is CBR; FFmpeg's rc buffer is bufsize * 1000 / bit_rate ms: 1 s.
         codec.options = {
             **VP8_OPTIONS,
@@ -203,7 +218,7 @@ def encoder_for(
     says VP8's speed for each frame (default: settings.vp8_speed)."""
     mime = codec.mimeType.lower()
     if mime == MIME["vp8"]:
-        return Vp8Encoder(settings.max_bitrate, speed or settings.vp8_speed, settings.start_bitrate)
+        return Vp8Encoder(settings.max_bitrate, speed or settings.vp8_speed, settings.start_bitrate, settings.vp8_qmin)
     if mime == MIME["h264"]:
         return H264Encoder(settings.max_bitrate, settings.h264_preset, settings.start_bitrate)
     return None

@@ -114,6 +114,7 @@ async def _sessions(app: web.Application) -> AsyncIterator[None]:
             settings.vp8_speed_max,
             settings.h264_preset,
             None if settings.start_bitrate is None else settings.start_bitrate * 1000,
+            settings.vp8_qmin,
         ),
         fec=settings.fec,
     )

@@ -143,6 +143,14 @@ class ServerSettings(DeviceSettings):
         description="libvpx's real-time encoding speed for VP8 sent back: 4 (best pictures) to 16 (least CPU); "
         "aiortc's is 6",
     )
+    vp8_qmin: int = Field(
+        10,
+        ge=0,
+        le=56,
+        description="the finest quantizer VP8's rate control may use, 0-56 (aiortc's: 2): an easy picture (a "
+        "talking head on a plain or blurred background) is sent with fewer bits rather than sharper than the eye "
+        "can tell (46-49 dB PSNR at 10, 0.4-0.6x the kb/s); busy pictures never reach it",
+    )
     vp8_speed_max: int | None = Field(
         None,
         ge=4,
