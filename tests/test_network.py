@@ -133,7 +133,7 @@ def test_a_start_above_the_ceiling_is_refused_before_anything_starts() -> None:
 
 
 async def test_a_client_that_nacks_once_gets_each_lost_packet_resent_three_times(make_client, frames) -> None:
-    """A client on aiortc alone (one NACK per gap, no retry of its own) loses one video packet in 40 on the
+    """A client on aiortc alone (one NACK per gap, no retry of its own) loses one video packet in 25 on the
     way down: the server resends each three times, so a lost retransmission does not leave its picture waiting
     for the next gap to ask again."""
     client = await make_client()
@@ -145,15 +145,15 @@ async def test_a_client_that_nacks_once_gets_each_lost_packet_resent_three_times
     down = peer.links[0].down
     offer, seen, dropped = down.offer, [0], [0]
 
-    def every_40th_video_packet_lost(packet: bytes, now: float) -> float | None:
+    def every_25th_video_packet_lost(packet: bytes, now: float) -> float | None:
         if is_media(packet) and not 192 <= packet[1] <= 223 and packet[1] & 0x7F in vp8:
             seen[0] += 1
-            if seen[0] % 40 == 0:
+            if seen[0] % 25 == 0:
                 dropped[0] += 1
                 return None
         return offer(packet, now)
 
-    down.offer = every_40th_video_packet_lost  # type: ignore[method-assign]
+    down.offer = every_25th_video_packet_lost  # type: ignore[method-assign]
     try:
         await count_frames(peer, 5.0)
     finally:
