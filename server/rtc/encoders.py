@@ -7,7 +7,8 @@ receiver's estimate (REMB) below it. aiortc creates its encoder on the first fra
 
 VP8 is encoded with aiortc's libvpx settings except for the temporal denoiser, which is off: the frames it
 would clean have been through the sender's own codec already, and it cost a quarter of each encode and
-0.3 dB (see VP8_OPTIONS).
+0.3 dB (see VP8_OPTIONS); and for the finest quantizer, 10 rather than 2, so an easy picture is not sent
+sharper than anyone can see at the whole ceiling's cost (see VP8_QMIN).
 """
 
 from __future__ import annotations
