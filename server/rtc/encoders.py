@@ -38,8 +38,8 @@ MIME = {"vp8": "video/vp8", "h264": "video/h264"}
 # The finest quantizer (libvpx's rc_min_quantizer, 0-63) the rate control may pick. aiortc lets it go to 2, so
 # an easy picture (a talking head on a flat or blurred background) takes the whole bitrate ceiling to be sent
 # at about 50 dB, sharper than anyone can tell, and every one of those bits costs the encoder, the packets'
-# path and the link. At 10 the three clips and the loadtest's camera went out at 46-49 dB PSNR with 0.42-0.62x
-# the kb/s and 0.70-0.93x the encoder's time; busy full-body video (33-35 dB) never reaches it and is unchanged
+# path and the link. At 10 the three clips and the loadtest's camera went out at 46-49 dB PSNR with 0.35-0.65x
+# the kb/s and 0.69-0.86x the encoder's time; busy full-body video (33-35 dB) never reaches it and is unchanged
 # (README "Sessions per core").
 VP8_QMIN = 10
 

@@ -149,7 +149,7 @@ class ServerSettings(DeviceSettings):
         le=56,
         description="the finest quantizer VP8's rate control may use, 0-56 (aiortc's: 2): an easy picture (a "
         "talking head on a plain or blurred background) is sent with fewer bits rather than sharper than the eye "
-        "can tell (46-49 dB PSNR at 10, 0.4-0.6x the kb/s); busy pictures never reach it",
+        "can tell (46-49 dB PSNR at 10, 0.35-0.65x the kb/s); busy pictures never reach it",
     )
     vp8_speed_max: int | None = Field(
         None,
