@@ -252,7 +252,7 @@ def _over_opencv(
 def _bilinear_sampler(
     pixels: np.ndarray, size: tuple[int, int], grid: tuple[int, ...]
 ) -> Callable[[np.ndarray], np.ndarray]:
-    """A function from a `grid`-sized float32 array to its values at the flat `pixels` of a `size` image,
+    """A function from a `grid`-sized float32 array to its values at the flat `pixels` (at least one) of a `size` image,
     sampled bilinearly as cv2.resize's INTER_LINEAR upsampling to `size` would give them (pixel centres
     aligned, edges repeated). OpenCV's remap on a map of the pixels' positions: a third of the time of
     NumPy's four gathers and lerps per array (0.08 against 0.23 ms for two arrays at 8,000 pixels)."""
@@ -265,8 +265,6 @@ def _bilinear_sampler(
     where = flat.reshape(-1, _ROW, 2)
 
     def sample(values: np.ndarray) -> np.ndarray:
-        if not count:  # remap refuses an empty map
-            return np.empty(0, np.float32)
         return cv2.remap(values, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).ravel()[:count]  # type: ignore[call-overload]  # stubs miss None
 
     return sample
