@@ -329,9 +329,12 @@ def _bounds(field: Any) -> tuple[int, int]:
 def _bench_encoders(args: argparse.Namespace) -> int:
     from .tools.encoding import compare_encoders, loadtest_frames
 
-    for option, name in (("--vp8-speeds", "vp8_speed"), ("--vp8-qmins", "vp8_qmin")):
+    for option, values, name in (
+        ("--vp8-speeds", args.vp8_speeds, "vp8_speed"),
+        ("--vp8-qmins", args.vp8_qmins, "vp8_qmin"),
+    ):
         low, high = _bounds(ServerSettings.model_fields[name])
-        if any(not low <= value <= high for value in getattr(args, name + "s") or []):
+        if any(not low <= value <= high for value in values or []):
             raise CommandError(f"{option}: each must be {low} to {high}")
 
     if args.video is None:
